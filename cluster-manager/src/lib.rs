@@ -1,0 +1,92 @@
+//! The Conclave cluster manager: the registry of workers (portals, conference
+//! agents), one scheduler per purpose, worker liveness and cluster events.
+//! `main.rs` parses configuration and calls [`run`]; tests call [`start`].
+
+pub mod config;
+pub mod manager;
+pub mod matcher;
+pub mod scheduler;
+pub mod service;
+pub mod strategy;
+pub mod worker;
+
+use conclave_common::grpc::{GrpcError, GrpcServer};
+use conclave_proto::cluster::v1::cluster_manager_server::ClusterManagerServer;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+pub use config::Config;
+
+/// A running cluster manager.
+pub struct ClusterManager {
+    server: GrpcServer,
+    service: service::ClusterService,
+}
+
+impl ClusterManager {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn service(&self) -> &service::ClusterService {
+        &self.service
+    }
+
+    /// Wait for the server to stop (after the shutdown token fired).
+    pub async fn stopped(self) -> Result<(), GrpcError> {
+        self.server.stopped().await
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
+}
+
+/// Start the manager: the gRPC server and the liveness sweep, both ending
+/// when `shutdown` is cancelled.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<ClusterManager, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let sweep_period = Duration::from_millis(config.manager.check_alive_interval);
+    let listen = config.listen.clone();
+    let service = service::ClusterService::new(
+        manager::Manager::new(config, Instant::now()),
+        shutdown.clone(),
+    );
+    let routes = tonic::service::Routes::new(ClusterManagerServer::new(service.clone()));
+    let server = GrpcServer::start(
+        &listen,
+        routes,
+        &[<ClusterManagerServer<service::ClusterService> as NamedService>::NAME],
+        shutdown.clone(),
+    )
+    .await?;
+    let sweeper = service.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(Instant::now() + sweep_period, sweep_period);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => sweeper.sweep(),
+            }
+        }
+    });
+    Ok(ClusterManager { server, service })
+}
+
+/// Run until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let manager = start(config, shutdown).await?;
+    manager.stopped().await?;
+    tracing::info!("cluster manager stopped");
+    Ok(())
+}

@@ -1,0 +1,417 @@
+//! The gRPC adapter: `cluster.v1.ClusterManager` over the [`Manager`] core.
+//! Converts messages at the edge, maps errors to status codes once, and
+//! publishes cluster events to `Watch` streams.
+
+use crate::manager::{ClusterEvent, Manager, ManagerError};
+use crate::scheduler::ScheduleError;
+use crate::worker::{Capacity, Preference, WorkerInfo};
+use conclave_proto::cluster::v1 as pb;
+use conclave_proto::cluster::v1::cluster_event::Kind;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+/// Events a slow watcher may fall behind by before its stream is ended.
+const EVENT_BACKLOG: usize = 1024;
+
+#[derive(Clone)]
+pub struct ClusterService {
+    core: Arc<Mutex<Manager>>,
+    events: broadcast::Sender<ClusterEvent>,
+    shutdown: CancellationToken,
+}
+
+impl ClusterService {
+    pub fn new(manager: Manager, shutdown: CancellationToken) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BACKLOG);
+        ClusterService {
+            core: Arc::new(Mutex::new(manager)),
+            events,
+            shutdown,
+        }
+    }
+
+    /// Lock the core briefly; never held across an await.
+    pub fn core(&self) -> MutexGuard<'_, Manager> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn publish(&self, event: ClusterEvent) {
+        match &event {
+            ClusterEvent::WorkerJoined { purpose, id, .. } => {
+                tracing::info!(worker = %id, %purpose, "worker joined")
+            }
+            ClusterEvent::WorkerLost {
+                purpose,
+                id,
+                reason,
+            } => {
+                tracing::warn!(worker = %id, %purpose, reason = reason.as_str(), "worker lost")
+            }
+            ClusterEvent::NodeExited {
+                purpose,
+                node_id,
+                worker_id,
+                reason,
+            } => {
+                tracing::warn!(node = %node_id, worker = %worker_id, %purpose, %reason, "node exited")
+            }
+        }
+        // No watcher is not an error.
+        let _ = self.events.send(event);
+    }
+
+    /// One liveness sweep, publishing the workers it removed.
+    pub fn sweep(&self) {
+        let lost = self.core().check_alive();
+        for event in lost {
+            self.publish(event);
+        }
+    }
+}
+
+fn status(e: ManagerError) -> Status {
+    let message = e.to_string();
+    match e {
+        ManagerError::NotReady | ManagerError::NoScheduler(_) => Status::unavailable(message),
+        ManagerError::ScheduleFailed {
+            reason: ScheduleError::NoneAvailable,
+            ..
+        } => Status::resource_exhausted(message),
+        ManagerError::ScheduleFailed {
+            reason: ScheduleError::NoMatch,
+            ..
+        } => Status::failed_precondition(message),
+        ManagerError::WorkerNotFound(_)
+        | ManagerError::NoSuchTask
+        | ManagerError::InvalidPurpose => Status::not_found(message),
+        ManagerError::InvalidArgument(_) => Status::invalid_argument(message),
+    }
+}
+
+impl From<pb::WorkerInfo> for WorkerInfo {
+    fn from(i: pb::WorkerInfo) -> Self {
+        let c = i.capacity.unwrap_or_default();
+        WorkerInfo {
+            ip: i.ip,
+            hostname: i.hostname,
+            port: i.port,
+            grpc_endpoint: i.grpc_endpoint,
+            max_load: i.max_load,
+            capacity: Capacity {
+                isps: c.isps,
+                regions: c.regions,
+                video_encode: c.video_encode,
+                video_decode: c.video_decode,
+                algorithms: c.algorithms,
+            },
+            via_host: i.via_host,
+            ssl: i.ssl,
+        }
+    }
+}
+
+impl From<WorkerInfo> for pb::WorkerInfo {
+    fn from(i: WorkerInfo) -> Self {
+        let c = i.capacity;
+        pb::WorkerInfo {
+            ip: i.ip,
+            hostname: i.hostname,
+            port: i.port,
+            grpc_endpoint: i.grpc_endpoint,
+            max_load: i.max_load,
+            capacity: Some(pb::Capacity {
+                isps: c.isps,
+                regions: c.regions,
+                video_encode: c.video_encode,
+                video_decode: c.video_decode,
+                algorithms: c.algorithms,
+            }),
+            via_host: i.via_host,
+            ssl: i.ssl,
+        }
+    }
+}
+
+impl From<pb::Preference> for Preference {
+    fn from(p: pb::Preference) -> Self {
+        Preference {
+            isp: p.isp,
+            region: p.region,
+            video_encode: p.video_encode,
+            video_decode: p.video_decode,
+            algorithm: p.algorithm,
+        }
+    }
+}
+
+impl From<ClusterEvent> for pb::ClusterEvent {
+    fn from(e: ClusterEvent) -> Self {
+        match e {
+            ClusterEvent::WorkerJoined { purpose, id, info } => pb::ClusterEvent {
+                kind: Kind::WorkerJoined as i32,
+                purpose,
+                id,
+                r#type: "worker".into(),
+                reason: "join".into(),
+                info: Some(info.into()),
+                worker_id: String::new(),
+            },
+            ClusterEvent::WorkerLost {
+                purpose,
+                id,
+                reason,
+            } => pb::ClusterEvent {
+                kind: Kind::WorkerLost as i32,
+                purpose,
+                id,
+                r#type: "worker".into(),
+                reason: reason.as_str().into(),
+                info: None,
+                worker_id: String::new(),
+            },
+            ClusterEvent::NodeExited {
+                purpose,
+                node_id,
+                worker_id,
+                reason,
+            } => pb::ClusterEvent {
+                kind: Kind::NodeExited as i32,
+                purpose,
+                id: node_id,
+                r#type: "node".into(),
+                reason,
+                info: None,
+                worker_id,
+            },
+        }
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::cluster_manager_server::ClusterManager for ClusterService {
+    async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
+        let r = req.into_inner();
+        let info = r.info.unwrap_or_default().into();
+        let (state, event) = self
+            .core()
+            .join(&r.purpose, &r.worker_id, info, Instant::now())
+            .map_err(status)?;
+        if let Some(event) = event {
+            self.publish(event);
+        }
+        Ok(Response::new(pb::JoinReply {
+            state: state.as_str().into(),
+        }))
+    }
+
+    async fn quit(&self, req: Request<pb::QuitRequest>) -> Result<Response<pb::QuitReply>, Status> {
+        let event = self.core().quit(&req.get_ref().worker_id).map_err(status)?;
+        self.publish(event);
+        Ok(Response::new(pb::QuitReply {}))
+    }
+
+    async fn keep_alive(
+        &self,
+        req: Request<pb::KeepAliveRequest>,
+    ) -> Result<Response<pb::KeepAliveReply>, Status> {
+        let known = self.core().keep_alive(&req.get_ref().worker_id);
+        Ok(Response::new(pb::KeepAliveReply {
+            message: if known { "ok" } else { "whoareyou" }.into(),
+        }))
+    }
+
+    async fn report_load(
+        &self,
+        req: Request<pb::ReportLoadRequest>,
+    ) -> Result<Response<pb::ReportLoadReply>, Status> {
+        let r = req.get_ref();
+        self.core()
+            .report_load(&r.worker_id, r.load)
+            .map_err(status)?;
+        Ok(Response::new(pb::ReportLoadReply {}))
+    }
+
+    async fn report_state(
+        &self,
+        req: Request<pb::ReportStateRequest>,
+    ) -> Result<Response<pb::ReportStateReply>, Status> {
+        let r = req.get_ref();
+        self.core()
+            .report_state(&r.worker_id, r.state)
+            .map_err(status)?;
+        Ok(Response::new(pb::ReportStateReply {}))
+    }
+
+    async fn pick_up_tasks(
+        &self,
+        req: Request<pb::PickUpTasksRequest>,
+    ) -> Result<Response<pb::PickUpTasksReply>, Status> {
+        let r = req.get_ref();
+        self.core()
+            .pick_up_tasks(&r.worker_id, &r.tasks, Instant::now())
+            .map_err(status)?;
+        Ok(Response::new(pb::PickUpTasksReply {}))
+    }
+
+    async fn lay_down_task(
+        &self,
+        req: Request<pb::LayDownTaskRequest>,
+    ) -> Result<Response<pb::LayDownTaskReply>, Status> {
+        let r = req.get_ref();
+        self.core()
+            .lay_down_task(&r.worker_id, &r.task, Instant::now())
+            .map_err(status)?;
+        Ok(Response::new(pb::LayDownTaskReply {}))
+    }
+
+    async fn schedule(
+        &self,
+        req: Request<pb::ScheduleRequest>,
+    ) -> Result<Response<pb::ScheduleReply>, Status> {
+        let r = req.into_inner();
+        let preference = r.preference.unwrap_or_default().into();
+        let (id, info) = self
+            .core()
+            .schedule(
+                &r.purpose,
+                &r.task,
+                &preference,
+                r.reserve_time_ms,
+                Instant::now(),
+            )
+            .map_err(status)?;
+        tracing::debug!(purpose = %r.purpose, task = %r.task, worker = %id, "scheduled");
+        Ok(Response::new(pb::ScheduleReply {
+            id,
+            info: Some(info.into()),
+        }))
+    }
+
+    async fn unschedule(
+        &self,
+        req: Request<pb::UnscheduleRequest>,
+    ) -> Result<Response<pb::UnscheduleReply>, Status> {
+        let r = req.get_ref();
+        self.core()
+            .unschedule(&r.worker_id, &r.task)
+            .map_err(status)?;
+        Ok(Response::new(pb::UnscheduleReply {}))
+    }
+
+    async fn get_workers(
+        &self,
+        req: Request<pb::GetWorkersRequest>,
+    ) -> Result<Response<pb::GetWorkersReply>, Status> {
+        let workers = self
+            .core()
+            .get_workers(&req.get_ref().purpose)
+            .map_err(status)?;
+        Ok(Response::new(pb::GetWorkersReply { workers }))
+    }
+
+    async fn get_worker_attr(
+        &self,
+        req: Request<pb::GetWorkerAttrRequest>,
+    ) -> Result<Response<pb::WorkerAttr>, Status> {
+        let a = self
+            .core()
+            .get_worker_attr(&req.get_ref().worker_id)
+            .map_err(status)?;
+        Ok(Response::new(pb::WorkerAttr {
+            id: a.id,
+            purpose: a.purpose,
+            state: a.state,
+            load: a.load,
+            info: Some(a.info.into()),
+            tasks: a.tasks,
+            keep_alive: a.keep_alive,
+        }))
+    }
+
+    async fn get_tasks(
+        &self,
+        req: Request<pb::GetTasksRequest>,
+    ) -> Result<Response<pb::GetTasksReply>, Status> {
+        let tasks = self
+            .core()
+            .get_tasks(&req.get_ref().worker_id)
+            .map_err(status)?;
+        Ok(Response::new(pb::GetTasksReply { tasks }))
+    }
+
+    async fn get_scheduled(
+        &self,
+        req: Request<pb::GetScheduledRequest>,
+    ) -> Result<Response<pb::GetScheduledReply>, Status> {
+        let r = req.get_ref();
+        let worker_id = self
+            .core()
+            .get_scheduled(&r.purpose, &r.task, Instant::now())
+            .map_err(status)?;
+        Ok(Response::new(pb::GetScheduledReply { worker_id }))
+    }
+
+    async fn report_node_exit(
+        &self,
+        req: Request<pb::ReportNodeExitRequest>,
+    ) -> Result<Response<pb::ReportNodeExitReply>, Status> {
+        let r = req.get_ref();
+        let event = self
+            .core()
+            .report_node_exit(
+                &r.worker_id,
+                &r.node_id,
+                &r.purpose,
+                &r.reason,
+                &r.tasks,
+                Instant::now(),
+            )
+            .map_err(status)?;
+        self.publish(event);
+        Ok(Response::new(pb::ReportNodeExitReply {}))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        req: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let purposes = req.into_inner().purposes;
+        let mut events = self.events.subscribe();
+        let shutdown = self.shutdown.clone();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    e = events.recv() => e,
+                };
+                let item = match event {
+                    Ok(e) if purposes.is_empty() || purposes.iter().any(|p| p == e.purpose()) => {
+                        Ok(e.into())
+                    }
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(n)) => Err(Status::data_loss(format!(
+                        "watcher fell {n} events behind; watch again and re-read the cluster state"
+                    ))),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let end = item.is_err();
+                if tx.send(item).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,46 @@
+//! Command-line flags every Conclave binary shares.
+
+use crate::config::{self, ConfigError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::path::PathBuf;
+
+/// Flags common to every service; flatten into the binary's own parser.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CommonArgs {
+    /// TOML configuration file (keys as printed by --print-config).
+    #[arg(long, short = 'c', env = "CONCLAVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override one key, e.g. --set manager.check_alive_count=5 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the effective configuration (defaults and overrides) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+impl CommonArgs {
+    /// Defaults, then the file, then `CONCLAVE_*` variables, then `--set`.
+    pub fn load<T: Serialize + DeserializeOwned + Default>(&self) -> Result<T, ConfigError> {
+        config::load(self.config.as_deref(), std::env::vars(), &self.set)
+    }
+}
+
+/// `--health-check HOST:PORT`: exit 0 when the server reports SERVING, 1
+/// otherwise (for container health checks in images without a shell).
+pub async fn health_check_exit(endpoint: &str) -> ! {
+    match crate::grpc::health_check(endpoint, "").await {
+        Ok(true) => std::process::exit(0),
+        Ok(false) => {
+            eprintln!("{endpoint}: not serving");
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("{endpoint}: {e}");
+            std::process::exit(1)
+        }
+    }
+}

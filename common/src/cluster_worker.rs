@@ -1,0 +1,625 @@
+//! The cluster-worker client (OWT's `clusterWorker.js`, reference §3): how a
+//! portal or an agent joins the cluster manager, proves it is alive, reports
+//! its load and tasks, and recovers when the manager forgets it or restarts.
+//!
+//! The decisions (when to start recovery, what a rejoin means, whether a load
+//! is worth sending) are plain types with unit tests; [`ClusterWorker`] drives
+//! them with timers and gRPC calls.
+
+use crate::grpc;
+use crate::load::LoadSource;
+use conclave_proto::cluster::v1 as pb;
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// The `[cluster]` table of every worker service.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// host:port of the cluster manager's gRPC server. Default "127.0.0.1:7001".
+    pub manager: String,
+    /// Join attempts after the first before giving up at start-up. Default 60.
+    pub join_retry: u32,
+    /// Pause between join attempts, also during recovery, in ms. Default 800.
+    pub join_retry_interval: u64,
+    /// Keep-alive period in ms. Default 800.
+    pub keep_alive_interval: u64,
+    /// Consecutive failed keep-alives tolerated; the next one starts recovery.
+    /// Default 3 (recovery on the 4th failure, as OWT).
+    pub keep_alive_max_failures: u32,
+    /// Load sampling period in ms; a load is sent only when it changed. Default 1000.
+    pub report_load_interval: u64,
+    /// Load at which the manager stops giving this worker new tasks. Default 0.85.
+    pub max_load: f64,
+    /// Deadline of each call to the manager, in ms. Default 2000.
+    pub rpc_timeout: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            manager: "127.0.0.1:7001".into(),
+            join_retry: 60,
+            join_retry_interval: 800,
+            keep_alive_interval: 800,
+            keep_alive_max_failures: 3,
+            report_load_interval: 1000,
+            max_load: 0.85,
+            rpc_timeout: 2000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Grpc(#[from] grpc::GrpcError),
+    #[error("failed to join the cluster manager after {attempts} attempts: {last}")]
+    JoinFailed { attempts: u32, last: String },
+    #[error("cluster manager refused {call}: {status}")]
+    Rpc {
+        call: &'static str,
+        status: tonic::Status,
+    },
+    #[error("not registered with the cluster manager")]
+    NotRegistered,
+}
+
+/// What the service hears about its membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerEvent {
+    /// The manager had forgotten this worker (it was in service when we
+    /// rejoined): the worker's tasks are gone and the service must drop what
+    /// depended on them (OWT's `onLoss`).
+    Lost,
+    /// The worker is registered again after a recovery (OWT's `onRecovery`).
+    Recovered,
+}
+
+/// The result of one keep-alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepAliveOutcome {
+    Ok,
+    WhoAreYou,
+    Failed,
+}
+
+/// Counts keep-alive failures and says when to start recovery.
+#[derive(Debug)]
+pub struct KeepAliveTracker {
+    loss_count: u32,
+    max_failures: u32,
+}
+
+impl KeepAliveTracker {
+    pub fn new(max_failures: u32) -> Self {
+        KeepAliveTracker {
+            loss_count: 0,
+            max_failures,
+        }
+    }
+
+    /// True when this outcome starts recovery: `whoareyou` at once, failures
+    /// once more than `max_failures` happened in a row.
+    pub fn on_outcome(&mut self, outcome: KeepAliveOutcome) -> bool {
+        match outcome {
+            KeepAliveOutcome::Ok => {
+                self.loss_count = 0;
+                false
+            }
+            KeepAliveOutcome::WhoAreYou => {
+                self.loss_count = 0;
+                true
+            }
+            KeepAliveOutcome::Failed => {
+                self.loss_count += 1;
+                if self.loss_count > self.max_failures {
+                    self.loss_count = 0;
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+}
+
+/// What a successful rejoin during recovery means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejoined {
+    /// The manager itself restarted ("initializing"): re-announce our tasks.
+    Reannounce,
+    /// The manager is in service and had dropped us: our tasks are lost.
+    Lost,
+}
+
+pub fn rejoined(manager_state: &str) -> Rejoined {
+    if manager_state == "initializing" {
+        Rejoined::Reannounce
+    } else {
+        Rejoined::Lost
+    }
+}
+
+/// Sends a load only when it differs from the last one; starts (and restarts
+/// after each join) at 0.99 as OWT does, so the first real sample is sent.
+#[derive(Debug)]
+pub struct LoadDedup {
+    previous: f64,
+}
+
+impl Default for LoadDedup {
+    fn default() -> Self {
+        LoadDedup { previous: 0.99 }
+    }
+}
+
+impl LoadDedup {
+    pub fn changed(&mut self, load: f64) -> bool {
+        if load == self.previous {
+            false
+        } else {
+            self.previous = load;
+            true
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.previous = 0.99;
+    }
+}
+
+struct Local {
+    registered: bool,
+    tasks: Vec<String>,
+}
+
+struct Shared {
+    id: String,
+    purpose: String,
+    info: pb::WorkerInfo,
+    config: ClusterConfig,
+    client: ClusterManagerClient<Channel>,
+    local: Mutex<Local>,
+    events: broadcast::Sender<WorkerEvent>,
+    load: Arc<dyn LoadSource>,
+}
+
+/// A live membership in the cluster. Dropping it stops keep-alives without
+/// quitting (the manager then times the worker out); call [`quit`](Self::quit)
+/// to leave cleanly.
+pub struct ClusterWorker {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ClusterWorker {
+    /// Join the manager as `purpose` (id `<purpose>-<hex>@<host>`), retrying
+    /// `join_retry` times, then keep alive and report load in the background.
+    pub async fn join(
+        config: ClusterConfig,
+        purpose: &str,
+        mut info: pb::WorkerInfo,
+        load: Arc<dyn LoadSource>,
+    ) -> Result<ClusterWorker, WorkerError> {
+        let id = crate::net::worker_id(purpose, &info.hostname, &info.ip);
+        if info.max_load <= 0.0 {
+            info.max_load = config.max_load;
+        }
+        let channel = grpc::channel(&config.manager, Duration::from_millis(config.rpc_timeout))?;
+        let (events, _) = broadcast::channel(16);
+        let shared = Arc::new(Shared {
+            id,
+            purpose: purpose.to_string(),
+            info,
+            config,
+            client: ClusterManagerClient::new(channel),
+            local: Mutex::new(Local {
+                registered: false,
+                tasks: Vec::new(),
+            }),
+            events,
+            load,
+        });
+        let span = info_span!("cluster_worker", worker = %shared.id, purpose = %shared.purpose);
+        let attempts = shared.config.join_retry + 1;
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            match shared.join_once().instrument(span.clone()).await {
+                Ok(state) => {
+                    span.in_scope(|| info!(manager_state = %state, attempt, "joined the cluster"));
+                    shared.set_registered(true);
+                    let stop = CancellationToken::new();
+                    let task = tokio::spawn(run(shared.clone(), stop.clone()).instrument(span));
+                    return Ok(ClusterWorker {
+                        shared,
+                        stop,
+                        task: Mutex::new(Some(task)),
+                    });
+                }
+                Err(status) => {
+                    last = status.message().to_string();
+                    span.in_scope(|| debug!(attempt, error = %last, "join failed"));
+                    if attempt < attempts {
+                        tokio::time::sleep(shared.retry_interval()).await;
+                    }
+                }
+            }
+        }
+        Err(WorkerError::JoinFailed { attempts, last })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    pub fn purpose(&self) -> &str {
+        &self.shared.purpose
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.shared.local().registered
+    }
+
+    /// Membership events (loss, recovery).
+    pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Tasks this worker executes, as last announced.
+    pub fn tasks(&self) -> Vec<String> {
+        self.shared.local().tasks.clone()
+    }
+
+    /// Start executing `task`: announced with `PickUpTasks` unless already held.
+    pub async fn add_task(&self, task: &str) -> Result<(), WorkerError> {
+        let send = {
+            let mut local = self.shared.local();
+            if local.tasks.iter().any(|t| t == task) {
+                return Ok(());
+            }
+            local.tasks.push(task.to_string());
+            local.registered
+        };
+        if !send {
+            return Ok(());
+        }
+        let req = pb::PickUpTasksRequest {
+            worker_id: self.shared.id.clone(),
+            tasks: vec![task.to_string()],
+        };
+        let mut client = self.shared.client.clone();
+        client
+            .pick_up_tasks(req)
+            .await
+            .map(drop)
+            .map_err(|status| WorkerError::Rpc {
+                call: "PickUpTasks",
+                status,
+            })
+    }
+
+    /// Stop executing `task`: `LayDownTask` if it was held.
+    pub async fn remove_task(&self, task: &str) -> Result<(), WorkerError> {
+        let send = {
+            let mut local = self.shared.local();
+            let Some(pos) = local.tasks.iter().position(|t| t == task) else {
+                return Ok(());
+            };
+            local.tasks.remove(pos);
+            local.registered
+        };
+        if !send {
+            return Ok(());
+        }
+        let req = pb::LayDownTaskRequest {
+            worker_id: self.shared.id.clone(),
+            task: task.to_string(),
+        };
+        let mut client = self.shared.client.clone();
+        client
+            .lay_down_task(req)
+            .await
+            .map(drop)
+            .map_err(|status| WorkerError::Rpc {
+                call: "LayDownTask",
+                status,
+            })
+    }
+
+    /// Refuse a task the manager scheduled here (`Unschedule`).
+    pub async fn reject_task(&self, task: &str) -> Result<(), WorkerError> {
+        let req = pb::UnscheduleRequest {
+            worker_id: self.shared.id.clone(),
+            task: task.to_string(),
+        };
+        let mut client = self.shared.client.clone();
+        client
+            .unschedule(req)
+            .await
+            .map(drop)
+            .map_err(|status| WorkerError::Rpc {
+                call: "Unschedule",
+                status,
+            })
+    }
+
+    /// Report a worker state (2 = in service).
+    pub async fn report_state(&self, state: i32) -> Result<(), WorkerError> {
+        if !self.is_registered() {
+            return Err(WorkerError::NotRegistered);
+        }
+        let req = pb::ReportStateRequest {
+            worker_id: self.shared.id.clone(),
+            state,
+        };
+        let mut client = self.shared.client.clone();
+        client
+            .report_state(req)
+            .await
+            .map(drop)
+            .map_err(|status| WorkerError::Rpc {
+                call: "ReportState",
+                status,
+            })
+    }
+
+    /// A direct client to the manager, for calls beyond membership
+    /// (`Schedule`, `Watch`, `ReportNodeExit`).
+    pub fn manager(&self) -> ClusterManagerClient<Channel> {
+        self.shared.client.clone()
+    }
+
+    /// Stop keep-alives and load reports and leave the cluster with `Quit`.
+    pub async fn quit(&self) -> Result<(), WorkerError> {
+        self.stop.cancel();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        let was_registered = {
+            let mut local = self.shared.local();
+            std::mem::replace(&mut local.registered, false)
+        };
+        if !was_registered {
+            return Ok(());
+        }
+        let mut client = self.shared.client.clone();
+        client
+            .quit(pb::QuitRequest {
+                worker_id: self.shared.id.clone(),
+            })
+            .await
+            .map(drop)
+            .map_err(|status| WorkerError::Rpc {
+                call: "Quit",
+                status,
+            })?;
+        info!(worker = %self.shared.id, "quit the cluster");
+        Ok(())
+    }
+}
+
+impl Drop for ClusterWorker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl Shared {
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
+        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_registered(&self, registered: bool) {
+        self.local().registered = registered;
+    }
+
+    fn retry_interval(&self) -> Duration {
+        Duration::from_millis(self.config.join_retry_interval)
+    }
+
+    async fn join_once(&self) -> Result<String, tonic::Status> {
+        let mut client = self.client.clone();
+        let reply = client
+            .join(pb::JoinRequest {
+                purpose: self.purpose.clone(),
+                worker_id: self.id.clone(),
+                info: Some(self.info.clone()),
+            })
+            .await?;
+        Ok(reply.into_inner().state)
+    }
+
+    async fn keep_alive(&self) -> KeepAliveOutcome {
+        let mut client = self.client.clone();
+        match client
+            .keep_alive(pb::KeepAliveRequest {
+                worker_id: self.id.clone(),
+            })
+            .await
+        {
+            Ok(reply) if reply.get_ref().message == "whoareyou" => KeepAliveOutcome::WhoAreYou,
+            Ok(_) => KeepAliveOutcome::Ok,
+            Err(status) => {
+                debug!(error = %status.message(), "keep-alive failed");
+                KeepAliveOutcome::Failed
+            }
+        }
+    }
+
+    async fn report_load(&self, load: f64) {
+        let mut client = self.client.clone();
+        if let Err(status) = client
+            .report_load(pb::ReportLoadRequest {
+                worker_id: self.id.clone(),
+                load,
+            })
+            .await
+        {
+            debug!(error = %status.message(), "load report failed");
+        }
+    }
+
+    /// Rejoin until it works (or `stop`); false when stopped.
+    async fn recover(&self, stop: &CancellationToken) -> bool {
+        warn!("lost the cluster manager, rejoining");
+        loop {
+            if stop.is_cancelled() {
+                return false;
+            }
+            match self.join_once().await {
+                Ok(state) => {
+                    match rejoined(&state) {
+                        Rejoined::Reannounce => {
+                            let tasks = self.local().tasks.clone();
+                            info!(
+                                tasks = tasks.len(),
+                                "rejoined a restarted manager, re-announcing tasks"
+                            );
+                            if !tasks.is_empty() {
+                                let mut client = self.client.clone();
+                                if let Err(status) = client
+                                    .pick_up_tasks(pb::PickUpTasksRequest {
+                                        worker_id: self.id.clone(),
+                                        tasks,
+                                    })
+                                    .await
+                                {
+                                    warn!(error = %status.message(), "re-announcing tasks failed");
+                                }
+                            }
+                        }
+                        Rejoined::Lost => {
+                            let dropped = std::mem::take(&mut self.local().tasks);
+                            warn!(
+                                tasks = dropped.len(),
+                                "the manager had dropped this worker; its tasks are lost"
+                            );
+                            let _ = self.events.send(WorkerEvent::Lost);
+                        }
+                    }
+                    self.set_registered(true);
+                    let _ = self.events.send(WorkerEvent::Recovered);
+                    return true;
+                }
+                Err(status) => {
+                    debug!(error = %status.message(), "rejoin failed");
+                    tokio::select! {
+                        _ = stop.cancelled() => return false,
+                        _ = tokio::time::sleep(self.retry_interval()) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let period = Duration::from_millis(shared.config.keep_alive_interval.max(1));
+    let mut keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    keep_alive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let load_period = Duration::from_millis(shared.config.report_load_interval.max(1));
+    // The first tick fires at once: a fresh worker becomes schedulable
+    // without waiting a whole period.
+    let mut load_tick = tokio::time::interval(load_period);
+    load_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut tracker = KeepAliveTracker::new(shared.config.keep_alive_max_failures);
+    let mut dedup = LoadDedup::default();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = keep_alive.tick() => {
+                let outcome = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    o = shared.keep_alive() => o,
+                };
+                if tracker.on_outcome(outcome) {
+                    shared.set_registered(false);
+                    if !shared.recover(&stop).await {
+                        return;
+                    }
+                    dedup.reset();
+                    keep_alive.reset();
+                    load_tick.reset_immediately();
+                }
+            }
+            _ = load_tick.tick() => {
+                let load = shared.load.sample();
+                if shared.local().registered && dedup.changed(load) {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = shared.report_load(load) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_starts_on_the_fourth_failure() {
+        let mut t = KeepAliveTracker::new(3);
+        assert!(!t.on_outcome(KeepAliveOutcome::Failed));
+        assert!(!t.on_outcome(KeepAliveOutcome::Failed));
+        assert!(!t.on_outcome(KeepAliveOutcome::Failed));
+        assert!(t.on_outcome(KeepAliveOutcome::Failed));
+    }
+
+    #[test]
+    fn an_ok_resets_the_failure_count() {
+        let mut t = KeepAliveTracker::new(3);
+        for _ in 0..3 {
+            assert!(!t.on_outcome(KeepAliveOutcome::Failed));
+        }
+        assert!(!t.on_outcome(KeepAliveOutcome::Ok));
+        for _ in 0..3 {
+            assert!(!t.on_outcome(KeepAliveOutcome::Failed));
+        }
+        assert!(t.on_outcome(KeepAliveOutcome::Failed));
+    }
+
+    #[test]
+    fn whoareyou_starts_recovery_at_once() {
+        let mut t = KeepAliveTracker::new(3);
+        assert!(!t.on_outcome(KeepAliveOutcome::Failed));
+        assert!(t.on_outcome(KeepAliveOutcome::WhoAreYou));
+        // and resets the count
+        assert!(!t.on_outcome(KeepAliveOutcome::Failed));
+    }
+
+    #[test]
+    fn rejoin_meaning() {
+        assert_eq!(rejoined("initializing"), Rejoined::Reannounce);
+        assert_eq!(rejoined("in-service"), Rejoined::Lost);
+    }
+
+    #[test]
+    fn load_is_sent_only_when_changed() {
+        let mut d = LoadDedup::default();
+        assert!(d.changed(0.1));
+        assert!(!d.changed(0.1));
+        assert!(d.changed(0.2));
+        assert!(!d.changed(0.2));
+        d.reset();
+        assert!(d.changed(0.2));
+        let mut d = LoadDedup::default();
+        assert!(
+            !d.changed(0.99),
+            "0.99 equals the starting value, as in OWT"
+        );
+    }
+}

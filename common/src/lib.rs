@@ -1,0 +1,14 @@
+//! The runtime every Conclave service shares: configuration loading,
+//! telemetry, gRPC serving and clients, shutdown, and the cluster-worker
+//! client that portals and agents use to stay members of the cluster.
+
+pub mod cli;
+pub mod cluster_worker;
+pub mod config;
+pub mod grpc;
+pub mod load;
+pub mod net;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use conclave_proto as proto;
