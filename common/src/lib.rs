@@ -10,5 +10,6 @@ pub mod load;
 pub mod net;
 pub mod shutdown;
 pub mod telemetry;
+pub mod testing;
 
 pub use conclave_proto as proto;

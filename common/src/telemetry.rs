@@ -2,6 +2,7 @@
 //! JSON lines on request.
 
 use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// The `[log]` table of every service.
@@ -29,9 +30,11 @@ pub fn init(config: &LogConfig, force_json: bool) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only on a terminal: piped logs (containers, tests) stay plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(true);
+        .with_target(true)
+        .with_ansi(std::io::stdout().is_terminal());
     let result = if force_json || config.format.eq_ignore_ascii_case("json") {
         builder
             .json()
