@@ -10,7 +10,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_cluster-manager");
 fn start() -> (ServiceProcess, String) {
     ServiceProcess::start(
         BIN,
-        &["--set", "listen=127.0.0.1:0", "--set", "manager.initial_time=0"],
+        &[
+            "--set",
+            "listen=127.0.0.1:0",
+            "--set",
+            "manager.initial_time=0",
+        ],
         &[],
         "gRPC server listening",
         "local_addr",
@@ -42,7 +47,10 @@ fn grpcurl_lists_services_and_schedules() {
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     ] {
-        assert!(list.lines().any(|l| l.trim() == service), "{service} missing from:\n{list}");
+        assert!(
+            list.lines().any(|l| l.trim() == service),
+            "{service} missing from:\n{list}"
+        );
     }
     let (ok, described) = run(Command::new(&grpcurl).args([
         "-plaintext",
@@ -66,7 +74,10 @@ fn grpcurl_lists_services_and_schedules() {
         r#"{"purpose":"conference","workerId":"conference-agent-1@demo","info":{"ip":"10.0.0.5","port":7003,"grpcEndpoint":"10.0.0.5:7003","maxLoad":0.85}}"#,
     );
     assert!(ok && out.contains("in-service"), "{out}");
-    let (ok, out) = call("ReportLoad", r#"{"workerId":"conference-agent-1@demo","load":0.2}"#);
+    let (ok, out) = call(
+        "ReportLoad",
+        r#"{"workerId":"conference-agent-1@demo","load":0.2}"#,
+    );
     assert!(ok, "{out}");
     let (ok, out) = call(
         "Schedule",
@@ -76,16 +87,30 @@ fn grpcurl_lists_services_and_schedules() {
     let reply: serde_json::Value = serde_json::from_str(&out).expect("JSON reply");
     assert_eq!(reply["id"], "conference-agent-1@demo");
     assert_eq!(reply["info"]["grpcEndpoint"], "10.0.0.5:7003");
-    let (ok, out) = call("GetScheduled", r#"{"purpose":"conference","task":"room-1"}"#);
+    let (ok, out) = call(
+        "GetScheduled",
+        r#"{"purpose":"conference","task":"room-1"}"#,
+    );
     assert!(ok && out.contains("conference-agent-1@demo"), "{out}");
     let (ok, out) = call("GetWorkers", r#"{"purpose":"all"}"#);
     assert!(ok && out.contains("conference-agent-1@demo"), "{out}");
-    let (ok, out) = call("Schedule", r#"{"purpose":"conference","task":"room-2","reserveTimeMs":-5}"#);
-    assert!(!ok && out.contains("InvalidArgument") && out.contains("reserveTimeMs"), "{out}");
-    let (ok, out) = run(Command::new(&grpcurl).args(["-plaintext", &addr, "grpc.health.v1.Health/Check"]));
+    let (ok, out) = call(
+        "Schedule",
+        r#"{"purpose":"conference","task":"room-2","reserveTimeMs":-5}"#,
+    );
+    assert!(
+        !ok && out.contains("InvalidArgument") && out.contains("reserveTimeMs"),
+        "{out}"
+    );
+    let (ok, out) =
+        run(Command::new(&grpcurl).args(["-plaintext", &addr, "grpc.health.v1.Health/Check"]));
     assert!(ok && out.contains("SERVING"), "{out}");
     manager.signal("TERM");
-    assert!(manager.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    assert!(
+        manager
+            .wait_exit(Duration::from_secs(10))
+            .is_some_and(|s| s.success())
+    );
 }
 
 #[test]
@@ -94,7 +119,9 @@ fn health_check_flag_and_sigterm() {
     let (ok, out) = run(Command::new(BIN).args(["--health-check", &addr]));
     assert!(ok, "{out}");
     manager.signal("TERM");
-    let status = manager.wait_exit(Duration::from_secs(10)).expect("exits on SIGTERM");
+    let status = manager
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits on SIGTERM");
     assert!(status.success(), "{status:?}");
     let (ok, out) = run(Command::new(BIN).args(["--health-check", &addr]));
     assert!(!ok, "nothing serves there any more: {out}");
@@ -110,9 +137,15 @@ fn print_config_shows_documented_defaults_and_overrides() {
     assert!(out.contains("check_alive_count = 5"), "{out}");
     assert!(out.contains("conference = \"round-robin\""), "{out}");
     assert!(out.contains("schedule_reserve_time = 60000"), "{out}");
-    let (ok, out) = run(Command::new(BIN).args(["--print-config", "--set", "strategy.video=fastest"]));
+    let (ok, out) =
+        run(Command::new(BIN).args(["--print-config", "--set", "strategy.video=fastest"]));
     assert!(ok, "print-config does not validate: {out}");
-    let (ok, out) = run(Command::new(BIN).args(["--set", "strategy.video=fastest", "--set", "listen=127.0.0.1:0"]));
+    let (ok, out) = run(Command::new(BIN).args([
+        "--set",
+        "strategy.video=fastest",
+        "--set",
+        "listen=127.0.0.1:0",
+    ]));
     assert!(!ok && out.contains("strategy.video"), "{out}");
     let (ok, out) = run(Command::new(BIN).args(["--set", "manager.nope=1"]));
     assert!(!ok && out.contains("manager.nope"), "{out}");

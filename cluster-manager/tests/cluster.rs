@@ -21,7 +21,8 @@ async fn two_workers_join_report_load_and_are_scheduled_by_strategy() {
     assert!(a.id().starts_with("conference-") && a.id().ends_with("@test-host"));
     assert!(
         eventually(Duration::from_secs(3), || async {
-            load_of(&m.addr, a.id()).await == Some(0.2) && load_of(&m.addr, b.id()).await == Some(0.4)
+            load_of(&m.addr, a.id()).await == Some(0.2)
+                && load_of(&m.addr, b.id()).await == Some(0.4)
         })
         .await,
         "loads reach the manager"
@@ -65,25 +66,47 @@ async fn two_workers_join_report_load_and_are_scheduled_by_strategy() {
     let (p2, _l2) = worker(&m.addr, "portal", 8082, 0.3).await;
     assert!(
         eventually(Duration::from_secs(3), || async {
-            load_of(&m.addr, p1.id()).await == Some(0.5) && load_of(&m.addr, p2.id()).await == Some(0.3)
+            load_of(&m.addr, p1.id()).await == Some(0.5)
+                && load_of(&m.addr, p2.id()).await == Some(0.3)
         })
         .await
     );
-    assert_eq!(schedule(&m.addr, "portal", "code-1").await.unwrap(), p2.id());
+    assert_eq!(
+        schedule(&m.addr, "portal", "code-1").await.unwrap(),
+        p2.id()
+    );
     l1.set(0.1);
-    assert!(eventually(Duration::from_secs(3), || async { load_of(&m.addr, p1.id()).await == Some(0.1) }).await);
-    assert_eq!(schedule(&m.addr, "portal", "code-2").await.unwrap(), p1.id());
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            load_of(&m.addr, p1.id()).await == Some(0.1)
+        })
+        .await
+    );
+    assert_eq!(
+        schedule(&m.addr, "portal", "code-2").await.unwrap(),
+        p1.id()
+    );
     // a worker at max load takes nothing new
     l1.set(0.9);
-    assert!(eventually(Duration::from_secs(3), || async { load_of(&m.addr, p1.id()).await == Some(0.9) }).await);
-    assert_eq!(schedule(&m.addr, "portal", "code-3").await.unwrap(), p2.id());
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            load_of(&m.addr, p1.id()).await == Some(0.9)
+        })
+        .await
+    );
+    assert_eq!(
+        schedule(&m.addr, "portal", "code-3").await.unwrap(),
+        p2.id()
+    );
 
     for w in [&a, &b, &p1, &p2] {
         w.quit().await.unwrap();
     }
     assert!(
         client(&m.addr)
-            .get_workers(pb::GetWorkersRequest { purpose: "all".into() })
+            .get_workers(pb::GetWorkersRequest {
+                purpose: "all".into()
+            })
             .await
             .unwrap()
             .into_inner()
@@ -97,8 +120,16 @@ async fn two_workers_join_report_load_and_are_scheduled_by_strategy() {
 async fn tasks_are_picked_up_and_laid_down_through_the_worker() {
     let m = start(config("127.0.0.1:0")).await;
     let (a, _) = worker(&m.addr, "conference", 7101, 0.1).await;
-    assert!(eventually(Duration::from_secs(3), || async { load_of(&m.addr, a.id()).await == Some(0.1) }).await);
-    assert_eq!(schedule(&m.addr, "conference", "room").await.unwrap(), a.id());
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            load_of(&m.addr, a.id()).await == Some(0.1)
+        })
+        .await
+    );
+    assert_eq!(
+        schedule(&m.addr, "conference", "room").await.unwrap(),
+        a.id()
+    );
     a.add_task("room").await.unwrap();
     a.add_task("room").await.unwrap();
     let tasks = |id: String| {
@@ -117,10 +148,18 @@ async fn tasks_are_picked_up_and_laid_down_through_the_worker() {
     a.remove_task("room").await.unwrap();
     assert!(tasks(a.id().to_string()).await.is_empty());
     // affinity is kept after lay-down
-    assert_eq!(get_scheduled(&m.addr, "conference", "room").await.unwrap(), a.id());
+    assert_eq!(
+        get_scheduled(&m.addr, "conference", "room").await.unwrap(),
+        a.id()
+    );
     a.reject_task("room").await.unwrap();
-    let err = get_scheduled(&m.addr, "conference", "room").await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::NotFound, "No such a task"));
+    let err = get_scheduled(&m.addr, "conference", "room")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "No such a task")
+    );
     a.report_state(1).await.unwrap();
     let err = schedule(&m.addr, "conference", "room2").await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
@@ -144,13 +183,26 @@ async fn a_silent_worker_is_removed_in_about_four_seconds_and_watch_reports_it()
     let (b, _) = worker(&m.addr, "conference", 7102, 0.1).await;
     let joined = watch.next().await.unwrap().unwrap();
     assert_eq!(joined.kind, Kind::WorkerJoined as i32);
-    assert_eq!((joined.id.as_str(), joined.r#type.as_str()), (a.id(), "worker"));
+    assert_eq!(
+        (joined.id.as_str(), joined.r#type.as_str()),
+        (a.id(), "worker")
+    );
     assert_eq!(joined.info.unwrap().port, 7101);
     assert_eq!(watch.next().await.unwrap().unwrap().id, b.id());
-    assert!(eventually(Duration::from_secs(3), || async { load_of(&m.addr, a.id()).await == Some(0.1) }).await);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            load_of(&m.addr, a.id()).await == Some(0.1)
+        })
+        .await
+    );
     schedule(&m.addr, "conference", "room-a").await.unwrap();
     a.add_task("room-a").await.unwrap();
-    assert_eq!(get_scheduled(&m.addr, "conference", "room-a").await.unwrap(), a.id());
+    assert_eq!(
+        get_scheduled(&m.addr, "conference", "room-a")
+            .await
+            .unwrap(),
+        a.id()
+    );
 
     let a_id = a.id().to_string();
     let silenced = tokio::time::Instant::now();
@@ -162,22 +214,40 @@ async fn a_silent_worker_is_removed_in_about_four_seconds_and_watch_reports_it()
         .unwrap();
     let took = silenced.elapsed();
     assert_eq!(lost.kind, Kind::WorkerLost as i32);
-    assert_eq!((lost.id.as_str(), lost.reason.as_str(), lost.purpose.as_str()), (a_id.as_str(), "timeout", "conference"));
+    assert_eq!(
+        (
+            lost.id.as_str(),
+            lost.reason.as_str(),
+            lost.purpose.as_str()
+        ),
+        (a_id.as_str(), "timeout", "conference")
+    );
     assert!(
         took >= Duration::from_millis(2500) && took <= Duration::from_millis(6000),
         "removed after {took:?}, expected about 4 s"
     );
-    let err = get_scheduled(&m.addr, "conference", "room-a").await.unwrap_err();
-    assert_eq!(err.message(), "No such a task", "its executing task was released");
+    let err = get_scheduled(&m.addr, "conference", "room-a")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.message(),
+        "No such a task",
+        "its executing task was released"
+    );
     let workers = client(&m.addr)
-        .get_workers(pb::GetWorkersRequest { purpose: "all".into() })
+        .get_workers(pb::GetWorkersRequest {
+            purpose: "all".into(),
+        })
         .await
         .unwrap()
         .into_inner()
         .workers;
     assert_eq!(workers, [b.id()], "the live worker stays");
     // the room goes to the live worker now
-    assert_eq!(schedule(&m.addr, "conference", "room-a").await.unwrap(), b.id());
+    assert_eq!(
+        schedule(&m.addr, "conference", "room-a").await.unwrap(),
+        b.id()
+    );
 
     // node exits reported by agents come out on Watch too
     client(&m.addr)
@@ -192,13 +262,24 @@ async fn a_silent_worker_is_removed_in_about_four_seconds_and_watch_reports_it()
         .unwrap();
     let exit = watch.next().await.unwrap().unwrap();
     assert_eq!(exit.kind, Kind::NodeExited as i32);
-    assert_eq!((exit.r#type.as_str(), exit.worker_id.as_str()), ("node", b.id()));
+    assert_eq!(
+        (exit.r#type.as_str(), exit.worker_id.as_str()),
+        ("node", b.id())
+    );
     b.quit().await.unwrap();
     let quit = watch.next().await.unwrap().unwrap();
-    assert_eq!((quit.kind, quit.reason.as_str()), (Kind::WorkerLost as i32, "quit"));
+    assert_eq!(
+        (quit.kind, quit.reason.as_str()),
+        (Kind::WorkerLost as i32, "quit")
+    );
     m.stop().await;
     // the stream ends with the server
-    assert!(tokio::time::timeout(Duration::from_secs(2), watch.next()).await.unwrap().is_none());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), watch.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -218,7 +299,10 @@ async fn watch_filters_by_purpose() {
     c.quit().await.unwrap();
     p.quit().await.unwrap();
     let second = watch.next().await.unwrap().unwrap();
-    assert_eq!((second.id.as_str(), second.reason.as_str()), (p.id(), "quit"));
+    assert_eq!(
+        (second.id.as_str(), second.reason.as_str()),
+        (p.id(), "quit")
+    );
     m.stop().await;
 }
 
@@ -265,7 +349,10 @@ async fn a_restarted_manager_is_initializing_and_workers_reannounce_their_tasks(
         .into_inner();
     assert_eq!(reply.state, "initializing");
     let err = schedule(&addr, "conference", "room-9").await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::Unavailable, "cluster manager is not ready."));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unavailable, "cluster manager is not ready.")
+    );
 
     assert!(
         eventually(Duration::from_secs(5), || async {
@@ -275,13 +362,19 @@ async fn a_restarted_manager_is_initializing_and_workers_reannounce_their_tasks(
                 get_scheduled(&addr, "conference", "room-3").await,
                 get_scheduled(&addr, "portal", "code-1").await,
             ];
-            now.iter().zip(before.iter()).all(|(n, b)| n.as_ref().ok() == Some(b))
+            now.iter()
+                .zip(before.iter())
+                .all(|(n, b)| n.as_ref().ok() == Some(b))
         })
         .await,
         "GetScheduled answers as before the restart"
     );
     assert!(a.is_registered() && b.is_registered() && p.is_registered());
-    assert_eq!(a.tasks(), ["room-1", "room-2"], "tasks kept: the manager was initializing");
+    assert_eq!(
+        a.tasks(),
+        ["room-1", "room-2"],
+        "tasks kept: the manager was initializing"
+    );
     assert_eq!(
         lost_events.try_recv().ok(),
         Some(conclave_common::cluster_worker::WorkerEvent::Recovered),
@@ -289,7 +382,10 @@ async fn a_restarted_manager_is_initializing_and_workers_reannounce_their_tasks(
     );
     // once in service, existing rooms keep their agent
     tokio::time::sleep(Duration::from_millis(3000)).await;
-    assert_eq!(schedule(&addr, "conference", "room-3").await.unwrap(), b.id());
+    assert_eq!(
+        schedule(&addr, "conference", "room-3").await.unwrap(),
+        b.id()
+    );
     for w in [&a, &b, &p] {
         w.quit().await.unwrap();
     }
@@ -309,14 +405,25 @@ async fn a_worker_forgotten_by_an_in_service_manager_loses_its_tasks() {
         })
         .await
         .unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first, conclave_common::cluster_worker::WorkerEvent::Lost);
-    let second = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
-    assert_eq!(second, conclave_common::cluster_worker::WorkerEvent::Recovered);
+    let second = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        second,
+        conclave_common::cluster_worker::WorkerEvent::Recovered
+    );
     assert!(a.tasks().is_empty());
     assert_eq!(
         client(&m.addr)
-            .get_workers(pb::GetWorkersRequest { purpose: "portal".into() })
+            .get_workers(pb::GetWorkersRequest {
+                purpose: "portal".into()
+            })
             .await
             .unwrap()
             .into_inner()
@@ -401,15 +508,33 @@ async fn bad_input_gets_clear_errors() {
         })
         .await
         .unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::NotFound, "Worker [ghost] does NOT exist."));
-    let err = c.quit(pb::QuitRequest { worker_id: "ghost".into() }).await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::NotFound, "Worker [ghost] does NOT exist."));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "Worker [ghost] does NOT exist.")
+    );
     let err = c
-        .get_worker_attr(pb::GetWorkerAttrRequest { worker_id: "ghost".into() })
+        .quit(pb::QuitRequest {
+            worker_id: "ghost".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "Worker [ghost] does NOT exist.")
+    );
+    let err = c
+        .get_worker_attr(pb::GetWorkerAttrRequest {
+            worker_id: "ghost".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    let err = c.get_tasks(pb::GetTasksRequest { worker_id: "ghost".into() }).await.unwrap_err();
+    let err = c
+        .get_tasks(pb::GetTasksRequest {
+            worker_id: "ghost".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = c
         .pick_up_tasks(pb::PickUpTasksRequest {
@@ -428,7 +553,9 @@ async fn bad_input_gets_clear_errors() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let keep = c
-        .keep_alive(pb::KeepAliveRequest { worker_id: "ghost".into() })
+        .keep_alive(pb::KeepAliveRequest {
+            worker_id: "ghost".into(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -455,18 +582,29 @@ async fn bad_input_gets_clear_errors() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let err = schedule(&m.addr, "sip", "t").await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::Unavailable, "No scheduler for purpose: sip"));
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unavailable, "No scheduler for purpose: sip")
+    );
     let err = get_scheduled(&m.addr, "sip", "t").await.unwrap_err();
-    assert_eq!((err.code(), err.message()), (Code::NotFound, "Invalid purpose."));
-    let err = c.get_workers(pb::GetWorkersRequest { purpose: "".into() }).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "Invalid purpose.")
+    );
+    let err = c
+        .get_workers(pb::GetWorkersRequest { purpose: "".into() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     // the manager is still serving
     assert_eq!(
-        c.keep_alive(pb::KeepAliveRequest { worker_id: w.id().into() })
-            .await
-            .unwrap()
-            .into_inner()
-            .message,
+        c.keep_alive(pb::KeepAliveRequest {
+            worker_id: w.id().into()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .message,
         "ok"
     );
     w.quit().await.unwrap();

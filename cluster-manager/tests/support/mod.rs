@@ -26,15 +26,19 @@ impl Running {
 }
 
 pub fn config(listen: &str) -> Config {
-    let mut c = Config::default();
-    c.listen = listen.to_string();
+    let mut c = Config {
+        listen: listen.to_string(),
+        ..Config::default()
+    };
     c.manager.initial_time = 0;
     c
 }
 
 pub async fn start(config: Config) -> Running {
     let shutdown = CancellationToken::new();
-    let manager = cluster_manager::start(config, shutdown.clone()).await.unwrap();
+    let manager = cluster_manager::start(config, shutdown.clone())
+        .await
+        .unwrap();
     let addr = manager.local_addr().to_string();
     Running {
         manager,
@@ -67,7 +71,12 @@ pub fn info(port: u32) -> pb::WorkerInfo {
     }
 }
 
-pub async fn worker(addr: &str, purpose: &str, port: u32, load: f64) -> (ClusterWorker, ManualLoad) {
+pub async fn worker(
+    addr: &str,
+    purpose: &str,
+    port: u32,
+    load: f64,
+) -> (ClusterWorker, ManualLoad) {
     let load_source = ManualLoad::new(load);
     let w = ClusterWorker::join(
         worker_config(addr),
