@@ -155,6 +155,19 @@ impl StrategyConfig {
 }
 
 impl Config {
+    /// Listening on an OS-assigned loopback port and scheduling at once
+    /// (no initial time): for tests and local tools.
+    pub fn loopback() -> Self {
+        Config {
+            listen: "127.0.0.1:0".into(),
+            manager: ManagerConfig {
+                initial_time: 0,
+                ..ManagerConfig::default()
+            },
+            ..Config::default()
+        }
+    }
+
     /// Refuse what would misbehave at run time. Unlike OWT, which falls back
     /// to randomly-pick, an unknown strategy name is an error at start-up.
     pub fn validate(&self) -> Result<(), String> {
@@ -166,6 +179,12 @@ impl Config {
             return Err("manager.check_alive_interval must be positive".into());
         }
         Ok(())
+    }
+}
+
+impl conclave_common::cli::ServiceConfig for Config {
+    fn log(&self) -> &LogConfig {
+        &self.log
     }
 }
 

@@ -1,9 +1,11 @@
 //! Command-line flags every Conclave binary shares.
 
 use crate::config::{self, ConfigError};
+use crate::telemetry::LogConfig;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
 
 /// Flags common to every service; flatten into the binary's own parser.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -20,6 +22,41 @@ pub struct CommonArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
+    /// Ask the gRPC health service at HOST:PORT, exit 0 if it is serving.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub health_check: Option<String>,
+}
+
+/// A service configuration: serde-loadable with defaults, with a `[log]` table.
+pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
+    fn log(&self) -> &LogConfig;
+}
+
+/// What every binary's `main` does: answer `--health-check` or
+/// `--print-config`, else load the configuration, start telemetry and run the
+/// service until SIGINT or SIGTERM.
+pub async fn run_service<C, F, Fut, E>(
+    args: &CommonArgs,
+    run: F,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    C: ServiceConfig,
+    F: FnOnce(C, CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(endpoint) = &args.health_check {
+        health_check_exit(endpoint).await;
+    }
+    let config: C = args.load()?;
+    if args.print_config {
+        print!("{}", config::to_toml(&config));
+        return Ok(());
+    }
+    crate::telemetry::init(config.log(), args.log_json);
+    let shutdown = crate::shutdown::on_signal();
+    run(config, shutdown).await?;
+    Ok(())
 }
 
 impl CommonArgs {

@@ -11,5 +11,6 @@ pub mod net;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
+pub mod token;
 
 pub use conclave_proto as proto;

@@ -26,12 +26,10 @@ impl Running {
 }
 
 pub fn config(listen: &str) -> Config {
-    let mut c = Config {
+    Config {
         listen: listen.to_string(),
-        ..Config::default()
-    };
-    c.manager.initial_time = 0;
-    c
+        ..Config::loopback()
+    }
 }
 
 pub async fn start(config: Config) -> Running {

@@ -1,0 +1,90 @@
+//! Management configuration: the one place its defaults are set and
+//! documented. Times are in milliseconds. `management --print-config` prints
+//! the effective values.
+
+use conclave_common::telemetry::LogConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address (`management.v1.Management`, health, reflection).
+    /// Default "0.0.0.0:7000"; port 0 picks a free port.
+    pub listen: String,
+    /// The key tokens are signed with, shared with every portal. No default:
+    /// an empty key is refused at start-up. Prefer CONCLAVE_SERVICE_KEY or
+    /// service_key_file over writing it into a file others can read.
+    pub service_key: String,
+    /// A file holding the service key, read when service_key is empty. Default "".
+    pub service_key_file: String,
+    /// Directory of the embedded database (created on first start).
+    /// Default "data/management".
+    pub data_dir: String,
+    pub cluster: ClusterLink,
+    pub token: TokenConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:7000".into(),
+            service_key: String::new(),
+            service_key_file: String::new(),
+            data_dir: "data/management".into(),
+            cluster: ClusterLink::default(),
+            token: TokenConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterLink {
+    /// host:port of the cluster manager. Default "127.0.0.1:7001".
+    pub manager: String,
+    /// Deadline of each call to the manager. Default 2000.
+    pub rpc_timeout: u64,
+}
+
+impl Default for ClusterLink {
+    fn default() -> Self {
+        ClusterLink {
+            manager: "127.0.0.1:7001".into(),
+            rpc_timeout: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenConfig {
+    /// How long a token can be consumed after it was created. Default 180000 (3 minutes, OWT).
+    pub lifetime: u64,
+    /// How long the scheduled portal is reserved for the token. Default 60000 (OWT).
+    pub portal_reserve_time: u64,
+    /// Retry budget for scheduling a portal: each failed attempt costs 1, a
+    /// timed-out one 4; when it is spent CreateToken fails with "Failed to get
+    /// portal". Default 60 (OWT).
+    pub portal_schedule_budget: u32,
+    /// Pause between portal scheduling attempts. Default 1000 (OWT).
+    pub portal_schedule_retry_interval: u64,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            lifetime: 180_000,
+            portal_reserve_time: 60_000,
+            portal_schedule_budget: 60,
+            portal_schedule_retry_interval: 1000,
+        }
+    }
+}
+
+impl conclave_common::cli::ServiceConfig for Config {
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}

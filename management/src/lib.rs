@@ -1,0 +1,98 @@
+//! The Conclave management service: rooms and one-time join tokens (OWT's
+//! management API) over gRPC, on an embedded store. `main.rs` parses
+//! configuration and calls [`run`]; tests call [`start`] with their own clock.
+
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod portal;
+pub mod room;
+pub mod service;
+pub mod store;
+
+use clock::Clock;
+use conclave_common::grpc::{GrpcError, GrpcServer};
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use conclave_proto::management::v1::management_server::ManagementServer;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+pub use config::Config;
+
+/// Largest request the server decodes.
+const MAX_MESSAGE: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
+}
+
+pub struct Management {
+    server: GrpcServer,
+}
+
+impl Management {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub async fn stopped(self) -> Result<(), GrpcError> {
+        self.server.stopped().await
+    }
+}
+
+/// Start the service with the system clock.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Management, StartError> {
+    start_with_clock(config, Arc::new(clock::SystemClock), shutdown).await
+}
+
+/// Start the service with an injected clock (tests age tokens with it).
+pub async fn start_with_clock(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) -> Result<Management, StartError> {
+    let key =
+        conclave_common::token::load_service_key(&config.service_key, &config.service_key_file)
+            .map_err(StartError::Config)?;
+    let store = Arc::new(store::SqliteStore::open(std::path::Path::new(
+        &config.data_dir,
+    ))?);
+    tracing::info!(data_dir = %config.data_dir, "store opened");
+    let channel = conclave_common::grpc::channel(
+        &config.cluster.manager,
+        Duration::from_millis(config.cluster.rpc_timeout),
+    )?;
+    let service = service::ManagementService::new(
+        store,
+        clock,
+        key,
+        ClusterManagerClient::new(channel),
+        config.token,
+    );
+    let server = ManagementServer::new(service).max_decoding_message_size(MAX_MESSAGE);
+    let server = GrpcServer::start(
+        &config.listen,
+        tonic::service::Routes::new(server),
+        &[<ManagementServer<service::ManagementService> as NamedService>::NAME],
+        shutdown,
+    )
+    .await?;
+    Ok(Management { server })
+}
+
+/// Run until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let management = start(config, shutdown).await?;
+    management.stopped().await?;
+    tracing::info!("management stopped");
+    Ok(())
+}

@@ -1,0 +1,384 @@
+//! The gRPC adapter: `management.v1.Management` over the store, with message
+//! conversion at the edge.
+
+use crate::clock::Clock;
+use crate::config::TokenConfig;
+use crate::error::ManagementError;
+use crate::portal;
+use crate::room::{self, MediaPermission, Notifying, Role, Room, View};
+use crate::store::{Origin, Store, Taken, TokenRecord};
+use conclave_common::token::JoinToken;
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use conclave_proto::management::v1 as pb;
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// Longest id or user name accepted.
+const MAX_ID_LEN: usize = 256;
+/// Most rooms one ListRooms page returns.
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Clone)]
+pub struct ManagementService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    key: Arc<str>,
+    cluster: ClusterManagerClient<Channel>,
+    tokens: TokenConfig,
+}
+
+impl ManagementService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        key: String,
+        cluster: ClusterManagerClient<Channel>,
+        tokens: TokenConfig,
+    ) -> Self {
+        ManagementService {
+            store,
+            clock,
+            key: key.into(),
+            cluster,
+            tokens,
+        }
+    }
+
+    /// Run a store call on the blocking pool.
+    async fn with_store<T, F>(&self, f: F) -> Result<T, ManagementError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|e| ManagementError::Internal(e.to_string()))?
+            .map_err(ManagementError::from)
+    }
+
+    async fn room(&self, id: &str) -> Result<Room, ManagementError> {
+        check_id("id", id)?;
+        let id = id.to_string();
+        self.with_store(move |s| s.room(&id))
+            .await?
+            .ok_or(ManagementError::RoomNotFound)
+    }
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), ManagementError> {
+    if value.is_empty() {
+        return Err(ManagementError::InvalidArgument(format!(
+            "{field} must not be empty"
+        )));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(ManagementError::InvalidArgument(format!(
+            "{field} is longer than {MAX_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+fn permission(p: Option<pb::MediaPermission>) -> MediaPermission {
+    p.map(|p| MediaPermission {
+        audio: p.audio,
+        video: p.video,
+    })
+    .unwrap_or_default()
+}
+
+fn roles(list: Vec<pb::Role>) -> Vec<Role> {
+    list.into_iter()
+        .map(|r| Role {
+            role: r.role,
+            publish: permission(r.publish),
+            subscribe: permission(r.subscribe),
+        })
+        .collect()
+}
+
+fn views(list: Vec<pb::View>) -> Vec<View> {
+    list.into_iter()
+        .map(|v| View {
+            label: v.label,
+            audio: v.audio.unwrap_or(true),
+            video: v.video.unwrap_or(true),
+        })
+        .collect()
+}
+
+fn notifying(n: pb::Notifying) -> Notifying {
+    Notifying {
+        participant_activities: n.participant_activities,
+        stream_change: n.stream_change,
+    }
+}
+
+fn to_pb_permission(p: &MediaPermission) -> Option<pb::MediaPermission> {
+    Some(pb::MediaPermission {
+        audio: p.audio,
+        video: p.video,
+    })
+}
+
+impl From<Room> for pb::Room {
+    fn from(r: Room) -> Self {
+        pb::Room {
+            id: r.id,
+            name: r.name,
+            participant_limit: r.participant_limit,
+            input_limit: r.input_limit,
+            roles: r
+                .roles
+                .iter()
+                .map(|role| pb::Role {
+                    role: role.role.clone(),
+                    publish: to_pb_permission(&role.publish),
+                    subscribe: to_pb_permission(&role.subscribe),
+                })
+                .collect(),
+            views: r
+                .views
+                .into_iter()
+                .map(|v| pb::View {
+                    label: v.label,
+                    audio: Some(v.audio),
+                    video: Some(v.video),
+                })
+                .collect(),
+            notifying: Some(pb::Notifying {
+                participant_activities: r.notifying.participant_activities,
+                stream_change: r.notifying.stream_change,
+            }),
+            select_active_audio: r.select_active_audio,
+        }
+    }
+}
+
+/// A token code as OWT makes it: `String(Math.floor(Math.random() * 1e11))`.
+fn token_code() -> String {
+    use rand::Rng;
+    rand::rng().random_range(0..100_000_000_000u64).to_string()
+}
+
+#[tonic::async_trait]
+impl pb::management_server::Management for ManagementService {
+    async fn create_room(
+        &self,
+        req: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let r = req.into_inner();
+        let room = Room {
+            id: room::new_id(),
+            name: r.name,
+            participant_limit: r.participant_limit.unwrap_or(-1),
+            input_limit: r.input_limit.unwrap_or(-1),
+            roles: if r.roles.is_empty() {
+                room::default_roles()
+            } else {
+                roles(r.roles)
+            },
+            views: if r.views.is_empty() {
+                vec![View::default()]
+            } else {
+                views(r.views)
+            },
+            notifying: r.notifying.map(notifying).unwrap_or_default(),
+            select_active_audio: r.select_active_audio.unwrap_or(false),
+        };
+        room.validate()
+            .map_err(|e| ManagementError::InvalidRoom(e.0))?;
+        let stored = room.clone();
+        self.with_store(move |s| s.insert_room(&stored)).await?;
+        tracing::info!(room = %room.id, name = %room.name, "room created");
+        Ok(Response::new(room.into()))
+    }
+
+    async fn get_room(
+        &self,
+        req: Request<pb::GetRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        Ok(Response::new(self.room(&req.get_ref().id).await?.into()))
+    }
+
+    async fn list_rooms(
+        &self,
+        req: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsReply>, Status> {
+        let r = req.into_inner();
+        if r.per_page > MAX_PAGE {
+            return Err(ManagementError::InvalidArgument(format!(
+                "perPage must be at most {MAX_PAGE}"
+            ))
+            .into());
+        }
+        let (offset, limit) = if r.page == 0 {
+            (0, None)
+        } else {
+            let per_page = if r.per_page == 0 { 50 } else { r.per_page };
+            (
+                u64::from(r.page - 1) * u64::from(per_page),
+                Some(u64::from(per_page)),
+            )
+        };
+        let rooms = self.with_store(move |s| s.rooms(offset, limit)).await?;
+        Ok(Response::new(pb::ListRoomsReply {
+            rooms: rooms.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn update_room(
+        &self,
+        req: Request<pb::UpdateRoomRequest>,
+    ) -> Result<Response<pb::Room>, Status> {
+        let r = req.into_inner();
+        let mut room = self.room(&r.id).await?;
+        if let Some(name) = r.name {
+            room.name = name;
+        }
+        if let Some(limit) = r.participant_limit {
+            room.participant_limit = limit;
+        }
+        if let Some(limit) = r.input_limit {
+            room.input_limit = limit;
+        }
+        if !r.roles.is_empty() {
+            room.roles = roles(r.roles);
+        }
+        if !r.views.is_empty() {
+            room.views = views(r.views);
+        }
+        if let Some(n) = r.notifying {
+            room.notifying = notifying(n);
+        }
+        if let Some(s) = r.select_active_audio {
+            room.select_active_audio = s;
+        }
+        room.validate()
+            .map_err(|e| ManagementError::InvalidRoom(e.0))?;
+        let stored = room.clone();
+        if !self.with_store(move |s| s.update_room(&stored)).await? {
+            return Err(ManagementError::RoomNotFound.into());
+        }
+        tracing::info!(room = %room.id, "room updated");
+        Ok(Response::new(room.into()))
+    }
+
+    async fn delete_room(
+        &self,
+        req: Request<pb::DeleteRoomRequest>,
+    ) -> Result<Response<pb::DeleteRoomReply>, Status> {
+        let id = req.into_inner().id;
+        check_id("id", &id)?;
+        let room = id.clone();
+        if !self.with_store(move |s| s.delete_room(&room)).await? {
+            return Err(ManagementError::RoomNotFound.into());
+        }
+        tracing::info!(room = %id, "room deleted");
+        Ok(Response::new(pb::DeleteRoomReply {}))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenReply>, Status> {
+        let r = req.into_inner();
+        if r.room_id.is_empty() || r.room_id.len() > MAX_ID_LEN {
+            return Err(ManagementError::RoomNotFound.into());
+        }
+        let room = self.room(&r.room_id).await?;
+        if r.user.trim().is_empty() || r.user.len() > MAX_ID_LEN || !room.has_role(&r.role) {
+            return Err(ManagementError::NameOrRole.into());
+        }
+        let origin = match r.preference {
+            Some(p) => Origin {
+                isp: p.isp,
+                region: p.region,
+            },
+            None => Origin {
+                isp: "isp".into(),
+                region: "region".into(),
+            },
+        };
+        if origin.isp.len() > MAX_ID_LEN || origin.region.len() > MAX_ID_LEN {
+            return Err(ManagementError::InvalidArgument(format!(
+                "preference fields must be at most {MAX_ID_LEN} bytes"
+            ))
+            .into());
+        }
+        let code = token_code();
+        let mut cluster = self.cluster.clone();
+        let info = portal::schedule_portal(
+            &mut cluster,
+            &code,
+            cluster::Preference {
+                isp: origin.isp.clone(),
+                region: origin.region.clone(),
+                ..Default::default()
+            },
+            self.tokens.portal_reserve_time,
+            self.tokens.portal_schedule_budget,
+            Duration::from_millis(self.tokens.portal_schedule_retry_interval),
+        )
+        .await
+        .ok_or(ManagementError::NoPortal)?;
+        let (host, secure) = portal::portal_host(&info);
+        let record = TokenRecord {
+            id: room::new_id(),
+            code,
+            user: r.user,
+            role: r.role,
+            room_id: room.id,
+            origin,
+            host: host.clone(),
+            secure,
+            created_ms: self.clock.now_ms(),
+        };
+        let token = JoinToken::new(&self.key, &record.id, &host, secure).encode();
+        let (id, room_id) = (record.id.clone(), record.room_id.clone());
+        self.with_store(move |s| s.insert_token(&record)).await?;
+        tracing::info!(token = %id, room = %room_id, portal = %host, "token created");
+        Ok(Response::new(pb::CreateTokenReply { token }))
+    }
+
+    async fn consume_token(
+        &self,
+        req: Request<pb::ConsumeTokenRequest>,
+    ) -> Result<Response<pb::TokenGrant>, Status> {
+        let id = req.into_inner().token_id;
+        if id.is_empty() {
+            return Err(
+                ManagementError::InvalidArgument("tokenId must not be empty".into()).into(),
+            );
+        }
+        if id.len() > MAX_ID_LEN {
+            return Err(ManagementError::UnknownToken.into());
+        }
+        let now = self.clock.now_ms();
+        let lifetime = self.tokens.lifetime.min(i64::MAX as u64) as i64;
+        let taken = self
+            .with_store(move |s| s.take_token(&id, now, lifetime))
+            .await?;
+        match taken {
+            Taken::Token(t) => {
+                tracing::info!(token = %t.id, room = %t.room_id, "token consumed");
+                Ok(Response::new(pb::TokenGrant {
+                    code: t.code,
+                    user: t.user,
+                    role: t.role,
+                    room_id: t.room_id,
+                    origin: Some(pb::Preference {
+                        isp: t.origin.isp,
+                        region: t.origin.region,
+                    }),
+                }))
+            }
+            Taken::Expired => Err(ManagementError::Expired.into()),
+            Taken::Unknown => Err(ManagementError::UnknownToken.into()),
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! The real management service and cluster manager on loopback ports, with a
+//! fake portal joined through the common cluster-worker client.
+
+use base64::Engine;
+use conclave_common::cluster_worker::{ClusterConfig, ClusterWorker};
+use conclave_common::load::ManualLoad;
+use conclave_common::token::JoinToken;
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use conclave_proto::management::v1 as pb;
+use conclave_proto::management::v1::management_client::ManagementClient;
+use management::clock::ManualClock;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const KEY: &str = "integration-test-key";
+
+struct Stack {
+    manager_addr: String,
+    manager_stop: CancellationToken,
+    portals: Vec<ClusterWorker>,
+    data_dir: PathBuf,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.manager_stop.cancel();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+async fn portal(manager: &str, info: cluster::WorkerInfo) -> ClusterWorker {
+    let config = ClusterConfig {
+        manager: manager.to_string(),
+        report_load_interval: 100,
+        ..ClusterConfig::default()
+    };
+    ClusterWorker::join(config, "portal", info, Arc::new(ManualLoad::new(0.1)))
+        .await
+        .unwrap()
+}
+
+async fn stack(portal_infos: Vec<cluster::WorkerInfo>) -> Stack {
+    let config = cluster_manager::Config::loopback();
+    let manager_stop = CancellationToken::new();
+    let manager = cluster_manager::start(config, manager_stop.clone())
+        .await
+        .unwrap();
+    let manager_addr = manager.local_addr().to_string();
+    let mut portals = Vec::new();
+    for info in portal_infos {
+        portals.push(portal(&manager_addr, info).await);
+    }
+    // wait until every portal has reported a load and is schedulable
+    let mut c = ClusterManagerClient::new(
+        conclave_common::grpc::channel(&manager_addr, Duration::from_secs(2)).unwrap(),
+    );
+    for p in &portals {
+        for _ in 0..100 {
+            let attr = c
+                .get_worker_attr(cluster::GetWorkerAttrRequest {
+                    worker_id: p.id().into(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if attr.load < 0.5 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let data_dir =
+        std::env::temp_dir().join(format!("conclave-mgmt-{}", management::room::new_id()));
+    Stack {
+        manager_addr,
+        manager_stop,
+        portals,
+        data_dir,
+    }
+}
+
+fn portal_info(hostname: &str, port: u32) -> cluster::WorkerInfo {
+    cluster::WorkerInfo {
+        ip: "127.0.0.1".into(),
+        hostname: hostname.into(),
+        port,
+        max_load: 0.85,
+        ..Default::default()
+    }
+}
+
+fn mgmt_config(stack: &Stack) -> management::Config {
+    let mut c = management::Config {
+        listen: "127.0.0.1:0".into(),
+        service_key: KEY.into(),
+        data_dir: stack.data_dir.display().to_string(),
+        ..Default::default()
+    };
+    c.cluster.manager = stack.manager_addr.clone();
+    c.token.portal_schedule_budget = 3;
+    c.token.portal_schedule_retry_interval = 50;
+    c
+}
+
+struct Running {
+    client: ManagementClient<Channel>,
+    stop: CancellationToken,
+    server: management::Management,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.stop.cancel();
+        self.server.stopped().await.unwrap();
+    }
+}
+
+async fn start(config: management::Config, clock: ManualClock) -> Running {
+    let stop = CancellationToken::new();
+    let server = management::start_with_clock(config, Arc::new(clock), stop.clone())
+        .await
+        .unwrap();
+    let channel =
+        conclave_common::grpc::channel(&server.local_addr().to_string(), Duration::from_secs(5))
+            .unwrap();
+    Running {
+        client: ManagementClient::new(channel),
+        stop,
+        server,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+async fn create_room(c: &mut ManagementClient<Channel>, name: &str) -> pb::Room {
+    c.create_room(pb::CreateRoomRequest {
+        name: name.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
+async fn token(
+    c: &mut ManagementClient<Channel>,
+    room: &str,
+    user: &str,
+    role: &str,
+) -> Result<String, tonic::Status> {
+    c.create_token(pb::CreateTokenRequest {
+        room_id: room.into(),
+        user: user.into(),
+        role: role.into(),
+        preference: None,
+    })
+    .await
+    .map(|r| r.into_inner().token)
+}
+
+async fn consume(
+    c: &mut ManagementClient<Channel>,
+    id: &str,
+) -> Result<pb::TokenGrant, tonic::Status> {
+    c.consume_token(pb::ConsumeTokenRequest {
+        token_id: id.into(),
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn rooms_are_created_with_owt_defaults_listed_updated_and_deleted() {
+    let stack = stack(vec![]).await;
+    let m = start(mgmt_config(&stack), ManualClock::new(now_ms())).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "demo").await;
+    assert_eq!(room.id.len(), 24);
+    assert_eq!((room.participant_limit, room.input_limit), (-1, -1));
+    let roles: Vec<_> = room.roles.iter().map(|r| r.role.as_str()).collect();
+    assert_eq!(
+        roles,
+        [
+            "presenter",
+            "viewer",
+            "audio_only_presenter",
+            "video_only_viewer",
+            "sip"
+        ]
+    );
+    assert_eq!(room.views[0].label, "common");
+    let n = room.notifying.unwrap();
+    assert!(n.participant_activities && n.stream_change);
+    assert_eq!(
+        c.get_room(pb::GetRoomRequest {
+            id: room.id.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+        room
+    );
+
+    let custom = c
+        .create_room(pb::CreateRoomRequest {
+            name: "small".into(),
+            participant_limit: Some(2),
+            roles: vec![pb::Role {
+                role: "speaker".into(),
+                publish: Some(pb::MediaPermission {
+                    audio: true,
+                    video: false,
+                }),
+                subscribe: Some(pb::MediaPermission {
+                    audio: true,
+                    video: true,
+                }),
+            }],
+            views: vec![pb::View {
+                label: "main".into(),
+                audio: None,
+                video: Some(false),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(custom.participant_limit, 2);
+    assert_eq!(
+        custom.views[0],
+        pb::View {
+            label: "main".into(),
+            audio: Some(true),
+            video: Some(false)
+        }
+    );
+
+    let all = c
+        .list_rooms(pb::ListRoomsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .rooms;
+    assert_eq!(
+        all.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["demo", "small"]
+    );
+    let page2 = c
+        .list_rooms(pb::ListRoomsRequest {
+            page: 2,
+            per_page: 1,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rooms;
+    assert_eq!(page2.len(), 1);
+    assert_eq!(page2[0].name, "small");
+
+    let updated = c
+        .update_room(pb::UpdateRoomRequest {
+            id: custom.id.clone(),
+            name: Some("smaller".into()),
+            participant_limit: Some(-1),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (
+            updated.name.as_str(),
+            updated.participant_limit,
+            updated.roles.len()
+        ),
+        ("smaller", -1, 1)
+    );
+
+    c.delete_room(pb::DeleteRoomRequest {
+        id: custom.id.clone(),
+    })
+    .await
+    .unwrap();
+    let err = c
+        .get_room(pb::GetRoomRequest {
+            id: custom.id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "Room not found")
+    );
+    let err = c
+        .delete_room(pb::DeleteRoomRequest { id: custom.id })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_room_configurations_are_refused_naming_the_field() {
+    let stack = stack(vec![]).await;
+    let m = start(mgmt_config(&stack), ManualClock::new(now_ms())).await;
+    let mut c = m.client.clone();
+    let cases = [
+        (pb::CreateRoomRequest::default(), "name"),
+        (
+            pb::CreateRoomRequest {
+                name: "x".into(),
+                participant_limit: Some(-3),
+                ..Default::default()
+            },
+            "participantLimit",
+        ),
+        (
+            pb::CreateRoomRequest {
+                name: "x".into(),
+                input_limit: Some(-2),
+                ..Default::default()
+            },
+            "inputLimit",
+        ),
+        (
+            pb::CreateRoomRequest {
+                name: "x".into(),
+                roles: vec![
+                    pb::Role {
+                        role: "a".into(),
+                        ..Default::default()
+                    },
+                    pb::Role {
+                        role: "a".into(),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+            "duplicate role name",
+        ),
+        (
+            pb::CreateRoomRequest {
+                name: "n".repeat(100_000),
+                ..Default::default()
+            },
+            "name is longer",
+        ),
+    ];
+    for (req, field) in cases {
+        let err = c.create_room(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(
+            err.message().contains(field),
+            "`{}` should name {field}",
+            err.message()
+        );
+    }
+    let room = create_room(&mut c, "ok").await;
+    let err = c
+        .update_room(pb::UpdateRoomRequest {
+            id: room.id.clone(),
+            name: Some("".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        c.get_room(pb::GetRoomRequest { id: room.id })
+            .await
+            .unwrap()
+            .into_inner()
+            .name,
+        "ok"
+    );
+    for id in ["", "garbage", &"z".repeat(5000)] {
+        let err = c
+            .get_room(pb::GetRoomRequest { id: id.into() })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.code(), Code::InvalidArgument | Code::NotFound),
+            "{id}: {err:?}"
+        );
+    }
+    let err = c
+        .list_rooms(pb::ListRoomsRequest {
+            page: 1,
+            per_page: 100_000,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // a request over the size limit is refused, and the service goes on
+    let err = c
+        .create_room(pb::CreateRoomRequest {
+            name: "n".repeat(2 * 1024 * 1024),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    create_room(&mut c, "still serving").await;
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_points_at_the_scheduled_portal_and_is_consumed_once() {
+    let stack = stack(vec![portal_info("portal.test", 8080)]).await;
+    let m = start(mgmt_config(&stack), ManualClock::new(now_ms())).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "demo").await;
+    let text = token(&mut c, &room.id, "alice", "presenter").await.unwrap();
+    // what an OWT client reads from it
+    let json = base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    let keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 4, "{value}");
+    assert_eq!(value["host"], "portal.test:8080");
+    assert_eq!(value["secure"], false);
+    let decoded = JoinToken::decode(&text).unwrap();
+    decoded.verify(KEY).unwrap();
+    assert!(decoded.verify("another-key").is_err());
+
+    let grant = consume(&mut c, &decoded.token_id).await.unwrap();
+    assert_eq!(
+        (
+            grant.user.as_str(),
+            grant.role.as_str(),
+            grant.room_id.as_str()
+        ),
+        ("alice", "presenter", room.id.as_str())
+    );
+    let origin = grant.origin.unwrap();
+    assert_eq!(
+        (origin.isp.as_str(), origin.region.as_str()),
+        ("isp", "region")
+    );
+    assert!(
+        grant.code.parse::<u64>().is_ok_and(|n| n < 100_000_000_000),
+        "{}",
+        grant.code
+    );
+    // the portal is reserved for the token's code
+    let mut cm = ClusterManagerClient::new(
+        conclave_common::grpc::channel(&stack.manager_addr, Duration::from_secs(2)).unwrap(),
+    );
+    let scheduled = cm
+        .get_scheduled(cluster::GetScheduledRequest {
+            purpose: "portal".into(),
+            task: grant.code.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(scheduled.worker_id, stack.portals[0].id());
+
+    let err = consume(&mut c, &decoded.token_id).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "Unknown"));
+    for garbage in ["nope", "' OR 1=1 --", &"x".repeat(10_000)] {
+        let err = consume(&mut c, garbage).await.unwrap_err();
+        assert_eq!((err.code(), err.message()), (Code::NotFound, "Unknown"));
+    }
+    let err = consume(&mut c, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn via_host_and_preference_steer_the_token() {
+    let mut eu = portal_info("portal-eu", 8443);
+    eu.via_host = "https://conf.example.com".into();
+    eu.capacity = Some(cluster::Capacity {
+        regions: vec!["eu".into()],
+        ..Default::default()
+    });
+    let stack = stack(vec![portal_info("portal-us", 8080), eu]).await;
+    let m = start(mgmt_config(&stack), ManualClock::new(now_ms())).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "demo").await;
+    let text = c
+        .create_token(pb::CreateTokenRequest {
+            room_id: room.id.clone(),
+            user: "bob".into(),
+            role: "viewer".into(),
+            preference: Some(pb::Preference {
+                isp: "".into(),
+                region: "eu".into(),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let t = JoinToken::decode(&text).unwrap();
+    assert_eq!((t.host.as_str(), t.secure), ("conf.example.com", true));
+    t.verify(KEY).unwrap();
+    let grant = consume(&mut c, &t.token_id).await.unwrap();
+    assert_eq!(grant.origin.unwrap().region, "eu");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn create_token_errors_are_owts() {
+    let stack = stack(vec![portal_info("portal.test", 8080)]).await;
+    let m = start(mgmt_config(&stack), ManualClock::new(now_ms())).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "demo").await;
+    let err = token(&mut c, "000000000000000000000000", "alice", "presenter")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "Room not found")
+    );
+    let err = token(&mut c, "", "alice", "presenter").await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::NotFound, "Room not found")
+    );
+    for (user, role) in [
+        ("", "presenter"),
+        ("alice", "admin"),
+        ("alice", ""),
+        (&"u".repeat(1000) as &str, "viewer"),
+    ] {
+        let err = token(&mut c, &room.id, user, role).await.unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (Code::InvalidArgument, "Name or role not valid")
+        );
+    }
+    m.stop().await;
+
+    // no portal in the cluster: the retry budget runs out
+    let empty = stack_without_portals().await;
+    let m = start(mgmt_config(&empty), ManualClock::new(now_ms())).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "lonely").await;
+    let err = token(&mut c, &room.id, "alice", "presenter")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unavailable, "Failed to get portal")
+    );
+    m.stop().await;
+}
+
+async fn stack_without_portals() -> Stack {
+    stack(vec![]).await
+}
+
+#[tokio::test]
+async fn concurrent_consumes_of_one_token_have_exactly_one_winner() {
+    let stack = stack(vec![portal_info("portal.test", 8080)]).await;
+    let m = start(mgmt_config(&stack), ManualClock::new(now_ms())).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "race").await;
+    for _ in 0..3 {
+        let t = JoinToken::decode(&token(&mut c, &room.id, "alice", "presenter").await.unwrap())
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let mut c = c.clone();
+            let id = t.token_id.clone();
+            tasks.push(tokio::spawn(async move { consume(&mut c, &id).await }));
+        }
+        let mut wins = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(_) => wins += 1,
+                Err(e) => assert_eq!(e.message(), "Unknown"),
+            }
+        }
+        assert_eq!(wins, 1);
+    }
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_older_than_three_minutes_is_expired() {
+    let stack = stack(vec![portal_info("portal.test", 8080)]).await;
+    let clock = ManualClock::new(now_ms());
+    let m = start(mgmt_config(&stack), clock.clone()).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "slow").await;
+    let old =
+        JoinToken::decode(&token(&mut c, &room.id, "alice", "presenter").await.unwrap()).unwrap();
+    clock.advance_ms(179_000);
+    let fresh =
+        JoinToken::decode(&token(&mut c, &room.id, "bob", "viewer").await.unwrap()).unwrap();
+    clock.advance_ms(1_001);
+    let err = consume(&mut c, &old.token_id).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::FailedPrecondition, "Expired")
+    );
+    let err = consume(&mut c, &old.token_id).await.unwrap_err();
+    assert_eq!(err.message(), "Unknown", "an expired token is gone");
+    assert_eq!(consume(&mut c, &fresh.token_id).await.unwrap().user, "bob");
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn rooms_and_unconsumed_tokens_survive_a_restart() {
+    let stack = stack(vec![portal_info("portal.test", 8080)]).await;
+    let clock = ManualClock::new(now_ms());
+    let m = start(mgmt_config(&stack), clock.clone()).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "durable").await;
+    let kept =
+        JoinToken::decode(&token(&mut c, &room.id, "alice", "presenter").await.unwrap()).unwrap();
+    let used =
+        JoinToken::decode(&token(&mut c, &room.id, "bob", "presenter").await.unwrap()).unwrap();
+    consume(&mut c, &used.token_id).await.unwrap();
+    m.stop().await;
+
+    let m = start(mgmt_config(&stack), clock).await;
+    let mut c = m.client.clone();
+    assert_eq!(
+        c.get_room(pb::GetRoomRequest {
+            id: room.id.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+        room
+    );
+    assert_eq!(consume(&mut c, &kept.token_id).await.unwrap().user, "alice");
+    assert_eq!(
+        consume(&mut c, &used.token_id).await.unwrap_err().message(),
+        "Unknown"
+    );
+    m.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_service_key_is_refused_at_start() {
+    let stack = stack(vec![]).await;
+    let mut config = mgmt_config(&stack);
+    config.service_key = String::new();
+    let err = management::start(config, CancellationToken::new())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("service key is empty"), "{err}");
+}
