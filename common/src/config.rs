@@ -20,6 +20,26 @@ use serde::de::DeserializeOwned;
 use std::path::Path;
 use toml::Value;
 
+/// The `[cluster]` table of services that call the cluster manager without
+/// being workers themselves.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterLink {
+    /// host:port of the cluster manager. Default "127.0.0.1:7001".
+    pub manager: String,
+    /// Deadline of each call to the manager. Default 2000.
+    pub rpc_timeout: u64,
+}
+
+impl Default for ClusterLink {
+    fn default() -> Self {
+        ClusterLink {
+            manager: "127.0.0.1:7001".into(),
+            rpc_timeout: 2000,
+        }
+    }
+}
+
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "CONCLAVE_";
 

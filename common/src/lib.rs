@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster_worker;
 pub mod config;
 pub mod grpc;
+pub mod handshake;
 pub mod load;
 pub mod net;
 pub mod shutdown;

@@ -1,11 +1,28 @@
 //! Helpers for tests that start the real binaries: find a third-party tool,
 //! start a service process and read the address it bound from its log.
 
+pub use crate::handshake::field;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// A binary of this workspace, built next to the running test's target
+/// directory (`cargo test --workspace` builds every binary first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    for dir in exe.ancestors().skip(1) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "binary `{name}` not found near {}: run `cargo build --workspace` (scripts/test.sh does)",
+        exe.display()
+    );
+}
 
 /// The `grpcurl` to test with: `$GRPCURL`, else one on PATH. `None` means the
 /// caller should skip (the test setup in `scripts/test.sh` installs it; under
@@ -110,15 +127,4 @@ impl Drop for ServiceProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The value of `key=value` in a log line (up to the next space).
-pub fn field(line: &str, key: &str) -> Option<String> {
-    let start = line.find(&format!("{key}="))? + key.len() + 1;
-    let rest = &line[start..];
-    let value: String = rest
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '"' && *c != ',')
-        .collect();
-    (!value.is_empty()).then_some(value)
 }

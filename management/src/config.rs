@@ -2,6 +2,7 @@
 //! documented. Times are in milliseconds. `management --print-config` prints
 //! the effective values.
 
+use conclave_common::config::ClusterLink;
 use conclave_common::telemetry::LogConfig;
 use serde::{Deserialize, Serialize};
 
@@ -35,24 +36,6 @@ impl Default for Config {
             cluster: ClusterLink::default(),
             token: TokenConfig::default(),
             log: LogConfig::default(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClusterLink {
-    /// host:port of the cluster manager. Default "127.0.0.1:7001".
-    pub manager: String,
-    /// Deadline of each call to the manager. Default 2000.
-    pub rpc_timeout: u64,
-}
-
-impl Default for ClusterLink {
-    fn default() -> Self {
-        ClusterLink {
-            manager: "127.0.0.1:7001".into(),
-            rpc_timeout: 2000,
         }
     }
 }

@@ -1,0 +1,54 @@
+//! Conference node configuration: the one place its defaults are set and
+//! documented. An agent starts each node with `--node-id` and passes its own
+//! `[node]` settings as `--set` flags; `CONCLAVE_*` variables reach it too.
+
+use conclave_common::config::ClusterLink;
+use conclave_common::telemetry::LogConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// gRPC listen address. Default "0.0.0.0:0": a port the OS picks, which
+    /// the node reports to its agent on stdout as `CONCLAVE_NODE_READY port=<n>`.
+    pub listen: String,
+    /// This node's id, `<agent worker id>_<n>`; the controller name portals
+    /// match broadcasts against. Set by the agent (`--node-id`). Default "".
+    pub node_id: String,
+    /// host:port of the management service (room configuration). Default "127.0.0.1:7000".
+    pub management: String,
+    pub cluster: ClusterLink,
+    /// An idle room (no participant) is destroyed after this long and the
+    /// node exits. Default 30000 (OWT).
+    pub self_clean_timeout: u64,
+    /// Deadline of notifications to portals. Default 2000 (OWT).
+    pub portal_rpc_timeout: u64,
+    /// Notifications queued per portal before new ones are dropped. Default 4096.
+    pub portal_queue: usize,
+    /// Exit when standard input closes, so a node never outlives its agent.
+    /// The agent sets it. Default false.
+    pub exit_with_stdin: bool,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "0.0.0.0:0".into(),
+            node_id: String::new(),
+            management: "127.0.0.1:7000".into(),
+            cluster: ClusterLink::default(),
+            self_clean_timeout: 30_000,
+            portal_rpc_timeout: 2000,
+            portal_queue: 4096,
+            exit_with_stdin: false,
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl conclave_common::cli::ServiceConfig for Config {
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}

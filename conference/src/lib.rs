@@ -1,0 +1,191 @@
+//! The Conclave conference controller: serves one room per process. An agent
+//! spawns it, reads its port from the ready line on stdout, and supervises it.
+//! `main.rs` parses configuration and calls [`run`]; tests call [`start`].
+
+pub mod conference;
+pub mod config;
+pub mod notifier;
+pub mod room;
+pub mod service;
+
+use conclave_common::grpc::{GrpcError, GrpcServer};
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::cluster::v1::cluster_event::Kind;
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use conclave_proto::conference::v1::conference_server::ConferenceServer;
+use conclave_proto::management::v1::management_client::ManagementClient;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
+}
+
+pub struct Node {
+    server: GrpcServer,
+    service: service::ConferenceService,
+    exit: CancellationToken,
+}
+
+impl Node {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    pub fn service(&self) -> &service::ConferenceService {
+        &self.service
+    }
+
+    /// Resolves when the node ends itself (self-clean, destroy, failed init)
+    /// or is shut down.
+    pub async fn exited(&self) {
+        self.exit.cancelled().await
+    }
+
+    pub async fn stopped(self) -> Result<(), GrpcError> {
+        self.server.stopped().await
+    }
+}
+
+/// Start serving. The node ends when `shutdown` is cancelled or it decides to
+/// (self-clean after `self_clean_timeout` idle, `Destroy`, failed room init).
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, StartError> {
+    if config.node_id.is_empty() {
+        return Err(StartError::Config("node_id is required (--node-id)".into()));
+    }
+    let exit = shutdown.child_token();
+    let management = ManagementClient::new(conclave_common::grpc::channel(
+        &config.management,
+        conclave_common::grpc::DEFAULT_DEADLINE,
+    )?);
+    let notifier = Arc::new(notifier::Notifier::new(
+        config.node_id.clone(),
+        Duration::from_millis(config.portal_rpc_timeout),
+        config.portal_queue,
+    ));
+    let service =
+        service::ConferenceService::new(management, notifier, exit.clone(), config.node_id.clone());
+    let server = GrpcServer::start(
+        &config.listen,
+        tonic::service::Routes::new(ConferenceServer::new(service.clone())),
+        &[<ConferenceServer<service::ConferenceService> as NamedService>::NAME],
+        exit.clone(),
+    )
+    .await?;
+    tokio::spawn(self_clean(
+        service.clone(),
+        Duration::from_millis(config.self_clean_timeout),
+        exit.clone(),
+    ));
+    let manager = ClusterManagerClient::new(conclave_common::grpc::channel(
+        &config.cluster.manager,
+        Duration::from_millis(config.cluster.rpc_timeout),
+    )?);
+    tokio::spawn(watch_portals(manager, service.clone(), exit.clone()));
+    if config.exit_with_stdin {
+        let exit = exit.clone();
+        std::thread::spawn(move || {
+            // EOF (or an error) means the agent is gone.
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            tracing::warn!("standard input closed: the agent is gone, exiting");
+            exit.cancel();
+        });
+    }
+    Ok(Node {
+        server,
+        service,
+        exit,
+    })
+}
+
+/// Run until the node ends, printing the ready line for the agent.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let node_id = config.node_id.clone();
+    let node = start(config, shutdown).await?;
+    println!(
+        "{}",
+        conclave_common::handshake::ready_line(node.local_addr().port())
+    );
+    node.exited().await;
+    node.stopped().await?;
+    tracing::info!(node = %node_id, "conference node stopped");
+    Ok(())
+}
+
+async fn self_clean(
+    service: service::ConferenceService,
+    timeout: Duration,
+    exit: CancellationToken,
+) {
+    let period = (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = exit.cancelled() => return,
+            _ = tick.tick() => {
+                if service.state().self_clean_due(Instant::now(), timeout) {
+                    tracing::info!(room = ?service.state().room_id(), "room idle; self-cleaning");
+                    exit.cancel();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Follow portal losses on the cluster manager's Watch stream, resubscribing
+/// when the manager restarts.
+async fn watch_portals(
+    manager: ClusterManagerClient<tonic::transport::Channel>,
+    service: service::ConferenceService,
+    exit: CancellationToken,
+) {
+    loop {
+        let mut client = manager.clone();
+        let watch = client.watch(cluster::WatchRequest {
+            purposes: vec!["portal".into()],
+        });
+        let stream = tokio::select! {
+            _ = exit.cancelled() => return,
+            s = watch => s,
+        };
+        match stream {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                loop {
+                    let item = tokio::select! {
+                        _ = exit.cancelled() => return,
+                        item = stream.next() => item,
+                    };
+                    match item {
+                        Some(Ok(event)) if event.kind == Kind::WorkerLost as i32 => {
+                            service.portal_lost(&event.id);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(status)) => {
+                            tracing::debug!(error = %status.message(), "watch ended");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Err(status) => tracing::debug!(error = %status.message(), "cannot watch the cluster"),
+        }
+        tokio::select! {
+            _ = exit.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

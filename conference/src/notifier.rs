@@ -1,0 +1,141 @@
+//! Delivery of notifications to portals (OWT's `notify` / `broadcast` /
+//! `drop` RPCs). Each portal has its own queue and sender task, so a slow or
+//! dead portal delays only its own participants' notifications, never a join,
+//! and notifications to one portal keep their order.
+
+use crate::conference::{Delivery, PortalRef};
+use conclave_proto::portal::v1 as pb;
+use conclave_proto::portal::v1::portal_client::PortalClient;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+pub struct Notifier {
+    /// The controller name portals match broadcasts against: this node's id.
+    controller: String,
+    timeout: Duration,
+    capacity: usize,
+    queues: Mutex<HashMap<String, mpsc::Sender<Delivery>>>,
+}
+
+impl Notifier {
+    pub fn new(controller: String, timeout: Duration, capacity: usize) -> Self {
+        Notifier {
+            controller,
+            timeout,
+            capacity: capacity.max(1),
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, endpoint: &str) -> Option<PortalClient<Channel>> {
+        match conclave_common::grpc::channel(endpoint, self.timeout) {
+            Ok(channel) => Some(PortalClient::new(channel)),
+            Err(e) => {
+                tracing::warn!(portal = %endpoint, error = %e, "unusable portal endpoint");
+                None
+            }
+        }
+    }
+
+    /// Queue deliveries; never waits.
+    pub fn send(&self, deliveries: Vec<Delivery>) {
+        for delivery in deliveries {
+            let endpoint = match &delivery {
+                Delivery::Broadcast { portal, .. } | Delivery::Notify { portal, .. } => {
+                    portal.endpoint.clone()
+                }
+            };
+            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let sender = match queues.get(&endpoint) {
+                Some(s) if !s.is_closed() => s.clone(),
+                _ => {
+                    let Some(client) = self.client(&endpoint) else {
+                        continue;
+                    };
+                    let (tx, rx) = mpsc::channel(self.capacity);
+                    tokio::spawn(deliver(
+                        client,
+                        self.controller.clone(),
+                        endpoint.clone(),
+                        rx,
+                    ));
+                    queues.insert(endpoint.clone(), tx.clone());
+                    tx
+                }
+            };
+            if sender.try_send(delivery).is_err() {
+                tracing::warn!(portal = %endpoint, "portal notification queue full; notification dropped");
+            }
+        }
+    }
+
+    /// Stop delivering to a lost portal.
+    pub fn forget(&self, endpoint: &str) {
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(endpoint);
+    }
+
+    /// Ask a participant's portal to drop it (client gets `drop`, socket
+    /// closes). Failures are logged and swallowed, as OWT does.
+    pub async fn drop_participant(&self, portal: &PortalRef, participant: &str) {
+        let Some(mut client) = self.client(&portal.endpoint) else {
+            return;
+        };
+        let req = conclave_common::grpc::request(
+            pb::DropRequest {
+                participant_id: participant.to_string(),
+            },
+            self.timeout,
+        );
+        if let Err(status) = client.drop(req).await {
+            tracing::warn!(portal = %portal.id, %participant, error = %status.message(), "drop through portal failed");
+        }
+    }
+}
+
+async fn deliver(
+    mut client: PortalClient<Channel>,
+    controller: String,
+    endpoint: String,
+    mut queue: mpsc::Receiver<Delivery>,
+) {
+    while let Some(delivery) = queue.recv().await {
+        let result = match delivery {
+            Delivery::Broadcast {
+                exclude,
+                event,
+                data,
+                ..
+            } => client
+                .broadcast(pb::BroadcastRequest {
+                    controller: controller.clone(),
+                    exclude_list: exclude,
+                    event: event.to_string(),
+                    data: data.to_string(),
+                })
+                .await
+                .map(drop),
+            Delivery::Notify {
+                participant,
+                event,
+                data,
+                ..
+            } => client
+                .notify(pb::NotifyRequest {
+                    participant_id: participant,
+                    event: event.to_string(),
+                    data: data.to_string(),
+                })
+                .await
+                .map(drop),
+        };
+        if let Err(status) = result {
+            tracing::warn!(portal = %endpoint, error = %status.message(), "notification to portal failed");
+        }
+    }
+}
