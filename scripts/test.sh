@@ -29,5 +29,9 @@ GRPCURL="$PWD/$VENV/bin/grpcurl"
 export GRPCURL
 "$GRPCURL" -version
 
+# Tests start the real binaries of other crates (the agent spawns `conference`),
+# which `cargo test` alone builds only for packages with integration tests.
+echo "== cargo build --workspace --bins"
+cargo build --workspace --bins
 echo "== cargo test --workspace"
 cargo test --workspace "$@"
