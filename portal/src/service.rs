@@ -1,0 +1,97 @@
+//! The gRPC adapter: `portal.v1.Portal`, how conference nodes reach clients.
+
+use crate::portal::Portal;
+use conclave_proto::portal::v1 as pb;
+use serde_json::Value;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[derive(Clone)]
+pub struct PortalService {
+    portal: Arc<Portal>,
+}
+
+impl PortalService {
+    pub fn new(portal: Arc<Portal>) -> Self {
+        PortalService { portal }
+    }
+}
+
+/// Notification data is JSON text, delivered unchanged (integers stay integers).
+fn data(text: &str) -> Result<Value, Status> {
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(text)
+        .map_err(|e| Status::invalid_argument(format!("data is not JSON: {e}")))
+}
+
+fn event(name: &str) -> Result<(), Status> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(Status::invalid_argument("event must be 1 to 64 bytes"));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl pb::portal_server::Portal for PortalService {
+    async fn notify(
+        &self,
+        req: Request<pb::NotifyRequest>,
+    ) -> Result<Response<pb::NotifyReply>, Status> {
+        let r = req.into_inner();
+        event(&r.event)?;
+        let data = data(&r.data)?;
+        // OWT answers "ok" even when the participant is not here.
+        self.portal.notify(&r.participant_id, &r.event, data);
+        Ok(Response::new(pb::NotifyReply {}))
+    }
+
+    async fn broadcast(
+        &self,
+        req: Request<pb::BroadcastRequest>,
+    ) -> Result<Response<pb::BroadcastReply>, Status> {
+        let r = req.into_inner();
+        event(&r.event)?;
+        let data = data(&r.data)?;
+        self.portal
+            .broadcast(&r.controller, &r.exclude_list, &r.event, &data);
+        Ok(Response::new(pb::BroadcastReply {}))
+    }
+
+    async fn drop(&self, req: Request<pb::DropRequest>) -> Result<Response<pb::DropReply>, Status> {
+        let id = req.into_inner().participant_id;
+        if id == "all" {
+            self.portal.drop_all().await;
+        } else {
+            self.portal.drop_participant(&id).await;
+        }
+        Ok(Response::new(pb::DropReply {}))
+    }
+
+    async fn list_clients(
+        &self,
+        _req: Request<pb::ListClientsRequest>,
+    ) -> Result<Response<pb::ListClientsReply>, Status> {
+        let clients = self
+            .portal
+            .clients()
+            .all()
+            .map(|c| pb::ClientInfo {
+                participant_id: c.participant.clone(),
+                room: c.room.clone(),
+                controller: c.controller.clone(),
+                state: c
+                    .connection
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .state()
+                    .as_str()
+                    .to_string(),
+                user: c.user.clone(),
+                role: c.role.clone(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListClientsReply { clients }))
+    }
+}

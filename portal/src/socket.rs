@@ -1,0 +1,237 @@
+//! The Socket.IO adapter: one connection state machine per socket, the
+//! events OWT clients send, and acks in OWT's `(status, data)` shape.
+//!
+//! Handlers are registered in a connect middleware, which runs before the
+//! CONNECT reply is sent: a client that emits `login` the moment it is
+//! connected (the OWT JS SDK does) cannot beat its handler.
+
+use crate::connection::{Completion, Connection, Disconnect};
+use crate::error::PortalError;
+use crate::portal::Portal;
+use serde_json::Value;
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+type P = State<Arc<Portal>>;
+
+/// Events that need a media plane, which this portal does not have yet.
+const MEDIA_EVENTS: [&str; 7] = [
+    "publish",
+    "unpublish",
+    "subscribe",
+    "unsubscribe",
+    "stream-control",
+    "subscription-control",
+    "soac",
+];
+
+fn error(ack: AckSender, e: impl std::fmt::Display) {
+    let _ = ack.send(&("error", e.to_string()));
+}
+
+/// Connect middleware: set up the connection and its handlers.
+pub async fn on_connect(s: SocketRef, State(portal): P) -> Result<(), std::convert::Infallible> {
+    let idle = Duration::from_millis(portal.config.portal.idle_timeout);
+    let connection = Arc::new(Mutex::new(Connection::new(Instant::now(), idle)));
+    portal
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(s.id, connection);
+    arm_idle_timer(&portal, &s);
+    s.on("login", on_login);
+    s.on("logout", on_logout);
+    s.on("text", on_text);
+    for event in MEDIA_EVENTS {
+        s.on(
+            event,
+            async move |s: SocketRef, State(portal): P, ack: AckSender| match connection_of(
+                &portal, &s,
+            )
+            .map(|c| {
+                c.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .logged_in()
+                    .map(drop)
+            }) {
+                Some(Ok(())) => error(ack, PortalError::Unsupported(event.to_string())),
+                Some(Err(e)) => error(ack, e),
+                None => error(ack, crate::connection::ConnError::IllegalRequest),
+            },
+        );
+    }
+    s.on_disconnect(on_disconnect);
+    Ok(())
+}
+
+/// The namespace connect handler proper: all is set up by the middleware.
+pub async fn connected(s: SocketRef) {
+    tracing::debug!(socket = %s.id, transport = ?s.transport_type(), protocol = ?s.protocol(), "socket connected");
+}
+
+fn connection_of(portal: &Portal, s: &SocketRef) -> Option<crate::clients::SharedConnection> {
+    portal
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&s.id)
+        .cloned()
+}
+
+/// Close the socket if it has not logged in by its idle deadline.
+fn arm_idle_timer(portal: &Arc<Portal>, s: &SocketRef) {
+    let Some(connection) = connection_of(portal, s) else {
+        return;
+    };
+    let deadline = connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .idle_deadline();
+    let s = s.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep_until(deadline).await;
+        let expired = connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .idle_expired(Instant::now());
+        if expired {
+            tracing::info!(socket = %s.id, "no login in time; closing the connection");
+            let _ = s.disconnect();
+        }
+    });
+}
+
+async fn on_login(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
+    let span = tracing::info_span!("login", participant = %s.id);
+    login(s, portal, data.unwrap_or(Value::Null), ack)
+        .instrument(span)
+        .await
+}
+
+async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
+    let Some(connection) = connection_of(&portal, &s) else {
+        return;
+    };
+    let epoch = match connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .begin_login()
+    {
+        Ok(epoch) => epoch,
+        Err(e) => return error(ack, e),
+    };
+    let participant = s.id.to_string();
+    match portal
+        .join(&participant, s.id, connection.clone(), &info)
+        .await
+    {
+        Ok((joined, _reconnection)) => {
+            let completion = connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .login_done(epoch, &participant);
+            match completion {
+                Completion::Registered => {
+                    let ok = joined.entry.protocol.ok_word();
+                    let room = joined.entry.room.clone();
+                    portal.register(joined.entry).await;
+                    tracing::info!(%participant, %room, "login ok");
+                    let _ = ack.send(&(ok, joined.result));
+                }
+                Completion::EarlyLeft => {
+                    tracing::info!(%participant, "participant left during its login");
+                    portal
+                        .leave_conference(&participant, &joined.entry.endpoint)
+                        .await;
+                    error(ack, PortalError::EarlyLeft);
+                    let _ = s.disconnect();
+                }
+            }
+        }
+        Err(e) => {
+            tracing::info!(%participant, reason = %e, "login failed");
+            connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .login_failed(epoch, Instant::now());
+            error(ack, e);
+            let _ = s.disconnect();
+        }
+    }
+}
+
+async fn on_logout(s: SocketRef, State(portal): P, ack: AckSender) {
+    let Some(connection) = connection_of(&portal, &s) else {
+        return;
+    };
+    let result = connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .logout(Instant::now());
+    match result {
+        Ok(participant) => {
+            let ok = participant
+                .as_deref()
+                .and_then(|p| portal.clients().get(p).map(|c| c.protocol.ok_word()))
+                .unwrap_or("ok");
+            if let Some(p) = participant {
+                portal.leave(&p).await;
+            }
+            let _ = ack.send(&(ok,));
+            arm_idle_timer(&portal, &s);
+        }
+        Err(e) => error(ack, e),
+    }
+}
+
+async fn on_text(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
+    let Some(connection) = connection_of(&portal, &s) else {
+        return;
+    };
+    let participant = match connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .logged_in()
+    {
+        Ok(p) => p.to_string(),
+        Err(e) => return error(ack, e),
+    };
+    let data = data.unwrap_or(Value::Null);
+    let to = match data.get("to") {
+        Some(Value::String(to)) if !to.is_empty() => to.clone(),
+        _ => return error(ack, PortalError::InvalidReceiver),
+    };
+    let message = match data.get("message") {
+        Some(Value::String(m)) => m.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(_) => return error(ack, PortalError::InvalidMessage),
+    };
+    match portal.text(&participant, &to, &message).await {
+        Ok(()) => {
+            let _ = ack.send(&("ok",));
+        }
+        Err(e) => error(ack, e),
+    }
+}
+
+async fn on_disconnect(s: SocketRef, State(portal): P) {
+    let connection = portal
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&s.id);
+    let Some(connection) = connection else { return };
+    let action = connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .disconnected(false);
+    match action {
+        Disconnect::Leave(participant) | Disconnect::Wait(participant) => {
+            portal.leave(&participant).await;
+        }
+        Disconnect::Nothing => {}
+    }
+}

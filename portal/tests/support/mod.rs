@@ -1,0 +1,486 @@
+//! The whole stack as real processes on loopback ports (cluster manager,
+//! management, a conference agent spawning conference nodes, portal), real
+//! Socket.IO clients from PyPI driven through `clients/driver.py`, and gRPC
+//! helpers to look inside.
+#![allow(dead_code)]
+
+use conclave_common::testing::{ServiceProcess, workspace_bin};
+use conclave_common::token::JoinToken;
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use conclave_proto::conference::v1 as conf;
+use conclave_proto::conference::v1::conference_client::ConferenceClient;
+use conclave_proto::management::v1 as mgmt;
+use conclave_proto::management::v1::management_client::ManagementClient;
+use conclave_proto::portal::v1 as portal_pb;
+use conclave_proto::portal::v1::portal_client::PortalClient;
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tonic::transport::Channel;
+
+pub const KEY: &str = "e2e-test-service-key";
+
+pub struct Stack {
+    pub manager: String,
+    pub management: String,
+    pub agent: String,
+    pub portal_grpc: String,
+    pub portal_socket: String,
+    pub portal_worker: String,
+    pub processes: Vec<ServiceProcess>,
+    data_dir: PathBuf,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // portal and agent first, so nodes exit with their agent
+        while let Some(mut p) = self.processes.pop() {
+            p.signal("TERM");
+            if p.wait_exit(Duration::from_secs(10)).is_none() {
+                let _ = p.child.kill();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn start(bin: &str, sets: &[String], marker: &str, key: &str) -> (ServiceProcess, String) {
+    let args: Vec<String> = sets
+        .iter()
+        .flat_map(|s| ["--set".to_string(), s.clone()])
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let path = workspace_bin(bin);
+    ServiceProcess::start(
+        path.to_str().unwrap(),
+        &args,
+        &[("CONCLAVE_SERVICE_KEY", KEY)],
+        marker,
+        key,
+    )
+    .unwrap_or_else(|e| panic!("{bin}: {e}"))
+}
+
+/// Start the stack. `extra_portal` adds portal `--set` flags.
+pub async fn stack(extra_portal: &[&str]) -> Stack {
+    let extra: Vec<String> = extra_portal.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let data_dir = std::env::temp_dir().join(format!(
+            "conclave-e2e-{}",
+            std::process::id() as u64 * 1000 + rand_suffix()
+        ));
+        let (m, manager) = start(
+            "cluster-manager",
+            &["listen=127.0.0.1:0".into(), "manager.initial_time=0".into()],
+            "gRPC server listening",
+            "local_addr",
+        );
+        let (g, management) = start(
+            "management",
+            &[
+                "listen=127.0.0.1:0".into(),
+                format!("data_dir={}", data_dir.display()),
+                format!("cluster.manager={manager}"),
+            ],
+            "gRPC server listening",
+            "local_addr",
+        );
+        let (a, agent) = start(
+            "conference-agent",
+            &[
+                "listen=127.0.0.1:0".into(),
+                "advertised_host=127.0.0.1".into(),
+                format!("cluster.manager={manager}"),
+                "cluster.report_load_interval=100".into(),
+                format!("node.management={management}"),
+                "agent.maxProcesses=64".into(),
+            ],
+            "conference agent serving",
+            "endpoint",
+        );
+        let mut portal_sets = vec![
+            "portal.listen=127.0.0.1:0".to_string(),
+            "portal.grpc_listen=127.0.0.1:0".into(),
+            "portal.hostname=127.0.0.1".into(),
+            "portal.ip_address=127.0.0.1".into(),
+            "portal.load=clients".into(),
+            format!("cluster.manager={manager}"),
+            "cluster.report_load_interval=100".into(),
+            format!("management={management}"),
+        ];
+        portal_sets.extend(extra);
+        let args: Vec<String> = portal_sets
+            .iter()
+            .flat_map(|s| ["--set".to_string(), s.clone()])
+            .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let path = workspace_bin("portal");
+        let (p, line_addr) = ServiceProcess::start(
+            path.to_str().unwrap(),
+            &args,
+            &[("CONCLAVE_SERVICE_KEY", KEY)],
+            "portal serving",
+            "socket_addr",
+        )
+        .expect("portal starts");
+        // the portal's gRPC address and worker id come from the cluster manager (resolve)
+        Stack {
+            manager,
+            management,
+            agent,
+            portal_grpc: String::new(),
+            portal_socket: line_addr,
+            portal_worker: String::new(),
+            processes: vec![m, g, a, p],
+            data_dir,
+        }
+    })
+    .await
+    .unwrap()
+    .resolve()
+    .await
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+impl Stack {
+    /// Find the portal's worker id and gRPC address from the cluster, and
+    /// wait until a portal and an agent are schedulable.
+    async fn resolve(mut self) -> Stack {
+        let mut m = self.manager_client();
+        for _ in 0..200 {
+            let portals = m
+                .get_workers(cluster::GetWorkersRequest {
+                    purpose: "portal".into(),
+                })
+                .await
+                .map(|r| r.into_inner().workers)
+                .unwrap_or_default();
+            let agents = m
+                .get_workers(cluster::GetWorkersRequest {
+                    purpose: "conference".into(),
+                })
+                .await
+                .map(|r| r.into_inner().workers)
+                .unwrap_or_default();
+            if let (Some(p), Some(a)) = (portals.first(), agents.first()) {
+                let pa = m
+                    .get_worker_attr(cluster::GetWorkerAttrRequest {
+                        worker_id: p.clone(),
+                    })
+                    .await;
+                let aa = m
+                    .get_worker_attr(cluster::GetWorkerAttrRequest {
+                        worker_id: a.clone(),
+                    })
+                    .await;
+                if let (Ok(pa), Ok(aa)) = (pa, aa) {
+                    let (pa, aa) = (pa.into_inner(), aa.into_inner());
+                    if pa.load < 0.85 && aa.load < 0.85 {
+                        self.portal_worker = p.clone();
+                        self.portal_grpc = pa.info.unwrap().grpc_endpoint;
+                        return self;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the stack did not become ready");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.portal_socket)
+    }
+
+    pub fn manager_client(&self) -> ClusterManagerClient<Channel> {
+        ClusterManagerClient::new(
+            conclave_common::grpc::channel(&self.manager, Duration::from_secs(5)).unwrap(),
+        )
+    }
+
+    pub fn management_client(&self) -> ManagementClient<Channel> {
+        ManagementClient::new(
+            conclave_common::grpc::channel(&self.management, Duration::from_secs(5)).unwrap(),
+        )
+    }
+
+    pub fn portal_client(&self) -> PortalClient<Channel> {
+        PortalClient::new(
+            conclave_common::grpc::channel(&self.portal_grpc, Duration::from_secs(5)).unwrap(),
+        )
+    }
+
+    pub async fn room(&self, limit: i32) -> String {
+        self.management_client()
+            .create_room(mgmt::CreateRoomRequest {
+                name: "e2e".into(),
+                participant_limit: Some(limit),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .id
+    }
+
+    pub async fn token(&self, room: &str, user: &str, role: &str) -> String {
+        self.management_client()
+            .create_token(mgmt::CreateTokenRequest {
+                room_id: room.into(),
+                user: user.into(),
+                role: role.into(),
+                preference: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
+    pub async fn clients(&self) -> Vec<portal_pb::ClientInfo> {
+        self.portal_client()
+            .list_clients(portal_pb::ListClientsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .clients
+    }
+
+    pub async fn portal_tasks(&self) -> Vec<String> {
+        self.manager_client()
+            .get_tasks(cluster::GetTasksRequest {
+                worker_id: self.portal_worker.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tasks
+    }
+
+    /// Participant ids the room's conference node holds (empty if none serves it).
+    pub async fn conference_participants(&self, room: &str) -> Vec<String> {
+        let agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
+            conclave_common::grpc::channel(&self.agent, Duration::from_secs(5)).unwrap(),
+        );
+        let Ok(node) = agent
+            .clone()
+            .query_node(conclave_proto::agent::v1::QueryNodeRequest { room: room.into() })
+            .await
+        else {
+            return vec![];
+        };
+        let endpoint = node.into_inner().endpoint;
+        let mut c = ConferenceClient::new(
+            conclave_common::grpc::channel(&endpoint, Duration::from_secs(5)).unwrap(),
+        );
+        let mut ids: Vec<String> = c
+            .get_participants(conf::GetParticipantsRequest {})
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .participants
+                    .into_iter()
+                    .map(|p| p.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        ids.sort();
+        ids
+    }
+
+    /// No participant leaked: the portal's clients for `room` and the
+    /// conference's participants are the same set, equal to `expected`.
+    pub async fn assert_participants(&self, room: &str, expected: &[&str]) {
+        let mut expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        let mut last = (vec![], vec![]);
+        for _ in 0..100 {
+            let mut portal: Vec<String> = self
+                .clients()
+                .await
+                .into_iter()
+                .filter(|c| c.room == room)
+                .map(|c| c.participant_id)
+                .collect();
+            portal.sort();
+            let conference = self.conference_participants(room).await;
+            if portal == expected && conference == expected {
+                return;
+            }
+            last = (portal, conference);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+        panic!(
+            "participants of {room}: portal {:?}, conference {:?}, expected {expected:?}",
+            last.0, last.1
+        );
+    }
+}
+
+/// Tamper with a token's signature.
+pub fn tampered(token: &str) -> String {
+    let mut t = JoinToken::decode(token).unwrap();
+    t.host = "evil.example.com:8080".into();
+    t.encode()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// python-socketio 5.x, WebSocket only (as the C++ SDK connects).
+    Eio4Websocket,
+    /// python-socketio 5.x, polling then upgrade (as the JS SDK connects).
+    Eio4Polling,
+    /// python-socketio 4.x over Engine.IO 3 (as the Android SDK).
+    Eio3,
+}
+
+pub struct PyClient {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Lines<BufReader<ChildStdout>>,
+    pub sid: String,
+}
+
+fn python(flavor: Flavor) -> Option<String> {
+    let var = if flavor == Flavor::Eio3 {
+        "CONCLAVE_PY_EIO3"
+    } else {
+        "CONCLAVE_PY_EIO4"
+    };
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{var} is required under CI=true: run the tests through scripts/test.sh");
+            }
+            None
+        }
+    }
+}
+
+/// Whether the Python clients are installed (scripts/test.sh does it).
+pub fn have_clients() -> bool {
+    let ok = python(Flavor::Eio4Websocket).is_some() && python(Flavor::Eio3).is_some();
+    if !ok {
+        eprintln!("SKIPPED: python-socketio clients not installed (run through scripts/test.sh)");
+    }
+    ok
+}
+
+impl PyClient {
+    pub async fn spawn(flavor: Flavor) -> PyClient {
+        let py = python(flavor).expect("python client");
+        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/driver.py");
+        let mut child = Command::new(py)
+            .arg(driver)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python starts");
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        PyClient {
+            child,
+            stdin,
+            lines,
+            sid: String::new(),
+        }
+    }
+
+    pub async fn cmd(&mut self, cmd: Value) -> Value {
+        let line = format!("{cmd}\n");
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+        let reply = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
+            .await
+            .expect("driver answers")
+            .unwrap()
+            .expect("driver alive");
+        serde_json::from_str(&reply).unwrap()
+    }
+
+    /// Spawn a client of `flavor` and connect it to the stack's portal.
+    pub async fn connect(stack: &Stack, flavor: Flavor) -> PyClient {
+        let mut c = PyClient::spawn(flavor).await;
+        let transports = match flavor {
+            Flavor::Eio4Polling => json!(["polling", "websocket"]),
+            Flavor::Eio4Websocket => json!(["websocket"]),
+            Flavor::Eio3 => json!(["polling", "websocket"]),
+        };
+        let r = c
+            .cmd(json!({"cmd": "connect", "url": stack.url(), "transports": transports}))
+            .await;
+        assert_eq!(r["ok"], true, "{r}");
+        c.sid = r["sid"].as_str().unwrap_or_default().to_string();
+        c
+    }
+
+    /// Emit with an ack; the ack's arguments.
+    pub async fn emit(&mut self, event: &str, args: Vec<Value>) -> Vec<Value> {
+        let r = self
+            .cmd(json!({"cmd": "emit", "event": event, "args": args}))
+            .await;
+        match r.get("ack") {
+            Some(Value::Array(a)) => a.clone(),
+            _ => panic!("no ack for {event}: {r}"),
+        }
+    }
+
+    pub async fn login(&mut self, token: &str, protocol: &str) -> Vec<Value> {
+        let mut info =
+            json!({"token": token, "userAgent": {"sdk": {"type": "JavaScript", "version": "5.1"}}});
+        if !protocol.is_empty() {
+            info["protocol"] = json!(protocol);
+        }
+        self.emit("login", vec![info]).await
+    }
+
+    pub async fn wait_event(&mut self, event: &str, timeout_s: f64) -> Option<Value> {
+        let r = self
+            .cmd(json!({"cmd": "wait_event", "event": event, "timeout": timeout_s}))
+            .await;
+        if r.get("timeout").is_some() {
+            None
+        } else {
+            Some(r["data"].clone())
+        }
+    }
+
+    pub async fn events(&mut self) -> Vec<Value> {
+        self.cmd(json!({"cmd": "events"})).await["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn connected(&mut self) -> bool {
+        self.cmd(json!({"cmd": "state"})).await["connected"] == true
+    }
+
+    pub async fn wait_disconnect(&mut self, timeout_s: f64) -> bool {
+        self.cmd(json!({"cmd": "wait_disconnect", "timeout": timeout_s}))
+            .await
+            .get("disconnected")
+            .is_some()
+    }
+
+    pub async fn disconnect(&mut self) {
+        self.cmd(json!({"cmd": "disconnect"})).await;
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self.cmd(json!({"cmd": "quit"})).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
