@@ -3,6 +3,7 @@
 
 use crate::connection::Connection;
 use crate::dialect::Protocol;
+use crate::outbox::Outbox;
 use socketioxide::socket::Sid;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,20 @@ pub struct ClientEntry {
     pub user: String,
     pub role: String,
     pub protocol: Protocol,
+    /// The SDK type from the login's user agent.
+    pub sdk_type: String,
+    /// Whether the client may relogin (OWT: known SDK types only).
+    pub reconnection: bool,
+    /// Sequence numbers, replay buffer and queue: they follow the client
+    /// across relogins.
+    pub outbox: Arc<Mutex<Outbox>>,
+}
+
+impl ClientEntry {
+    /// Whether `connection` is the one this client is on now.
+    pub fn owned_by(&self, connection: &SharedConnection) -> bool {
+        Arc::ptr_eq(&self.connection, connection)
+    }
 }
 
 #[derive(Default)]
@@ -38,6 +53,10 @@ impl Clients {
 
     pub fn get(&self, participant: &str) -> Option<&ClientEntry> {
         self.map.get(participant)
+    }
+
+    pub fn get_mut(&mut self, participant: &str) -> Option<&mut ClientEntry> {
+        self.map.get_mut(participant)
     }
 
     pub fn insert(&mut self, entry: ClientEntry) {

@@ -69,6 +69,17 @@ pub struct PortalConfig {
     pub reconnection_ticket_lifetime: u64,
     /// Seconds a disconnected client may take to relogin. Default 60 (OWT).
     pub reconnection_timeout: u64,
+    /// Key reconnection tickets are signed with. Default "": derived from the
+    /// service key, so all portals of a deployment share it.
+    pub reconnection_key: String,
+    /// Notifications kept per client for relogin replay (besides the age
+    /// bound of ping_interval + ping_timeout + 1 s), and queued while it is
+    /// away. Default 1024.
+    pub message_buffer_size: usize,
+    /// SDK types whose protocol-1.2 relogins are answered like 1.1 (a ticket
+    /// string, then the missed messages as events): the official JavaScript
+    /// SDK 5.1 cannot read the 1.2 `{ticket, messages}` reply. Default ["JavaScript"].
+    pub relogin_string_reply_sdks: Vec<String>,
     /// Deadline of ClusterManager/Schedule and Management calls, in ms. Default 2000.
     pub rpc_timeout: u64,
     /// Deadline of NodeManager/GetNode, in ms: it may wait for a node to be
@@ -105,6 +116,9 @@ impl Default for PortalConfig {
             idle_timeout: 180_000,
             reconnection_ticket_lifetime: 600,
             reconnection_timeout: 60,
+            reconnection_key: String::new(),
+            message_buffer_size: 1024,
+            relogin_string_reply_sdks: vec!["JavaScript".into()],
             rpc_timeout: 2000,
             get_node_timeout: 6000,
             join_timeout: 6000,

@@ -14,6 +14,16 @@ pub enum PortalError {
     Dialect(#[from] DialectError),
     #[error(transparent)]
     Token(#[from] TokenError),
+    #[error(transparent)]
+    Ticket(#[from] crate::ticket::TicketError),
+    #[error("Client does NOT exist")]
+    ClientNotExist,
+    #[error("Reconnection is not allowed")]
+    ReconnectionNotAllowed,
+    #[error("Participant ID is not matched")]
+    ParticipantNotMatched,
+    #[error("Reconnection is not enabled.")]
+    ReconnectionNotEnabled,
     #[error("Invalid login request: {0}")]
     BadLogin(&'static str),
     #[error("Participant already in room")]

@@ -8,9 +8,11 @@ pub mod config;
 pub mod connection;
 pub mod dialect;
 pub mod error;
+pub mod outbox;
 pub mod portal;
 pub mod service;
 pub mod socket;
+pub mod ticket;
 
 use axum::serve::ListenerExt;
 use conclave_common::cluster_worker::{ClusterWorker, WorkerEvent};
@@ -201,6 +203,7 @@ pub async fn start(
     tracing::info!(worker = %worker.id(), socket_addr = %socket_addr, grpc_addr = %grpc.local_addr(), "portal serving");
     let _ = portal.worker.set(worker);
 
+    tokio::spawn(watch_conference_faults(portal.clone(), shutdown.clone()));
     let p = portal.clone();
     let max_clients = config.portal.max_clients as f64;
     let done = tokio::spawn(async move {
@@ -236,6 +239,54 @@ pub async fn start(
         portal,
         done,
     })
+}
+
+/// Follow conference faults on the cluster manager's Watch stream (OWT §9.5):
+/// a node that exits drops the participants it served, a lost agent those of
+/// all its nodes. Resubscribes when the manager restarts.
+async fn watch_conference_faults(portal: Arc<portal::Portal>, shutdown: CancellationToken) {
+    use conclave_proto::cluster::v1::cluster_event::Kind;
+    use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+    use tokio_stream::StreamExt;
+    let Ok(channel) = conclave_common::grpc::channel(&portal.config.cluster.manager, Duration::from_secs(2)) else {
+        return;
+    };
+    let manager = ClusterManagerClient::new(channel);
+    loop {
+        let mut client = manager.clone();
+        let subscribed = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = client.watch(cluster::WatchRequest { purposes: vec!["conference".into()] }) => s,
+        };
+        if let Ok(stream) = subscribed {
+            let mut stream = stream.into_inner();
+            loop {
+                let item = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    item = stream.next() => item,
+                };
+                let Some(Ok(event)) = item else { break };
+                let participants = if event.kind == Kind::NodeExited as i32 {
+                    portal.clients().on_node(&event.id)
+                } else if event.kind == Kind::WorkerLost as i32 {
+                    portal.clients().on_agent(&event.id)
+                } else {
+                    continue;
+                };
+                if !participants.is_empty() {
+                    tracing::warn!(controller = %event.id, kind = %event.r#type, count = participants.len(), "conference lost; dropping its participants");
+                }
+                for participant in participants {
+                    let portal = portal.clone();
+                    tokio::spawn(async move { portal.drop_participant(&participant).await });
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// Run until `shutdown` is cancelled.

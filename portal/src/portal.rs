@@ -5,7 +5,10 @@
 use crate::clients::{ClientEntry, Clients, SharedConnection};
 use crate::config::Config;
 use crate::dialect::{self, Protocol};
+use crate::connection::{Completion, State};
 use crate::error::PortalError;
+use crate::outbox::{Message, Outbox};
+use crate::ticket::Tickets;
 use conclave_common::cluster_worker::ClusterWorker;
 use conclave_common::token::JoinToken;
 use conclave_proto::agent::v1 as agent;
@@ -20,7 +23,7 @@ use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tonic::transport::Channel;
 
@@ -44,6 +47,24 @@ pub struct Portal {
     management: ManagementClient<Channel>,
     manager: ClusterManagerClient<Channel>,
     channels: Mutex<HashMap<String, Channel>>,
+    tickets: Mutex<Tickets>,
+}
+
+/// Milliseconds since the epoch (ticket windows).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// How a relogin is answered.
+pub enum ReloginReply {
+    /// Protocol 1.2: `{ticket, messages}`.
+    Messages { ticket: String, messages: Vec<Message> },
+    /// 1.0, 1.1, legacy (and 1.2 SDKs set to string replies): the ticket, then
+    /// the queued messages as events.
+    Ticket { ticket: String, ok: &'static str },
 }
 
 fn ms(v: u64) -> Duration {
@@ -59,7 +80,14 @@ impl Portal {
             &config.cluster.manager,
             rpc,
         )?);
+        let ticket_key = if config.portal.reconnection_key.is_empty() {
+            crate::ticket::derive_key(&key)
+        } else {
+            config.portal.reconnection_key.clone()
+        };
+        let lifetime = config.portal.reconnection_ticket_lifetime.saturating_mul(1000).min(i64::MAX as u64) as i64;
         Ok(Portal {
+            tickets: Mutex::new(Tickets::new(ticket_key, lifetime)),
             config,
             key,
             grpc_endpoint: OnceLock::new(),
@@ -122,7 +150,7 @@ impl Portal {
         socket: Sid,
         connection: SharedConnection,
         login_info: &Value,
-    ) -> Result<(Joined, bool), PortalError> {
+    ) -> Result<Joined, PortalError> {
         if !login_info.is_object() {
             return Err(PortalError::BadLogin("not an object"));
         }
@@ -193,7 +221,7 @@ impl Portal {
             permission,
             room_info,
         );
-        Ok((
+        Ok(
             Joined {
                 entry: ClientEntry {
                     participant: participant.to_string(),
@@ -206,11 +234,13 @@ impl Portal {
                     user: grant.user,
                     role: grant.role,
                     protocol,
+                    reconnection: user_agent.reconnection_enabled(),
+                    sdk_type: user_agent.sdk_type,
+                    outbox: Arc::new(Mutex::new(Outbox::new(self.message_keep(), self.config.portal.message_buffer_size))),
                 },
                 result,
             },
-            user_agent.reconnection_enabled(),
-        ))
+        )
     }
 
     /// OWT `getController`: the room's agent from the scheduler, then the
@@ -322,24 +352,40 @@ impl Portal {
         Ok(())
     }
 
-    /// Emit a notification to a participant's socket, in its dialect.
-    pub fn notify(&self, participant: &str, event: &str, data: Value) -> bool {
-        let target = self
-            .clients()
-            .get(participant)
-            .map(|c| (c.socket, c.protocol));
-        let Some((sid, protocol)) = target else {
-            return false;
-        };
-        self.emit(sid, protocol, event, data)
+    /// How long sent messages are kept for replay: ping interval + ping
+    /// timeout + 1 s, the longest a dead socket can go unnoticed.
+    fn message_keep(&self) -> Duration {
+        Duration::from_secs(self.config.portal.ping_interval + self.config.portal.ping_timeout + 1)
     }
 
-    fn emit(&self, sid: Sid, protocol: Protocol, event: &str, data: Value) -> bool {
+    /// Send a notification to a participant in its dialect: numbered and
+    /// buffered, emitted when connected, queued while away.
+    pub fn notify(&self, participant: &str, event: &str, data: Value) -> bool {
+        let entry = self.clients().get(participant).cloned();
+        match entry {
+            Some(entry) => {
+                self.deliver(&entry, event, data);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn deliver(&self, entry: &ClientEntry, event: &str, data: Value) {
+        let (event, data) = dialect::translate(entry.protocol, event, data);
+        let mut outbox = entry.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        let connected = entry.connection.lock().unwrap_or_else(|p| p.into_inner()).state() == State::Connected;
+        let message = outbox.record(&event, data, connected, tokio::time::Instant::now());
+        if connected && !self.emit(entry.socket, &message.event, &message.data) {
+            outbox.requeue(message);
+        }
+    }
+
+    fn emit(&self, sid: Sid, event: &str, data: &Value) -> bool {
         let Some(socket) = self.io.get().and_then(|io| io.get_socket(sid)) else {
             return false;
         };
-        let (event, data) = dialect::translate(protocol, event, data);
-        match socket.emit(event, &data) {
+        match socket.emit(event, data) {
             Ok(()) => true,
             Err(e) => {
                 tracing::debug!(socket = %sid, error = %e, "emit failed");
@@ -350,23 +396,107 @@ impl Portal {
 
     /// OWT `broadcast`: every participant here on `controller`, except
     /// `exclude`, each in its own dialect.
-    pub fn broadcast(
-        &self,
-        controller: &str,
-        exclude: &[String],
-        event: &str,
-        data: &Value,
-    ) -> usize {
-        let targets: Vec<(Sid, Protocol)> = self
+    pub fn broadcast(&self, controller: &str, exclude: &[String], event: &str, data: &Value) -> usize {
+        let targets: Vec<ClientEntry> = self
             .clients()
             .all()
             .filter(|c| c.controller == controller && !exclude.contains(&c.participant))
-            .map(|c| (c.socket, c.protocol))
+            .cloned()
             .collect();
-        targets
-            .into_iter()
-            .filter(|(sid, protocol)| self.emit(*sid, *protocol, event, data.clone()))
-            .count()
+        for entry in &targets {
+            self.deliver(entry, event, data.clone());
+        }
+        targets.len()
+    }
+
+    /// A fresh reconnection ticket for a participant.
+    pub fn issue_ticket(&self, participant: &str) -> String {
+        self.tickets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .issue(participant, now_ms())
+    }
+
+    /// OWT `relogin` (§10.4): check the ticket, move the participant with its
+    /// sequence, buffer and queue to the new connection, close the old socket
+    /// without leaving, and answer. `answer` sends the ack; queued messages
+    /// for ticket-string replies follow it in order.
+    pub fn relogin(
+        &self,
+        ticket_text: &str,
+        socket: Sid,
+        connection: SharedConnection,
+        epoch: u64,
+        answer: impl FnOnce(&ReloginReply),
+    ) -> Result<String, PortalError> {
+        let now = now_ms();
+        let ticket = self
+            .tickets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(ticket_text, now)?;
+        let participant = ticket.participant_id.clone();
+        let entry = self
+            .clients()
+            .get(&participant)
+            .cloned()
+            .ok_or(PortalError::ClientNotExist)?;
+        if !entry.reconnection {
+            return Err(PortalError::ReconnectionNotAllowed);
+        }
+        let old = entry.connection.clone();
+        if old.lock().unwrap_or_else(|p| p.into_inner()).participant() != Some(participant.as_str()) {
+            return Err(PortalError::ParticipantNotMatched);
+        }
+        // Everything sent to the client from here on waits for the ack.
+        let mut outbox = entry.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if connection.lock().unwrap_or_else(|p| p.into_inner()).login_done(epoch, &participant) != Completion::Registered {
+            return Err(PortalError::EarlyLeft);
+        }
+        self.tickets.lock().unwrap_or_else(|p| p.into_inner()).spend(&ticket, now);
+        {
+            let mut clients = self.clients();
+            let Some(e) = clients.get_mut(&participant) else {
+                return Err(PortalError::ClientNotExist);
+            };
+            e.socket = socket;
+            e.connection = connection;
+        }
+        old.lock().unwrap_or_else(|p| p.into_inner()).close();
+        if entry.socket != socket
+            && let Some(s) = self.io.get().and_then(|io| io.get_socket(entry.socket))
+        {
+            let _ = s.disconnect();
+        }
+        let ticket = self.issue_ticket(&participant);
+        let string_reply = self.config.portal.relogin_string_reply_sdks.contains(&entry.sdk_type);
+        if entry.protocol == Protocol::V1_2 && !string_reply {
+            let messages = outbox.replay(tokio::time::Instant::now());
+            answer(&ReloginReply::Messages { ticket, messages });
+        } else {
+            answer(&ReloginReply::Ticket {
+                ticket,
+                ok: entry.protocol.ok_word(),
+            });
+            for m in outbox.take_pending() {
+                if !self.emit(socket, &m.event, &m.data) {
+                    outbox.requeue(m);
+                }
+            }
+        }
+        tracing::info!(%participant, "relogin ok");
+        Ok(participant)
+    }
+
+    /// Forced leave after the reconnection grace period: only while
+    /// `connection` still owns the participant, so a relogin that won the
+    /// race is never undone.
+    pub async fn leave_if_owned(&self, participant: &str, connection: &SharedConnection) -> bool {
+        let owned = self
+            .clients()
+            .get(participant)
+            .is_some_and(|e| e.owned_by(connection));
+        owned && self.leave(participant).await
     }
 
     /// Drop a participant: it gets `drop`, its socket closes, it leaves.
@@ -380,7 +510,7 @@ impl Portal {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .close();
-        self.emit(entry.socket, entry.protocol, "drop", Value::Null);
+        self.emit(entry.socket, "drop", &Value::Null);
         if let Some(socket) = self.io.get().and_then(|io| io.get_socket(entry.socket)) {
             let _ = socket.disconnect();
         }

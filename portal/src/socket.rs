@@ -6,8 +6,9 @@
 //! connected (the OWT JS SDK does) cannot beat its handler.
 
 use crate::connection::{Completion, Connection, Disconnect};
+use crate::dialect::Protocol;
 use crate::error::PortalError;
-use crate::portal::Portal;
+use crate::portal::{Portal, ReloginReply};
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,8 @@ pub async fn on_connect(s: SocketRef, State(portal): P) -> Result<(), std::conve
     arm_idle_timer(&portal, &s);
     s.on("login", on_login);
     s.on("logout", on_logout);
+    s.on("relogin", on_relogin);
+    s.on("refreshReconnectionTicket", on_refresh_ticket);
     s.on("text", on_text);
     for event in MEDIA_EVENTS {
         s.on(
@@ -124,11 +127,8 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
         Err(e) => return error(ack, e),
     };
     let participant = s.id.to_string();
-    match portal
-        .join(&participant, s.id, connection.clone(), &info)
-        .await
-    {
-        Ok((joined, _reconnection)) => {
+    match portal.join(&participant, s.id, connection.clone(), &info).await {
+        Ok(mut joined) => {
             let completion = connection
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -137,15 +137,16 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
                 Completion::Registered => {
                     let ok = joined.entry.protocol.ok_word();
                     let room = joined.entry.room.clone();
+                    if joined.entry.reconnection && joined.entry.protocol != Protocol::Legacy {
+                        joined.result["reconnectionTicket"] = Value::String(portal.issue_ticket(&participant));
+                    }
                     portal.register(joined.entry).await;
                     tracing::info!(%participant, %room, "login ok");
                     let _ = ack.send(&(ok, joined.result));
                 }
                 Completion::EarlyLeft => {
                     tracing::info!(%participant, "participant left during its login");
-                    portal
-                        .leave_conference(&participant, &joined.entry.endpoint)
-                        .await;
+                    portal.leave_conference(&participant, &joined.entry.endpoint).await;
                     error(ack, PortalError::EarlyLeft);
                     let _ = s.disconnect();
                 }
@@ -160,6 +161,59 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
             error(ack, e);
             let _ = s.disconnect();
         }
+    }
+}
+
+async fn on_relogin(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
+    let Some(connection) = connection_of(&portal, &s) else { return };
+    let epoch = match connection.lock().unwrap_or_else(|p| p.into_inner()).begin_login() {
+        Ok(epoch) => epoch,
+        Err(e) => return error(ack, e),
+    };
+    let ticket = match data {
+        Ok(Value::String(t)) => t,
+        _ => String::new(),
+    };
+    let mut ack = Some(ack);
+    let result = portal.relogin(&ticket, s.id, connection.clone(), epoch, |reply| {
+        let Some(ack) = ack.take() else { return };
+        let _ = match reply {
+            ReloginReply::Messages { ticket, messages } => {
+                let messages: Vec<Value> = messages
+                    .iter()
+                    .map(|m| serde_json::json!({"event": m.event, "data": m.data, "seq": m.seq}))
+                    .collect();
+                ack.send(&("ok", serde_json::json!({"ticket": ticket, "messages": messages})))
+            }
+            ReloginReply::Ticket { ticket, ok } => ack.send(&(*ok, ticket)),
+        };
+    });
+    if let Err(e) = result {
+        tracing::info!(socket = %s.id, reason = %e, "relogin failed");
+        connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .login_failed(epoch, Instant::now());
+        if let Some(ack) = ack.take() {
+            error(ack, e);
+        }
+        let _ = s.disconnect();
+    }
+}
+
+async fn on_refresh_ticket(s: SocketRef, State(portal): P, ack: AckSender) {
+    let Some(connection) = connection_of(&portal, &s) else { return };
+    let participant = match connection.lock().unwrap_or_else(|p| p.into_inner()).logged_in() {
+        Ok(p) => p.to_string(),
+        Err(e) => return error(ack, e),
+    };
+    let entry = portal.clients().get(&participant).map(|e| (e.reconnection, e.protocol));
+    match entry {
+        Some((true, protocol)) => {
+            let _ = ack.send(&(protocol.ok_word(), portal.issue_ticket(&participant)));
+        }
+        Some((false, _)) => error(ack, PortalError::ReconnectionNotEnabled),
+        None => error(ack, crate::connection::ConnError::IllegalRequest),
     }
 }
 
@@ -218,19 +272,31 @@ async fn on_text(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, 
 }
 
 async fn on_disconnect(s: SocketRef, State(portal): P) {
-    let connection = portal
-        .connections
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&s.id);
+    let connection = portal.connections.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.id);
     let Some(connection) = connection else { return };
-    let action = connection
+    let participant = connection
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .disconnected(false);
+        .participant()
+        .map(str::to_string);
+    let reconnection = participant
+        .as_deref()
+        .and_then(|p| portal.clients().get(p).map(|e| e.reconnection && e.owned_by(&connection)))
+        .unwrap_or(false);
+    let action = connection.lock().unwrap_or_else(|p| p.into_inner()).disconnected(reconnection);
     match action {
-        Disconnect::Leave(participant) | Disconnect::Wait(participant) => {
-            portal.leave(&participant).await;
+        Disconnect::Leave(participant) => {
+            portal.leave_if_owned(&participant, &connection).await;
+        }
+        Disconnect::Wait(participant) => {
+            let grace = Duration::from_secs(portal.config.portal.reconnection_timeout);
+            tracing::info!(%participant, ?grace, "waiting for the client to relogin");
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                if portal.leave_if_owned(&participant, &connection).await {
+                    tracing::info!(%participant, "no relogin in time; participant left");
+                }
+            });
         }
         Disconnect::Nothing => {}
     }

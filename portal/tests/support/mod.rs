@@ -437,9 +437,14 @@ impl PyClient {
         }
     }
 
+    /// Log in as an SDK that OWT gives no reconnection (a disconnect leaves at once).
     pub async fn login(&mut self, token: &str, protocol: &str) -> Vec<Value> {
-        let mut info =
-            json!({"token": token, "userAgent": {"sdk": {"type": "JavaScript", "version": "5.1"}}});
+        self.login_as(token, protocol, "conclave-e2e").await
+    }
+
+    /// Log in as `sdk_type` ("JavaScript", "C++", ... get reconnection tickets).
+    pub async fn login_as(&mut self, token: &str, protocol: &str, sdk_type: &str) -> Vec<Value> {
+        let mut info = json!({"token": token, "userAgent": {"sdk": {"type": sdk_type, "version": "5.1"}}});
         if !protocol.is_empty() {
             info["protocol"] = json!(protocol);
         }
