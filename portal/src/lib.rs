@@ -248,7 +248,9 @@ async fn watch_conference_faults(portal: Arc<portal::Portal>, shutdown: Cancella
     use conclave_proto::cluster::v1::cluster_event::Kind;
     use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
     use tokio_stream::StreamExt;
-    let Ok(channel) = conclave_common::grpc::channel(&portal.config.cluster.manager, Duration::from_secs(2)) else {
+    let Ok(channel) =
+        conclave_common::grpc::channel(&portal.config.cluster.manager, Duration::from_secs(2))
+    else {
         return;
     };
     let manager = ClusterManagerClient::new(channel);

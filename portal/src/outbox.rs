@@ -128,7 +128,10 @@ mod tests {
         assert_eq!(o.replay(Instant::now()).len(), 2, "46 s is still kept");
         tokio::time::advance(Duration::from_millis(1)).await;
         let left = o.replay(Instant::now());
-        assert_eq!(left.iter().map(|m| m.event.as_str()).collect::<Vec<_>>(), ["b"]);
+        assert_eq!(
+            left.iter().map(|m| m.event.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -139,7 +142,10 @@ mod tests {
         }
         assert_eq!(o.buffered(), 3);
         let pending = o.take_pending();
-        assert_eq!(pending.iter().map(|m| m.seq).collect::<Vec<_>>(), [8, 9, 10]);
+        assert_eq!(
+            pending.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [8, 9, 10]
+        );
     }
 
     #[tokio::test(start_paused = true)]

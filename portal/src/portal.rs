@@ -4,8 +4,8 @@
 
 use crate::clients::{ClientEntry, Clients, SharedConnection};
 use crate::config::Config;
-use crate::dialect::{self, Protocol};
 use crate::connection::{Completion, State};
+use crate::dialect::{self, Protocol};
 use crate::error::PortalError;
 use crate::outbox::{Message, Outbox};
 use crate::ticket::Tickets;
@@ -61,7 +61,10 @@ pub fn now_ms() -> i64 {
 /// How a relogin is answered.
 pub enum ReloginReply {
     /// Protocol 1.2: `{ticket, messages}`.
-    Messages { ticket: String, messages: Vec<Message> },
+    Messages {
+        ticket: String,
+        messages: Vec<Message>,
+    },
     /// 1.0, 1.1, legacy (and 1.2 SDKs set to string replies): the ticket, then
     /// the queued messages as events.
     Ticket { ticket: String, ok: &'static str },
@@ -85,7 +88,11 @@ impl Portal {
         } else {
             config.portal.reconnection_key.clone()
         };
-        let lifetime = config.portal.reconnection_ticket_lifetime.saturating_mul(1000).min(i64::MAX as u64) as i64;
+        let lifetime = config
+            .portal
+            .reconnection_ticket_lifetime
+            .saturating_mul(1000)
+            .min(i64::MAX as u64) as i64;
         Ok(Portal {
             tickets: Mutex::new(Tickets::new(ticket_key, lifetime)),
             config,
@@ -221,26 +228,27 @@ impl Portal {
             permission,
             room_info,
         );
-        Ok(
-            Joined {
-                entry: ClientEntry {
-                    participant: participant.to_string(),
-                    socket,
-                    connection,
-                    room,
-                    controller,
-                    endpoint,
-                    token_code: grant.code,
-                    user: grant.user,
-                    role: grant.role,
-                    protocol,
-                    reconnection: user_agent.reconnection_enabled(),
-                    sdk_type: user_agent.sdk_type,
-                    outbox: Arc::new(Mutex::new(Outbox::new(self.message_keep(), self.config.portal.message_buffer_size))),
-                },
-                result,
+        Ok(Joined {
+            entry: ClientEntry {
+                participant: participant.to_string(),
+                socket,
+                connection,
+                room,
+                controller,
+                endpoint,
+                token_code: grant.code,
+                user: grant.user,
+                role: grant.role,
+                protocol,
+                reconnection: user_agent.reconnection_enabled(),
+                sdk_type: user_agent.sdk_type,
+                outbox: Arc::new(Mutex::new(Outbox::new(
+                    self.message_keep(),
+                    self.config.portal.message_buffer_size,
+                ))),
             },
-        )
+            result,
+        })
     }
 
     /// OWT `getController`: the room's agent from the scheduler, then the
@@ -374,7 +382,12 @@ impl Portal {
     fn deliver(&self, entry: &ClientEntry, event: &str, data: Value) {
         let (event, data) = dialect::translate(entry.protocol, event, data);
         let mut outbox = entry.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        let connected = entry.connection.lock().unwrap_or_else(|p| p.into_inner()).state() == State::Connected;
+        let connected = entry
+            .connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .state()
+            == State::Connected;
         let message = outbox.record(&event, data, connected, tokio::time::Instant::now());
         if connected && !self.emit(entry.socket, &message.event, &message.data) {
             outbox.requeue(message);
@@ -396,7 +409,13 @@ impl Portal {
 
     /// OWT `broadcast`: every participant here on `controller`, except
     /// `exclude`, each in its own dialect.
-    pub fn broadcast(&self, controller: &str, exclude: &[String], event: &str, data: &Value) -> usize {
+    pub fn broadcast(
+        &self,
+        controller: &str,
+        exclude: &[String],
+        event: &str,
+        data: &Value,
+    ) -> usize {
         let targets: Vec<ClientEntry> = self
             .clients()
             .all()
@@ -445,15 +464,24 @@ impl Portal {
             return Err(PortalError::ReconnectionNotAllowed);
         }
         let old = entry.connection.clone();
-        if old.lock().unwrap_or_else(|p| p.into_inner()).participant() != Some(participant.as_str()) {
+        if old.lock().unwrap_or_else(|p| p.into_inner()).participant() != Some(participant.as_str())
+        {
             return Err(PortalError::ParticipantNotMatched);
         }
         // Everything sent to the client from here on waits for the ack.
         let mut outbox = entry.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        if connection.lock().unwrap_or_else(|p| p.into_inner()).login_done(epoch, &participant) != Completion::Registered {
+        if connection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .login_done(epoch, &participant)
+            != Completion::Registered
+        {
             return Err(PortalError::EarlyLeft);
         }
-        self.tickets.lock().unwrap_or_else(|p| p.into_inner()).spend(&ticket, now);
+        self.tickets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .spend(&ticket, now);
         {
             let mut clients = self.clients();
             let Some(e) = clients.get_mut(&participant) else {
@@ -469,7 +497,11 @@ impl Portal {
             let _ = s.disconnect();
         }
         let ticket = self.issue_ticket(&participant);
-        let string_reply = self.config.portal.relogin_string_reply_sdks.contains(&entry.sdk_type);
+        let string_reply = self
+            .config
+            .portal
+            .relogin_string_reply_sdks
+            .contains(&entry.sdk_type);
         if entry.protocol == Protocol::V1_2 && !string_reply {
             let messages = outbox.replay(tokio::time::Instant::now());
             answer(&ReloginReply::Messages { ticket, messages });

@@ -127,7 +127,10 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
         Err(e) => return error(ack, e),
     };
     let participant = s.id.to_string();
-    match portal.join(&participant, s.id, connection.clone(), &info).await {
+    match portal
+        .join(&participant, s.id, connection.clone(), &info)
+        .await
+    {
         Ok(mut joined) => {
             let completion = connection
                 .lock()
@@ -138,7 +141,8 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
                     let ok = joined.entry.protocol.ok_word();
                     let room = joined.entry.room.clone();
                     if joined.entry.reconnection && joined.entry.protocol != Protocol::Legacy {
-                        joined.result["reconnectionTicket"] = Value::String(portal.issue_ticket(&participant));
+                        joined.result["reconnectionTicket"] =
+                            Value::String(portal.issue_ticket(&participant));
                     }
                     portal.register(joined.entry).await;
                     tracing::info!(%participant, %room, "login ok");
@@ -146,7 +150,9 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
                 }
                 Completion::EarlyLeft => {
                     tracing::info!(%participant, "participant left during its login");
-                    portal.leave_conference(&participant, &joined.entry.endpoint).await;
+                    portal
+                        .leave_conference(&participant, &joined.entry.endpoint)
+                        .await;
                     error(ack, PortalError::EarlyLeft);
                     let _ = s.disconnect();
                 }
@@ -165,8 +171,14 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
 }
 
 async fn on_relogin(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
-    let Some(connection) = connection_of(&portal, &s) else { return };
-    let epoch = match connection.lock().unwrap_or_else(|p| p.into_inner()).begin_login() {
+    let Some(connection) = connection_of(&portal, &s) else {
+        return;
+    };
+    let epoch = match connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .begin_login()
+    {
         Ok(epoch) => epoch,
         Err(e) => return error(ack, e),
     };
@@ -183,7 +195,10 @@ async fn on_relogin(s: SocketRef, State(portal): P, TryData(data): TryData<Value
                     .iter()
                     .map(|m| serde_json::json!({"event": m.event, "data": m.data, "seq": m.seq}))
                     .collect();
-                ack.send(&("ok", serde_json::json!({"ticket": ticket, "messages": messages})))
+                ack.send(&(
+                    "ok",
+                    serde_json::json!({"ticket": ticket, "messages": messages}),
+                ))
             }
             ReloginReply::Ticket { ticket, ok } => ack.send(&(*ok, ticket)),
         };
@@ -202,12 +217,21 @@ async fn on_relogin(s: SocketRef, State(portal): P, TryData(data): TryData<Value
 }
 
 async fn on_refresh_ticket(s: SocketRef, State(portal): P, ack: AckSender) {
-    let Some(connection) = connection_of(&portal, &s) else { return };
-    let participant = match connection.lock().unwrap_or_else(|p| p.into_inner()).logged_in() {
+    let Some(connection) = connection_of(&portal, &s) else {
+        return;
+    };
+    let participant = match connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .logged_in()
+    {
         Ok(p) => p.to_string(),
         Err(e) => return error(ack, e),
     };
-    let entry = portal.clients().get(&participant).map(|e| (e.reconnection, e.protocol));
+    let entry = portal
+        .clients()
+        .get(&participant)
+        .map(|e| (e.reconnection, e.protocol));
     match entry {
         Some((true, protocol)) => {
             let _ = ack.send(&(protocol.ok_word(), portal.issue_ticket(&participant)));
@@ -272,7 +296,11 @@ async fn on_text(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, 
 }
 
 async fn on_disconnect(s: SocketRef, State(portal): P) {
-    let connection = portal.connections.lock().unwrap_or_else(|p| p.into_inner()).remove(&s.id);
+    let connection = portal
+        .connections
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&s.id);
     let Some(connection) = connection else { return };
     let participant = connection
         .lock()
@@ -281,9 +309,17 @@ async fn on_disconnect(s: SocketRef, State(portal): P) {
         .map(str::to_string);
     let reconnection = participant
         .as_deref()
-        .and_then(|p| portal.clients().get(p).map(|e| e.reconnection && e.owned_by(&connection)))
+        .and_then(|p| {
+            portal
+                .clients()
+                .get(p)
+                .map(|e| e.reconnection && e.owned_by(&connection))
+        })
         .unwrap_or(false);
-    let action = connection.lock().unwrap_or_else(|p| p.into_inner()).disconnected(reconnection);
+    let action = connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .disconnected(reconnection);
     match action {
         Disconnect::Leave(participant) => {
             portal.leave_if_owned(&participant, &connection).await;

@@ -63,7 +63,10 @@ impl Tickets {
     fn signature(&self, t: &Ticket) -> String {
         sign(
             &self.key,
-            &format!("{},{},{},{}", t.participant_id, t.ticket_id, t.not_before, t.not_after),
+            &format!(
+                "{},{},{},{}",
+                t.participant_id, t.ticket_id, t.not_before, t.not_after
+            ),
         )
     }
 
@@ -88,7 +91,9 @@ impl Tickets {
         if text.len() > MAX_TICKET_LEN {
             return Err(TicketError::Malformed);
         }
-        let bytes = STANDARD.decode(text.trim()).map_err(|_| TicketError::Malformed)?;
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| TicketError::Malformed)?;
         let t: Ticket = serde_json::from_slice(&bytes).map_err(|_| TicketError::Malformed)?;
         if t.not_before > now_ms || t.not_after < now_ms {
             return Err(TicketError::Expired);
@@ -132,13 +137,25 @@ mod tests {
         let t = tickets();
         let text = t.issue("p1", 1_000);
         let json = String::from_utf8(STANDARD.decode(&text).unwrap()).unwrap();
-        let order: Vec<usize> = ["participantId", "ticketId", "notBefore", "notAfter", "signature"]
-            .iter()
-            .map(|k| json.find(&format!("\"{k}\"")).unwrap())
-            .collect();
-        assert!(order.windows(2).all(|w| w[0] < w[1]), "OWT's key order: {json}");
+        let order: Vec<usize> = [
+            "participantId",
+            "ticketId",
+            "notBefore",
+            "notAfter",
+            "signature",
+        ]
+        .iter()
+        .map(|k| json.find(&format!("\"{k}\"")).unwrap())
+        .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "OWT's key order: {json}"
+        );
         assert_eq!(t.check(&text, 1_000).unwrap().participant_id, "p1");
-        assert_eq!(t.check(&text, 1_000 + LIFE).unwrap().not_after, 1_000 + LIFE);
+        assert_eq!(
+            t.check(&text, 1_000 + LIFE).unwrap().not_after,
+            1_000 + LIFE
+        );
         assert_eq!(t.check(&text, 999), Err(TicketError::Expired));
         assert_eq!(t.check(&text, 1_001 + LIFE), Err(TicketError::Expired));
     }
@@ -157,10 +174,17 @@ mod tests {
         for tamper in cases {
             let mut bad = good.clone();
             tamper(&mut bad);
-            assert_eq!(t.check(&encode(&bad), 2_000), Err(TicketError::BadSignature), "{bad:?}");
+            assert_eq!(
+                t.check(&encode(&bad), 2_000),
+                Err(TicketError::BadSignature),
+                "{bad:?}"
+            );
         }
         let other_key = Tickets::new(derive_key("another-service"), LIFE);
-        assert_eq!(other_key.check(&encode(&good), 2_000), Err(TicketError::BadSignature));
+        assert_eq!(
+            other_key.check(&encode(&good), 2_000),
+            Err(TicketError::BadSignature)
+        );
     }
 
     #[test]
@@ -177,7 +201,14 @@ mod tests {
     #[test]
     fn garbage_is_malformed() {
         let t = tickets();
-        for text in ["", "%%%", &STANDARD.encode("not json"), &STANDARD.encode("[1]"), &STANDARD.encode(r#"{"participantId":1}"#), &"A".repeat(MAX_TICKET_LEN + 1)] {
+        for text in [
+            "",
+            "%%%",
+            &STANDARD.encode("not json"),
+            &STANDARD.encode("[1]"),
+            &STANDARD.encode(r#"{"participantId":1}"#),
+            &"A".repeat(MAX_TICKET_LEN + 1),
+        ] {
             assert_eq!(t.check(text, 0), Err(TicketError::Malformed), "{text}");
         }
         let huge = STANDARD.encode(r#"{"participantId":"p","ticketId":"t","notBefore":1e400,"notAfter":2,"signature":"s"}"#);

@@ -444,7 +444,8 @@ impl PyClient {
 
     /// Log in as `sdk_type` ("JavaScript", "C++", ... get reconnection tickets).
     pub async fn login_as(&mut self, token: &str, protocol: &str, sdk_type: &str) -> Vec<Value> {
-        let mut info = json!({"token": token, "userAgent": {"sdk": {"type": sdk_type, "version": "5.1"}}});
+        let mut info =
+            json!({"token": token, "userAgent": {"sdk": {"type": sdk_type, "version": "5.1"}}});
         if !protocol.is_empty() {
             info["protocol"] = json!(protocol);
         }
