@@ -61,6 +61,8 @@ pub struct Connection {
     socket_closed: bool,
     idle_timeout: Duration,
     idle_deadline: Instant,
+    /// While waiting for a relogin: when the participant is forced to leave.
+    grace_deadline: Option<Instant>,
 }
 
 impl Connection {
@@ -72,6 +74,7 @@ impl Connection {
             socket_closed: false,
             idle_timeout,
             idle_deadline: now + idle_timeout,
+            grace_deadline: None,
         }
     }
 
@@ -142,14 +145,15 @@ impl Connection {
         }
     }
 
-    /// The socket is gone. With `reconnection` a connected participant is
-    /// kept for a relogin; otherwise it leaves at once.
-    pub fn disconnected(&mut self, reconnection: bool) -> Disconnect {
+    /// The socket is gone. With a `grace` period a connected participant is
+    /// kept for a relogin until `now + grace`; otherwise it leaves at once.
+    pub fn disconnected(&mut self, grace: Option<Duration>, now: Instant) -> Disconnect {
         self.socket_closed = true;
         match self.state {
             State::Connected => match self.participant.clone() {
-                Some(p) if reconnection => {
+                Some(p) if grace.is_some() => {
                     self.state = State::WaitingForReconnecting;
+                    self.grace_deadline = grace.map(|g| now + g);
                     Disconnect::Wait(p)
                 }
                 Some(p) => {
@@ -165,12 +169,31 @@ impl Connection {
         }
     }
 
-    /// The connection is being closed by the server (drop, shutdown): it
-    /// forgets its participant without leaving on its own.
+    /// The connection is being closed by the server (drop, shutdown) or its
+    /// participant moved to another connection (relogin): it forgets the
+    /// participant without leaving, and its grace period ends.
     pub fn close(&mut self) -> Option<String> {
         self.socket_closed = true;
         self.state = State::Initialized;
+        self.grace_deadline = None;
         self.participant.take()
+    }
+
+    /// The participant waited for its relogin in vain: it must leave now.
+    /// Returns it once.
+    pub fn grace_expired(&mut self, now: Instant) -> Option<String> {
+        match self.grace_deadline {
+            Some(deadline) if self.state == State::WaitingForReconnecting && now >= deadline => {
+                self.grace_deadline = None;
+                self.state = State::Initialized;
+                self.participant.take()
+            }
+            _ => None,
+        }
+    }
+
+    pub fn grace_deadline(&self) -> Option<Instant> {
+        self.grace_deadline
     }
 
     /// Not logged in by its idle deadline: close it.
@@ -188,6 +211,7 @@ mod tests {
     use super::*;
 
     const IDLE: Duration = Duration::from_secs(180);
+    const GRACE: Duration = Duration::from_secs(60);
 
     fn conn() -> (Connection, Instant) {
         let now = Instant::now();
@@ -226,7 +250,10 @@ mod tests {
     fn a_disconnect_during_login_makes_the_login_leave_again() {
         let (mut c, _) = conn();
         let e = c.begin_login().unwrap();
-        assert_eq!(c.disconnected(true), Disconnect::Nothing);
+        assert_eq!(
+            c.disconnected(Some(GRACE), Instant::now()),
+            Disconnect::Nothing
+        );
         assert_eq!(c.login_done(e, "p1"), Completion::EarlyLeft);
         assert_eq!(c.participant(), None);
         assert_eq!(
@@ -257,16 +284,24 @@ mod tests {
         let (mut c, _) = conn();
         let e = c.begin_login().unwrap();
         c.login_done(e, "p1");
-        assert_eq!(c.disconnected(false), Disconnect::Leave("p1".into()));
+        assert_eq!(
+            c.disconnected(None, Instant::now()),
+            Disconnect::Leave("p1".into())
+        );
         assert_eq!(c.state(), State::Initialized);
         let (mut c, _) = conn();
         let e = c.begin_login().unwrap();
         c.login_done(e, "p1");
-        assert_eq!(c.disconnected(true), Disconnect::Wait("p1".into()));
+        assert_eq!(
+            c.disconnected(Some(GRACE), Instant::now()),
+            Disconnect::Wait("p1".into())
+        );
         assert_eq!(c.state(), State::WaitingForReconnecting);
         assert_eq!(c.logged_in(), Err(ConnError::IllegalRequest));
+        assert_eq!(c.logout(Instant::now()), Err(ConnError::IllegalRequest));
+        assert_eq!(c.begin_login(), Err(ConnError::InService));
         let (mut c, _) = conn();
-        assert_eq!(c.disconnected(false), Disconnect::Nothing);
+        assert_eq!(c.disconnected(None, Instant::now()), Disconnect::Nothing);
     }
 
     #[test]
@@ -275,7 +310,58 @@ mod tests {
         let e = c.begin_login().unwrap();
         c.login_done(e, "p1");
         assert_eq!(c.close(), Some("p1".into()));
-        assert_eq!(c.disconnected(false), Disconnect::Nothing);
+        assert_eq!(
+            c.disconnected(Some(GRACE), Instant::now()),
+            Disconnect::Nothing
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_grace_period_ends_in_a_forced_leave() {
+        let (mut c, _) = conn();
+        let e = c.begin_login().unwrap();
+        c.login_done(e, "p1");
+        c.disconnected(Some(GRACE), Instant::now());
+        tokio::time::advance(GRACE - Duration::from_millis(1)).await;
+        assert_eq!(c.grace_expired(Instant::now()), None);
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(c.grace_expired(Instant::now()), Some("p1".into()));
+        assert_eq!(c.grace_expired(Instant::now()), None, "once");
+        assert_eq!(c.state(), State::Initialized);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relogin_elsewhere_ends_the_grace_period_without_a_leave() {
+        let (mut old, _) = conn();
+        let e = old.begin_login().unwrap();
+        old.login_done(e, "p1");
+        old.disconnected(Some(GRACE), Instant::now());
+        // the participant moves to a new connection
+        let (mut new, _) = conn();
+        let e = new.begin_login().unwrap();
+        assert_eq!(new.login_done(e, "p1"), Completion::Registered);
+        assert_eq!(old.close(), Some("p1".into()));
+        tokio::time::advance(GRACE * 2).await;
+        assert_eq!(
+            old.grace_expired(Instant::now()),
+            None,
+            "nothing to force out"
+        );
+        assert_eq!(new.logged_in(), Ok("p1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relogin_before_the_old_socket_is_noticed_dead() {
+        let (mut old, _) = conn();
+        let e = old.begin_login().unwrap();
+        old.login_done(e, "p1");
+        // still `connected` when the new connection takes the participant
+        assert_eq!(old.close(), Some("p1".into()));
+        assert_eq!(
+            old.disconnected(Some(GRACE), Instant::now()),
+            Disconnect::Nothing,
+            "its disconnect is harmless"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -316,20 +316,33 @@ async fn on_disconnect(s: SocketRef, State(portal): P) {
                 .map(|e| e.reconnection && e.owned_by(&connection))
         })
         .unwrap_or(false);
+    let grace =
+        reconnection.then(|| Duration::from_secs(portal.config.portal.reconnection_timeout));
     let action = connection
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .disconnected(reconnection);
+        .disconnected(grace, Instant::now());
     match action {
         Disconnect::Leave(participant) => {
             portal.leave_if_owned(&participant, &connection).await;
         }
         Disconnect::Wait(participant) => {
-            let grace = Duration::from_secs(portal.config.portal.reconnection_timeout);
             tracing::info!(%participant, ?grace, "waiting for the client to relogin");
+            let deadline = connection
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .grace_deadline();
             tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                if portal.leave_if_owned(&participant, &connection).await {
+                if let Some(deadline) = deadline {
+                    tokio::time::sleep_until(deadline).await;
+                }
+                let expired = connection
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .grace_expired(Instant::now());
+                if let Some(participant) = expired
+                    && portal.leave_if_owned(&participant, &connection).await
+                {
                     tracing::info!(%participant, "no relogin in time; participant left");
                 }
             });
