@@ -47,3 +47,16 @@ echo "== cargo build --workspace --bins"
 cargo build --workspace --bins
 echo "== cargo test --workspace"
 cargo test --workspace "$@"
+
+# The docker compose test needs a Docker engine; it builds the image itself.
+if docker info >/dev/null 2>&1; then
+    if ! command -v docker-compose >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
+        if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+            apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null
+        fi
+    fi
+    echo "== docker compose end-to-end test"
+    CONCLAVE_DOCKER_TESTS=1 cargo test -p conclave-stack --test compose "$@"
+else
+    echo "SKIPPED: docker compose end-to-end test (no Docker engine answers 'docker info')"
+fi

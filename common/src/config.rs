@@ -98,9 +98,9 @@ where
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-        // Variables for keys this service does not have belong to another service.
-        if lookup(&tree, &path).is_some() {
+        // Variables for keys this service does not have belong to another
+        // service. Keys match case-insensitively (`MAXPROCESSES` = `maxProcesses`).
+        if let Some(path) = resolve_env_path(&tree, rest) {
             set_path(&mut tree, &path, &value, &name)?;
         }
     }
@@ -179,6 +179,22 @@ fn kind_name(v: &Value) -> &'static str {
         Value::Table(_) => "a table",
         Value::Datetime(_) => "a date",
     }
+}
+
+/// The configuration path an environment variable names, with the keys'
+/// real spelling, if the service has it.
+fn resolve_env_path(tree: &Value, rest: &str) -> Option<Vec<String>> {
+    let mut node = tree;
+    let mut path = Vec::new();
+    for part in rest.split("__") {
+        let (key, value) = node
+            .as_table()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(part))?;
+        path.push(key.clone());
+        node = value;
+    }
+    Some(path)
 }
 
 fn lookup<'a>(tree: &'a Value, path: &[String]) -> Option<&'a Value> {
@@ -298,6 +314,7 @@ mod tests {
             env(&[
                 ("CONCLAVE_MANAGER__INTERVAL_MS", "9"),
                 ("CONCLAVE_MANAGER__NAMES", "a, b"),
+                ("CONCLAVE_MANAGER__ENABLED", "true"),
                 ("CONCLAVE_OTHER_SERVICE__KEY", "ignored"),
                 ("PATH", "/bin"),
             ]),
@@ -310,6 +327,18 @@ mod tests {
         assert!(s.manager.enabled);
         assert_eq!(s.manager.names, vec!["a", "b"]);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn environment_keys_match_case_insensitively() {
+        #[derive(Debug, Serialize, Deserialize, PartialEq, Default)]
+        #[serde(default)]
+        struct Camel {
+            #[serde(rename = "maxProcesses")]
+            max_processes: i64,
+        }
+        let c: Camel = load(None, env(&[("CONCLAVE_MAXPROCESSES", "8")]), &[]).unwrap();
+        assert_eq!(c.max_processes, 8);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod handshake;
 pub mod load;
 pub mod net;
+pub mod process;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;

@@ -2,11 +2,8 @@
 //! start a service process and read the address it bound from its log.
 
 pub use crate::handshake::field;
-use std::io::{BufRead, BufReader};
+pub use crate::process::ServiceProcess;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
 
 /// A binary of this workspace, built next to the running test's target
 /// directory (`cargo test --workspace` builds every binary first).
@@ -42,89 +39,4 @@ pub fn grpcurl() -> Option<PathBuf> {
         panic!("grpcurl is required under CI=true: run the tests through scripts/test.sh");
     }
     found
-}
-
-/// A service process that is killed when dropped.
-pub struct ServiceProcess {
-    pub child: Child,
-    /// Log lines seen so far keep arriving here.
-    pub lines: mpsc::Receiver<String>,
-}
-
-impl ServiceProcess {
-    /// Start `program` with `args`, its log on stdout, and wait for the log
-    /// line that names `marker`; returns the value after `key=` on that line.
-    pub fn start(
-        program: &str,
-        args: &[&str],
-        env: &[(&str, &str)],
-        marker: &str,
-        key: &str,
-    ) -> Result<(ServiceProcess, String), String> {
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {program}: {e}"))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("[service] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let process = ServiceProcess { child, lines: rx };
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = process
-                .lines
-                .recv_timeout(left)
-                .map_err(|_| format!("{program} did not log `{marker}` in time"))?;
-            if line.contains(marker)
-                && let Some(value) = field(&line, key)
-            {
-                return Ok((process, value));
-            }
-        }
-    }
-
-    /// Send a signal (e.g. "TERM", "KILL", "STOP") with kill(1).
-    pub fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status();
-    }
-
-    /// Wait up to `limit` for the process to exit.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if std::time::Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for ServiceProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

@@ -1,0 +1,255 @@
+//! The stack as users run it: the image built here without pulls, `docker
+//! compose up` with three conference agents, grpcurl for rooms and tokens,
+//! python-socketio logins through the published port, an agent stopped, and
+//! everything torn down. Runs when CONCLAVE_DOCKER_TESTS=1 (scripts/test.sh
+//! sets it when a Docker engine answers); skipped with a reason otherwise.
+
+mod support;
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{Driver, python, run};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+struct Compose {
+    cli: Vec<String>,
+    project: String,
+    env: Vec<(String, String)>,
+}
+
+impl Compose {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.cli[0]);
+        c.args(&self.cli[1..])
+            .args([
+                "-p",
+                &self.project,
+                "-f",
+                &format!("{ROOT}/docker-compose.yml"),
+            ])
+            .args(args)
+            .current_dir(ROOT);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+}
+
+impl Drop for Compose {
+    fn drop(&mut self) {
+        let (_, out) = run(&mut self.cmd(&["down", "-v", "--remove-orphans", "-t", "5"]));
+        eprintln!("compose down: {out}");
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn grpcurl_json(grpcurl: &Path, addr: &str, method: &str, body: &str) -> Value {
+    let (ok, out) = run(Command::new(grpcurl).args(["-plaintext", "-d", body, addr, method]));
+    assert!(ok, "{method}: {out}");
+    serde_json::from_str(&out).unwrap_or_else(|_| panic!("{method}: {out}"))
+}
+
+fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    false
+}
+
+#[test]
+fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
+    if std::env::var("CONCLAVE_DOCKER_TESTS").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED: the docker compose test runs from scripts/test.sh when a Docker engine is available"
+        );
+        return;
+    }
+    let Some(python) = python() else { return };
+    let grpcurl = conclave_common::testing::grpcurl().expect("grpcurl");
+
+    let (ok, out) = run(Command::new("bash").arg(format!("{ROOT}/scripts/docker-build.sh")));
+    assert!(ok, "image build: {out}");
+
+    let cli: Vec<String> = if run(Command::new("docker").args(["compose", "version"])).0 {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    };
+    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let compose = Compose {
+        cli,
+        project: format!("conclavee2e{}", std::process::id()),
+        env: vec![
+            ("CONCLAVE_PORTAL_PORT".into(), ports[0].to_string()),
+            ("CONCLAVE_PORTAL_GRPC_PORT".into(), ports[1].to_string()),
+            ("CONCLAVE_MANAGEMENT_PORT".into(), ports[2].to_string()),
+            ("CONCLAVE_CLUSTER_PORT".into(), ports[3].to_string()),
+        ],
+    };
+    let (ok, out) = run(&mut compose.cmd(&["up", "-d", "--scale", "conference-agent=3"]));
+    assert!(ok, "compose up: {out}");
+    let management = format!("127.0.0.1:{}", ports[2]);
+    let cluster = format!("127.0.0.1:{}", ports[3]);
+    let url = format!("http://localhost:{}", ports[0]);
+
+    // every service healthy: three agents and a portal registered and schedulable
+    let agents = || -> Vec<String> {
+        let v = grpcurl_json(
+            &grpcurl,
+            &cluster,
+            "cluster.v1.ClusterManager/GetWorkers",
+            r#"{"purpose":"conference"}"#,
+        );
+        v["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|w| w.as_str().map(String::from))
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let (ok, out) = run(&mut compose.cmd(&["ps"]));
+            ok && out.matches("(healthy)").count() == 6 && agents().len() == 3
+        }),
+        "all six containers healthy and three agents registered"
+    );
+    let (_, ps) = run(&mut compose.cmd(&["ps"]));
+    eprintln!("{ps}");
+
+    // three rooms, logged into from the host through the published port
+    let mut rooms = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let room = grpcurl_json(
+            &grpcurl,
+            &management,
+            "management.v1.Management/CreateRoom",
+            &format!(r#"{{"name":"room {i}"}}"#),
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut token = Value::Null;
+        assert!(eventually(Duration::from_secs(30), || {
+            let (ok, out) = run(Command::new(&grpcurl).args([
+                "-plaintext",
+                "-d",
+                &format!(r#"{{"roomId":"{room}","user":"user{i}","role":"presenter"}}"#),
+                &management,
+                "management.v1.Management/CreateToken",
+            ]));
+            if ok {
+                token = serde_json::from_str::<Value>(&out).unwrap()["token"].clone();
+            }
+            ok
+        }));
+        let mut c = Driver::spawn(&python);
+        let ack = c.login(&url, token.as_str().unwrap());
+        assert_eq!(ack[0], "ok", "{ack}");
+        rooms.push(room);
+        clients.push(c);
+    }
+    let agent_of = |room: &str| -> String {
+        grpcurl_json(
+            &grpcurl,
+            &cluster,
+            "cluster.v1.ClusterManager/GetScheduled",
+            &format!(r#"{{"purpose":"conference","task":"{room}"}}"#),
+        )["workerId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let placed: Vec<String> = rooms.iter().map(|r| agent_of(r)).collect();
+    let mut distinct = placed.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "rooms spread over the three agents: {placed:?}"
+    );
+
+    // stop the agent of room 0: its container is named by the worker id's host part
+    let victim = &placed[0];
+    let container = victim.rsplit('@').next().unwrap();
+    let (ok, out) = run(Command::new("docker").args(["stop", "-t", "10", container]));
+    assert!(ok, "docker stop {container}: {out}");
+    assert!(
+        clients[0].wait_event("drop", 15.0).is_some(),
+        "the stopped agent's participant is dropped"
+    );
+    assert!(clients[0].wait_disconnect(10.0));
+    assert!(clients[1].wait_event("drop", 1.0).is_none(), "others stay");
+    assert!(
+        eventually(Duration::from_secs(15), || agents().len() == 2),
+        "the manager drops the agent"
+    );
+
+    // a new login to that room lands on another agent
+    let token = grpcurl_json(
+        &grpcurl,
+        &management,
+        "management.v1.Management/CreateToken",
+        &format!(
+            r#"{{"roomId":"{}","user":"again","role":"presenter"}}"#,
+            rooms[0]
+        ),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut again = Driver::spawn(&python);
+    let ack = again.login(&url, &token);
+    assert_eq!(ack[0], "ok", "{ack}");
+    let now = agent_of(&rooms[0]);
+    assert_ne!(&now, victim);
+    let listed = grpcurl_json(
+        &grpcurl,
+        &format!("127.0.0.1:{}", ports[1]),
+        "portal.v1.Portal/ListClients",
+        "{}",
+    );
+    assert_eq!(
+        listed["clients"].as_array().map(Vec::len),
+        Some(3),
+        "{listed}"
+    );
+    drop(again);
+    drop(clients);
+
+    // tear down and check nothing is left
+    let project = compose.project.clone();
+    drop(compose);
+    for (kind, field) in [
+        ("ps -a", "{{.Names}}"),
+        ("network ls", "{{.Name}}"),
+        ("volume ls", "{{.Name}}"),
+    ] {
+        let mut args: Vec<&str> = kind.split(' ').collect();
+        args.extend(["--format", field]);
+        let (ok, out) = run(Command::new("docker").args(&args));
+        assert!(ok, "docker {kind}: {out}");
+        assert!(
+            !out.contains(&project),
+            "docker {kind} still lists {project}: {out}"
+        );
+    }
+}
