@@ -40,6 +40,9 @@ pub struct Scheduler {
     strategy: Strategy,
     matcher: Matcher,
     default_reserve: Duration,
+    /// No reservation lapses before this (a lower bound), so most operations
+    /// skip the scan over every task.
+    next_expiry: Option<Instant>,
 }
 
 impl Scheduler {
@@ -50,6 +53,7 @@ impl Scheduler {
             strategy,
             matcher,
             default_reserve,
+            next_expiry: None,
         }
     }
 
@@ -110,8 +114,18 @@ impl Scheduler {
 
     /// Repeal the reservations that have lapsed by `now`.
     pub fn expire(&mut self, now: Instant) {
+        if self.next_expiry.is_none_or(|next| now < next) {
+            return;
+        }
         self.tasks
             .retain(|_, a| a.expires.is_none_or(|deadline| deadline > now));
+        self.next_expiry = self.tasks.values().filter_map(|a| a.expires).min();
+    }
+
+    /// Note a reservation deadline.
+    fn expires_at(&mut self, deadline: Instant) -> Option<Instant> {
+        self.next_expiry = Some(self.next_expiry.map_or(deadline, |n| n.min(deadline)));
+        Some(deadline)
     }
 
     /// Pick a worker for `task` (OWT §6.3). An existing assignment to a live
@@ -133,12 +147,14 @@ impl Scheduler {
             if let Some(record) = self.workers.get(&existing.worker) {
                 existing.reserve_time = reserve_time;
                 let executing = record.tasks.iter().any(|t| t == task);
-                existing.expires = if executing {
-                    None
-                } else {
-                    Some(now + reserve_time)
-                };
-                return Ok((existing.worker.clone(), record.info.clone()));
+                let worker = existing.worker.clone();
+                let info = record.info.clone();
+                let deadline = (!executing).then(|| now + reserve_time);
+                existing.expires = deadline;
+                if let Some(d) = deadline {
+                    self.expires_at(d);
+                }
+                return Ok((worker, info));
             }
             self.tasks.remove(task);
         }
@@ -160,12 +176,13 @@ impl Scheduler {
             .allocate(&self.workers, &candidates)
             .ok_or(ScheduleError::NoneAvailable)?;
         let reserve_time = reserve.unwrap_or(self.default_reserve);
+        let expires = self.expires_at(now + reserve_time);
         self.tasks.insert(
             task.to_string(),
             Assignment {
                 worker: chosen.clone(),
                 reserve_time,
-                expires: Some(now + reserve_time),
+                expires,
             },
         );
         let info = self.workers[&chosen].info.clone();
@@ -222,12 +239,17 @@ impl Scheduler {
             }
             None => false,
         };
+        let mut deadline = None;
         if let Some(a) = self.tasks.get_mut(task) {
             if was_executing && a.worker == worker {
-                a.expires = Some(now + a.reserve_time);
+                deadline = Some(now + a.reserve_time);
+                a.expires = deadline;
             } else {
                 self.tasks.remove(task);
             }
+        }
+        if let Some(d) = deadline {
+            self.expires_at(d);
         }
         true
     }
@@ -361,6 +383,23 @@ mod tests {
             sched(&mut s, "t", Some(1000), t0 + Duration::from_millis(1000)).unwrap(),
             "w2"
         );
+    }
+
+    #[test]
+    fn reservations_lapse_each_at_its_own_time() {
+        let t0 = Instant::now();
+        let mut s = scheduler("round-robin");
+        ready(&mut s, "w1", 0.1);
+        sched(&mut s, "short", Some(1000), t0).unwrap();
+        sched(&mut s, "long", Some(5000), t0).unwrap();
+        sched(&mut s, "other", Some(3000), t0 + Duration::from_millis(500)).unwrap();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(s.scheduled("short", at(999)).is_some());
+        assert!(s.scheduled("short", at(1000)).is_none());
+        assert!(s.scheduled("other", at(3499)).is_some());
+        assert!(s.scheduled("long", at(4999)).is_some());
+        assert!(s.scheduled("other", at(3500)).is_none());
+        assert!(s.scheduled("long", at(5000)).is_none());
     }
 
     #[test]

@@ -36,6 +36,22 @@ impl ServiceProcess {
         marker: &str,
         key: &str,
     ) -> Result<(ServiceProcess, String), String> {
+        let (process, line) = Self::start_until(name, program, args, env, &|l| {
+            l.contains(marker) && field(l, key).is_some()
+        })
+        .map_err(|e| format!("{e} (waiting for `{marker}`)"))?;
+        let value = field(&line, key).unwrap_or_default();
+        Ok((process, value))
+    }
+
+    /// Start and wait for the first log line `ready` accepts; returns it.
+    pub fn start_until(
+        name: &str,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &dyn Fn(&str) -> bool,
+    ) -> Result<(ServiceProcess, String), String> {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env(
@@ -69,11 +85,9 @@ impl ServiceProcess {
             let line = process
                 .lines
                 .recv_timeout(left)
-                .map_err(|_| format!("{program} did not log `{marker}` in time"))?;
-            if line.contains(marker)
-                && let Some(value) = field(&line, key)
-            {
-                return Ok((process, value));
+                .map_err(|_| format!("{program} was not ready in time"))?;
+            if ready(&line) {
+                return Ok((process, line));
             }
         }
     }

@@ -116,6 +116,8 @@ async fn main() -> anyhow::Result<()> {
                 "advertised_host=127.0.0.1".into(),
                 format!("cluster.manager={manager}"),
                 format!("node.management={management}"),
+                // count nodes, not CPU, as the load: predictable on a busy machine
+                "agent.maxProcesses=512".into(),
             ],
             "conference agent serving",
             "endpoint",
@@ -130,6 +132,8 @@ async fn main() -> anyhow::Result<()> {
                 "portal.ip_address=127.0.0.1".into(),
                 format!("cluster.manager={manager}"),
                 format!("management={management}"),
+                "portal.load=clients".into(),
+                "portal.max_clients=100000".into(),
             ],
             "portal serving",
             "socket_addr",
@@ -138,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .await??;
     let mut processes = processes;
+    let portal_pid = processes.last().map(|p| p.child.id()).unwrap_or_default();
     let (manager, management, agent, socket) = addrs;
 
     let outcome = demo(&manager, &management).await;
@@ -169,7 +174,7 @@ async fn main() -> anyhow::Result<()> {
             println!("  grpcurl -plaintext -d '{{}}' {portal_grpc} portal.v1.Portal/ListClients");
             println!();
             println!(
-                "conclave-stack ready portal=http://{}:{port} room={room} token={token}",
+                "conclave-stack ready portal=http://{}:{port} management={management} cluster={manager} agent={agent} portal_grpc={portal_grpc} portal_pid={portal_pid} room={room} token={token}",
                 args.hostname
             );
             conclave_common::shutdown::signal().await;

@@ -1,0 +1,551 @@
+//! The Conclave load generator: drives a running stack (or the bare baseline
+//! server) with its own Socket.IO client and measures login, relogin,
+//! fan-out, idle memory per connection and scheduler throughput.
+
+pub mod sio;
+pub mod stats;
+
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use conclave_proto::management::v1 as mgmt;
+use conclave_proto::management::v1::management_client::ManagementClient;
+use serde::Serialize;
+use serde_json::{Value, json};
+use sio::Client;
+use stats::{Summary, summarize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tonic::transport::Channel;
+
+const ACK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Where the stack under test is.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// host:port of the portal's Socket.IO server.
+    pub portal: String,
+    pub management: String,
+    pub cluster: String,
+    /// The portal process, for its memory.
+    pub portal_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginReport {
+    pub logins: usize,
+    pub concurrency: usize,
+    pub failed: usize,
+    pub latency: Summary,
+    pub logins_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloginReport {
+    pub relogins: usize,
+    pub failed: usize,
+    pub latency: Summary,
+    /// Texts sent to the cut participant that were not in its relogin reply.
+    pub messages_lost: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutReport {
+    pub room_size: usize,
+    pub rounds: usize,
+    /// From the send to the last receiver having the message.
+    pub last_receiver: Summary,
+    pub messages_lost: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleReport {
+    pub connections: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    pub kib_per_connection: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedulerReport {
+    pub seconds: f64,
+    pub new_rooms_per_second: f64,
+    pub existing_rooms_per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Report {
+    /// One login at a time: the latency of the path itself.
+    pub login_sequential: Option<LoginReport>,
+    pub baseline_sequential: Option<LoginReport>,
+    /// Many at once: throughput, and latency with queueing.
+    pub login: Option<LoginReport>,
+    pub baseline_login: Option<LoginReport>,
+    pub relogin: Option<ReloginReport>,
+    pub fanout: Vec<FanoutReport>,
+    pub idle: Option<IdleReport>,
+    /// The same idle connections on the bare server: what the Socket.IO
+    /// library itself costs.
+    pub baseline_idle: Option<IdleReport>,
+    pub scheduler: Option<SchedulerReport>,
+}
+
+fn channel(addr: &str) -> anyhow::Result<Channel> {
+    Ok(conclave_common::grpc::channel(addr, Duration::from_secs(10))?)
+}
+
+fn login_info(token: &str, sdk: &str) -> Value {
+    json!({"token": token, "protocol": "1.2", "userAgent": {"sdk": {"type": sdk, "version": "5.1"}}})
+}
+
+/// Rooms for load: participant notifications off unless `notify`, so that
+/// a crowd joining does not turn into a storm of join events.
+pub async fn make_rooms(management: &str, count: usize, notify: bool) -> anyhow::Result<Vec<String>> {
+    let m = ManagementClient::new(channel(management)?);
+    let mut ids = Vec::with_capacity(count);
+    for i in 0..count {
+        let id = m
+            .clone()
+            .create_room(mgmt::CreateRoomRequest {
+                name: format!("load {i}"),
+                notifying: Some(mgmt::Notifying {
+                    participant_activities: notify,
+                    stream_change: notify,
+                }),
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .id;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Log one participant into each room, one room at a time, so every room has
+/// its conference node before a measured burst (a burst of new rooms would
+/// outrun the agent's warm pool, as in OWT). The warm clients stay connected.
+pub async fn warm_rooms(target: &Target, rooms: &[String]) -> anyhow::Result<Vec<Client>> {
+    let mut warm = Vec::with_capacity(rooms.len());
+    for room in rooms {
+        let mut last = String::new();
+        let mut ok = None;
+        for _ in 0..100 {
+            let token = make_tokens_in(&target.management, std::slice::from_ref(room), 1).await?.remove(0).1;
+            let c = Client::connect(&target.portal).await?;
+            match c.call("login", &[login_info(&token, "conclave-loadgen")], ACK_TIMEOUT).await {
+                Ok(ack) if ack.first().and_then(Value::as_str) == Some("ok") => {
+                    ok = Some(c);
+                    break;
+                }
+                Ok(ack) => last = format!("{ack:?}"),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        warm.push(ok.ok_or_else(|| anyhow::anyhow!("room {room} did not open: {last}"))?);
+    }
+    Ok(warm)
+}
+
+/// `n` tokens in fresh rooms of `room_size`.
+pub async fn make_tokens(management: &str, n: usize, room_size: usize, notify: bool) -> anyhow::Result<Vec<(String, String)>> {
+    let rooms = make_rooms(management, n.div_ceil(room_size.max(1)), notify).await?;
+    make_tokens_in(management, &rooms, n).await
+}
+
+/// `n` tokens spread evenly over `room_ids`, made 32 at a time.
+pub async fn make_tokens_in(management: &str, room_ids: &[String], n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let m = ManagementClient::new(channel(management)?);
+    let room_size = n.div_ceil(room_ids.len().max(1));
+    let sem = Arc::new(Semaphore::new(32));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let room = room_ids[i / room_size.max(1)].clone();
+        let mut m = m.clone();
+        let permit = sem.clone().acquire_owned().await?;
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let token = m
+                .create_token(mgmt::CreateTokenRequest {
+                    room_id: room.clone(),
+                    user: format!("user{i}"),
+                    role: "presenter".into(),
+                    preference: None,
+                })
+                .await
+                .map(|r| r.into_inner().token);
+            (room, token)
+        }));
+    }
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        let (room, token) = t.await?;
+        out.push((room, token?));
+    }
+    Ok(out)
+}
+
+/// Connect and log in every token, `concurrency` at a time; the clients
+/// that logged in, and the report.
+pub async fn logins(portal: &str, tokens: Vec<String>, concurrency: usize, sdk: &str, progress: bool) -> (Vec<Client>, LoginReport) {
+    let n = tokens.len();
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for token in tokens {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        let portal = portal.to_string();
+        let sdk = sdk.to_string();
+        let done = done.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            let t0 = Instant::now();
+            let result = async {
+                let client = Client::connect(&portal).await?;
+                let ack = client.call("login", &[login_info(&token, &sdk)], ACK_TIMEOUT).await?;
+                if ack.first().and_then(Value::as_str) != Some("ok") {
+                    anyhow::bail!("login refused: {ack:?}");
+                }
+                Ok((client, ack))
+            }
+            .await;
+            let elapsed = t0.elapsed();
+            let k = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if progress && k % 1000 == 0 {
+                eprintln!("  {k}/{n} logins");
+            }
+            result.map(|(c, ack)| (c, ack, elapsed))
+        }));
+    }
+    let mut clients = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
+    let mut failed = 0;
+    let mut first_error = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok((c, _ack, elapsed))) => {
+                latencies.push(elapsed);
+                clients.push(c);
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("  {failed} logins failed, first: {e}");
+    }
+    let total = started.elapsed();
+    (
+        clients,
+        LoginReport {
+            logins: n,
+            concurrency,
+            failed,
+            latency: summarize(&latencies),
+            logins_per_second: (latencies.len() as f64 / total.as_secs_f64() * 10.0).round() / 10.0,
+        },
+    )
+}
+
+/// The login scenario on the stack: `n` logins into warm rooms of
+/// `room_size`, `concurrency` at a time.
+pub async fn login_scenario(target: &Target, n: usize, concurrency: usize, room_size: usize) -> anyhow::Result<LoginReport> {
+    let rooms = make_rooms(&target.management, n.div_ceil(room_size.max(1)), false).await?;
+    let warm = warm_rooms(target, &rooms).await?;
+    let tokens = make_tokens_in(&target.management, &rooms, n).await?.into_iter().map(|(_, t)| t).collect();
+    let (clients, report) = logins(&target.portal, tokens, concurrency, "conclave-loadgen", true).await;
+    close_all(clients).await;
+    close_all(warm).await;
+    Ok(report)
+}
+
+/// Log out and close every client, and give the portal a moment.
+pub async fn close_all(clients: Vec<Client>) {
+    for c in &clients {
+        c.disconnect();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(clients);
+}
+
+/// Relogin: pairs in rooms of two; the first of each pair (a C++ client, so
+/// it has a ticket) is cut, the second sends it a text, then the first
+/// reconnects and relogins. Measures connect + relogin, and checks the text
+/// is in the reply's messages.
+pub async fn relogin(target: &Target, pairs: usize) -> anyhow::Result<ReloginReport> {
+    let rooms = make_rooms(&target.management, 1, false).await?;
+    let warm = warm_rooms(target, &rooms).await?;
+    let tokens = make_tokens_in(&target.management, &rooms, pairs * 2).await?;
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    let mut lost = 0;
+    for pair in tokens.chunks(2) {
+        let a = Client::connect(&target.portal).await?;
+        let ack = a.call("login", &[login_info(&pair[0].1, "C++")], ACK_TIMEOUT).await?;
+        let ticket = ack[1]["reconnectionTicket"].as_str().unwrap_or_default().to_string();
+        let pid = a.sid.clone();
+        let b = Client::connect(&target.portal).await?;
+        b.call("login", &[login_info(&pair[1].1, "conclave-loadgen")], ACK_TIMEOUT).await?;
+        a.cut();
+        drop(a);
+        let text = format!("for {pid}");
+        b.call("text", &[json!({"to": pid, "message": text})], ACK_TIMEOUT).await?;
+        let t0 = Instant::now();
+        let back = Client::connect(&target.portal).await?;
+        match back.call("relogin", &[json!(ticket)], ACK_TIMEOUT).await {
+            Ok(ack) if ack.first().and_then(Value::as_str) == Some("ok") => {
+                latencies.push(t0.elapsed());
+                let got = ack[1]["messages"]
+                    .as_array()
+                    .is_some_and(|ms| ms.iter().any(|m| m["data"]["message"] == text.as_str()));
+                if !got {
+                    lost += 1;
+                }
+            }
+            _ => failed += 1,
+        }
+        b.disconnect();
+        back.call("logout", &[], ACK_TIMEOUT).await.ok();
+        back.disconnect();
+    }
+    close_all(warm).await;
+    Ok(ReloginReport {
+        relogins: pairs,
+        failed,
+        latency: summarize(&latencies),
+        messages_lost: lost,
+    })
+}
+
+/// Fan-out: `size` participants in one room; one sends `text` to all, the
+/// time until the last receiver has it.
+pub async fn fanout(target: &Target, size: usize, rounds: usize, concurrency: usize) -> anyhow::Result<FanoutReport> {
+    let rooms = make_rooms(&target.management, 1, false).await?;
+    let warm = warm_rooms(target, &rooms).await?;
+    let tokens: Vec<String> = make_tokens_in(&target.management, &rooms, size).await?.into_iter().map(|(_, t)| t).collect();
+    let (clients, report) = logins(&target.portal, tokens, concurrency, "conclave-loadgen", false).await;
+    if report.failed > 0 {
+        anyhow::bail!("{} of {size} fan-out logins failed", report.failed);
+    }
+    // let the join notifications settle, then drop them
+    tokio::time::sleep(Duration::from_millis(300 + size as u64)).await;
+    for c in &clients {
+        let mut ev = c.events.lock().await;
+        while ev.try_recv().is_ok() {}
+    }
+    let clients = Arc::new(clients);
+    let mut samples = Vec::new();
+    let mut lost = 0;
+    for round in 0..rounds {
+        let message = format!("round {round}");
+        let waiters: Vec<_> = (0..clients.len())
+            .map(|i| {
+                let clients = clients.clone();
+                let message = message.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let e = clients[i].wait_event("text", Duration::from_secs(10)).await?;
+                        if e.data["message"] == message.as_str() {
+                            return Some(e.at);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let sent = tokio::time::Instant::now();
+        clients[0].call("text", &[json!({"to": "all", "message": message})], ACK_TIMEOUT).await?;
+        let mut last = sent;
+        for w in waiters {
+            match w.await? {
+                Some(at) => last = last.max(at),
+                None => lost += 1,
+            }
+        }
+        samples.push(last.duration_since(sent));
+    }
+    let clients = Arc::try_unwrap(clients).map_err(|_| anyhow::anyhow!("clients still shared"))?;
+    close_all(clients).await;
+    close_all(warm).await;
+    Ok(FanoutReport {
+        room_size: size,
+        rounds,
+        last_receiver: summarize(&samples),
+        messages_lost: lost,
+    })
+}
+
+/// VmRSS of a process, in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Hold `n` logged-in idle participants and measure the portal's memory.
+pub async fn idle(target: &Target, n: usize, concurrency: usize) -> anyhow::Result<IdleReport> {
+    let pid = target.portal_pid.ok_or_else(|| anyhow::anyhow!("the portal's pid is needed"))?;
+    let rooms = make_rooms(&target.management, n.div_ceil(500), false).await?;
+    let warm = warm_rooms(target, &rooms).await?;
+    let tokens: Vec<String> = make_tokens_in(&target.management, &rooms, n).await?.into_iter().map(|(_, t)| t).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid).unwrap_or_default();
+    let (clients, report) = logins(&target.portal, tokens, concurrency, "conclave-loadgen", true).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid).unwrap_or_default();
+    let held = clients.len();
+    if report.failed > 0 {
+        eprintln!("  {} idle logins failed", report.failed);
+    }
+    close_all(clients).await;
+    close_all(warm).await;
+    Ok(IdleReport {
+        connections: held,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0).round() / 10.0,
+    })
+}
+
+/// Hold `n` connections logged in to the bare server and measure it.
+pub async fn idle_bare(addr: &str, pid: u32, n: usize, concurrency: usize) -> IdleReport {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(pid).unwrap_or_default();
+    let tokens = (0..n).map(|i| format!("bare-idle-{i}")).collect();
+    let (clients, _) = logins(addr, tokens, concurrency, "conclave-loadgen", false).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid).unwrap_or_default();
+    let held = clients.len();
+    close_all(clients).await;
+    IdleReport {
+        connections: held,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0).round() / 10.0,
+    }
+}
+
+/// `Schedule` calls per second, for new tasks and for one existing task.
+pub async fn scheduler(target: &Target, seconds: f64, parallel: usize) -> anyhow::Result<SchedulerReport> {
+    let c = ClusterManagerClient::new(channel(&target.cluster)?);
+    let run = |existing: bool| {
+        let c = c.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+            let count = Arc::new(AtomicUsize::new(0));
+            let tasks: Vec<_> = (0..parallel)
+                .map(|w| {
+                    let mut c = c.clone();
+                    let count = count.clone();
+                    tokio::spawn(async move {
+                        let mut i = 0u64;
+                        while Instant::now() < deadline {
+                            let task = if existing { "bench-existing".to_string() } else { format!("bench-{w}-{i}") };
+                            i += 1;
+                            let req = cluster::ScheduleRequest {
+                                purpose: "conference".into(),
+                                task,
+                                preference: None,
+                                reserve_time_ms: 1000,
+                            };
+                            if c.schedule(req).await.is_ok() {
+                                count.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                let _ = t.await;
+            }
+            count.load(Ordering::Relaxed) as f64 / seconds
+        }
+    };
+    let new_rooms = run(false).await;
+    let existing = run(true).await;
+    Ok(SchedulerReport {
+        seconds,
+        new_rooms_per_second: new_rooms.round(),
+        existing_rooms_per_second: existing.round(),
+    })
+}
+
+/// A table a person reads.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let row = |name: &str, l: &LoginReport| {
+        format!(
+            "{name:<22} {:>7} {:>5} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.1}\n",
+            l.logins, l.failed, l.latency.p50_ms, l.latency.p90_ms, l.latency.p99_ms, l.latency.max_ms, l.logins_per_second
+        )
+    };
+    out.push_str(&format!(
+        "{:<22} {:>7} {:>5} {:>8} {:>8} {:>8} {:>8} {:>9}\n",
+        "login (ms)", "n", "fail", "p50", "p90", "p99", "max", "per s"
+    ));
+    for (name, l) in [
+        ("stack, 1 at a time", &r.login_sequential),
+        ("bare ack, 1 at a time", &r.baseline_sequential),
+    ] {
+        if let Some(l) = l {
+            out.push_str(&row(name, l));
+        }
+    }
+    if let Some(l) = &r.login {
+        out.push_str(&row(&format!("stack, {} at once", l.concurrency), l));
+    }
+    if let Some(l) = &r.baseline_login {
+        out.push_str(&row(&format!("bare ack, {} at once", l.concurrency), l));
+    }
+    for (what, a, b) in [("1 at a time", &r.login_sequential, &r.baseline_sequential), ("at once", &r.login, &r.baseline_login)] {
+        if let (Some(a), Some(b)) = (a, b)
+            && b.latency.p50_ms > 0.0
+        {
+            out.push_str(&format!("stack / bare p50, {what}: {:.2}x\n", a.latency.p50_ms / b.latency.p50_ms));
+        }
+    }
+    if let Some(x) = &r.relogin {
+        out.push_str(&format!(
+            "\nrelogin (ms)           n={} fail={} p50={:.3} p90={:.3} p99={:.3} max={:.3} lost={}\n",
+            x.relogins, x.failed, x.latency.p50_ms, x.latency.p90_ms, x.latency.p99_ms, x.latency.max_ms, x.messages_lost
+        ));
+    }
+    if !r.fanout.is_empty() {
+        out.push_str("\nfan-out, last receiver (ms)\n");
+        for f in &r.fanout {
+            out.push_str(&format!(
+                "  room of {:>5}: p50={:.3} max={:.3} over {} rounds, lost={}\n",
+                f.room_size, f.last_receiver.p50_ms, f.last_receiver.max_ms, f.rounds, f.messages_lost
+            ));
+        }
+    }
+    for (name, i) in [("portal", &r.idle), ("bare server", &r.baseline_idle)] {
+        if let Some(i) = i {
+            out.push_str(&format!(
+                "\nidle: {} connections, {name} RSS {} -> {} KiB, {:.1} KiB per connection",
+                i.connections, i.rss_before_kib, i.rss_after_kib, i.kib_per_connection
+            ));
+        }
+    }
+    out.push('\n');
+    if let Some(s) = &r.scheduler {
+        out.push_str(&format!(
+            "\nscheduler: {:.0} Schedule/s for new rooms, {:.0}/s for an existing room\n",
+            s.new_rooms_per_second, s.existing_rooms_per_second
+        ));
+    }
+    out
+}

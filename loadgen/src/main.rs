@@ -1,0 +1,146 @@
+//! `conclave-loadgen`: start the local stack (and the bare baseline server),
+//! run the scenarios, print a table, write JSON.
+
+use clap::Parser;
+use conclave_common::handshake::field;
+use conclave_common::process::ServiceProcess;
+use loadgen::{Report, Target};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Benchmarks of the Conclave stack: login, relogin, fan-out, idle memory, scheduler.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Scenarios to run, comma-separated: login, baseline, relogin, fanout, idle, scheduler.
+    #[arg(long, default_value = "baseline,login,relogin,fanout,idle,scheduler", value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Logins in the login scenario (and the baseline).
+    #[arg(long, default_value_t = 2000)]
+    logins: usize,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// Logins measured one at a time (latency without queueing).
+    #[arg(long, default_value_t = 300)]
+    sequential_logins: usize,
+    /// Participants per room in the login scenario.
+    #[arg(long, default_value_t = 100)]
+    room_size: usize,
+    /// Relogins (cut, reconnect, relogin), one after another.
+    #[arg(long, default_value_t = 200)]
+    relogins: usize,
+    /// Room sizes for fan-out.
+    #[arg(long, default_value = "10,100,1000", value_delimiter = ',')]
+    fanout_sizes: Vec<usize>,
+    /// Messages sent per fan-out room size.
+    #[arg(long, default_value_t = 5)]
+    fanout_rounds: usize,
+    /// Idle logged-in connections held to measure the portal's memory.
+    #[arg(long, default_value_t = 10000)]
+    idle: usize,
+    /// Seconds of Schedule calls, each for new rooms and an existing one.
+    #[arg(long, default_value_t = 3.0)]
+    scheduler_seconds: f64,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench.json")]
+    json: PathBuf,
+}
+
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let p = std::env::current_exe()?.parent().map(|d| d.join(name)).unwrap_or_default();
+    if !p.is_file() {
+        anyhow::bail!("{} not found: build every binary first (cargo build --release --bins)", p.display());
+    }
+    Ok(p)
+}
+
+/// Logs the stack must still print (its addresses) while staying quiet per login.
+const QUIET: &str = "warn,conclave_common::grpc=info,conference_agent=info,portal=info,portal::socket=warn,portal::portal=warn";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let want = |s: &str| args.scenarios.iter().any(|x| x == s);
+    let data = std::env::temp_dir().join(format!("conclave-bench-{}", std::process::id()));
+    let stack_bin = sibling("conclave-stack")?;
+    let data_arg = data.display().to_string();
+    let (mut stack, line) = tokio::task::spawn_blocking(move || {
+        ServiceProcess::start_until(
+            "stack",
+            stack_bin.to_str().unwrap_or_default(),
+            &["--any-ports", "--data-dir", &data_arg, "--hostname", "127.0.0.1", "--socket-listen", "127.0.0.1:0"],
+            &[("RUST_LOG", QUIET)],
+            &|l| l.contains("conclave-stack ready"),
+        )
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let get = |k: &str| field(&line, k).unwrap_or_default();
+    let target = Target {
+        portal: get("portal").trim_start_matches("http://").to_string(),
+        management: get("management"),
+        cluster: get("cluster"),
+        portal_pid: get("portal_pid").parse().ok(),
+    };
+    eprintln!("stack ready: portal {} (pid {:?})", target.portal, target.portal_pid);
+
+    let mut report = Report::default();
+    let result: anyhow::Result<()> = async {
+        if want("baseline") {
+            eprintln!("baseline: {} bare logins, {} at once", args.logins, args.concurrency);
+            let bare = sibling("conclave-bare-portal")?;
+            let (mut server, addr) = tokio::task::spawn_blocking(move || {
+                ServiceProcess::start_named("bare", bare.to_str().unwrap_or_default(), &["127.0.0.1:0"], &[], "bare portal listening", "local_addr")
+            })
+            .await?
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let tokens = (0..args.sequential_logins).map(|i| format!("bare-{i}")).collect();
+            let (clients, r) = loadgen::logins(&addr, tokens, 1, "conclave-loadgen", false).await;
+            loadgen::close_all(clients).await;
+            report.baseline_sequential = Some(r);
+            let tokens = (0..args.logins).map(|i| format!("bare-{i}")).collect();
+            let (clients, r) = loadgen::logins(&addr, tokens, args.concurrency, "conclave-loadgen", false).await;
+            loadgen::close_all(clients).await;
+            report.baseline_login = Some(r);
+            if want("idle") {
+                report.baseline_idle = Some(loadgen::idle_bare(&addr, server.child.id(), args.idle, args.concurrency).await);
+            }
+            server.signal("TERM");
+            server.wait_exit(Duration::from_secs(5));
+        }
+        if want("login") {
+            eprintln!("login: {} logins, {} at once, rooms of {}", args.logins, args.concurrency, args.room_size);
+            report.login_sequential = Some(loadgen::login_scenario(&target, args.sequential_logins, 1, args.room_size).await?);
+            report.login = Some(loadgen::login_scenario(&target, args.logins, args.concurrency, args.room_size).await?);
+        }
+        if want("relogin") {
+            eprintln!("relogin: {}", args.relogins);
+            report.relogin = Some(loadgen::relogin(&target, args.relogins).await?);
+        }
+        if want("fanout") {
+            for &size in &args.fanout_sizes {
+                eprintln!("fan-out: room of {size}");
+                report.fanout.push(loadgen::fanout(&target, size, args.fanout_rounds, args.concurrency).await?);
+            }
+        }
+        if want("idle") {
+            eprintln!("idle: {} connections", args.idle);
+            report.idle = Some(loadgen::idle(&target, args.idle, args.concurrency).await?);
+        }
+        if want("scheduler") {
+            eprintln!("scheduler: {} s each", args.scheduler_seconds);
+            report.scheduler = Some(loadgen::scheduler(&target, args.scheduler_seconds, 8).await?);
+        }
+        Ok(())
+    }
+    .await;
+
+    stack.signal("INT");
+    stack.wait_exit(Duration::from_secs(30));
+    let _ = std::fs::remove_dir_all(&data);
+    println!("{}", loadgen::table(&report));
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("JSON written to {}", args.json.display());
+    result
+}

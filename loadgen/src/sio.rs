@@ -1,0 +1,172 @@
+//! A small Socket.IO client (protocol 5 over Engine.IO 4, WebSocket only, as
+//! the OWT C++ SDK connects) written for measuring: TCP_NODELAY on, one task
+//! reading frames, acks matched by id, events queued.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+type Acks = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
+
+/// A received event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub name: String,
+    pub data: Value,
+    pub at: tokio::time::Instant,
+}
+
+pub struct Client {
+    /// The Socket.IO socket id (the participant id after login).
+    pub sid: String,
+    out: mpsc::UnboundedSender<Message>,
+    acks: Acks,
+    next_ack: AtomicU64,
+    pub events: Mutex<mpsc::UnboundedReceiver<Event>>,
+    reader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+}
+
+fn err(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::anyhow!(msg.into())
+}
+
+impl Client {
+    /// Connect to `addr` (host:port) and join the default namespace.
+    pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+        let (mut sink, mut stream) = ws.split();
+        // open packet
+        let open = match stream.next().await {
+            Some(Ok(Message::Text(t))) => t.to_string(),
+            other => return Err(err(format!("no open packet: {other:?}"))),
+        };
+        if !open.starts_with('0') {
+            return Err(err(format!("unexpected first packet {open}")));
+        }
+        sink.send(Message::Text("40".into())).await?;
+        let sid = loop {
+            match stream.next().await {
+                Some(Ok(Message::Text(t))) if t.starts_with("40") => {
+                    let v: Value = serde_json::from_str(&t[2..]).unwrap_or(Value::Null);
+                    break v["sid"].as_str().unwrap_or_default().to_string();
+                }
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => sink.send(Message::Text("3".into())).await?,
+                Some(Ok(_)) => {}
+                other => return Err(err(format!("no CONNECT reply: {other:?}"))),
+            }
+        };
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        let acks: Acks = Arc::default();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let reader_acks = acks.clone();
+        let pong = out.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+            let _ = sink.close().await;
+        });
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(text) = msg else { continue };
+                let t = text.as_str();
+                if t == "2" {
+                    let _ = pong.send(Message::Text("3".into()));
+                } else if let Some(rest) = t.strip_prefix("43") {
+                    let split = rest.find('[').unwrap_or(rest.len());
+                    let id: u64 = rest[..split].parse().unwrap_or(u64::MAX);
+                    let args: Vec<Value> = serde_json::from_str(&rest[split..]).unwrap_or_default();
+                    if let Some(tx) = reader_acks.lock().unwrap().remove(&id) {
+                        let _ = tx.send(args);
+                    }
+                } else if let Some(rest) = t.strip_prefix("42") {
+                    let split = rest.find('[').unwrap_or(rest.len());
+                    let mut args: Vec<Value> = serde_json::from_str(&rest[split..]).unwrap_or_default();
+                    if args.is_empty() {
+                        continue;
+                    }
+                    let name = args.remove(0).as_str().unwrap_or_default().to_string();
+                    let data = args.into_iter().next().unwrap_or(Value::Null);
+                    let _ = ev_tx.send(Event {
+                        name,
+                        data,
+                        at: tokio::time::Instant::now(),
+                    });
+                } else if t.starts_with("41") || t == "1" {
+                    break;
+                }
+            }
+        });
+        Ok(Client {
+            sid,
+            out,
+            acks,
+            next_ack: AtomicU64::new(0),
+            events: Mutex::new(ev_rx),
+            reader,
+            writer,
+        })
+    }
+
+    /// Emit `event` with `args` and wait for the ack (up to `timeout`).
+    pub async fn call(&self, event: &str, args: &[Value], timeout: Duration) -> anyhow::Result<Vec<Value>> {
+        let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.acks.lock().unwrap().insert(id, tx);
+        let mut payload = vec![Value::String(event.to_string())];
+        payload.extend_from_slice(args);
+        let frame = format!("42{id}{}", Value::Array(payload));
+        self.out.send(Message::Text(frame.into())).map_err(|_| err("socket closed"))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(args)) => Ok(args),
+            Ok(Err(_)) => Err(err(format!("{event}: socket closed before the ack"))),
+            Err(_) => {
+                self.acks.lock().unwrap().remove(&id);
+                Err(err(format!("{event}: no ack in {timeout:?}")))
+            }
+        }
+    }
+
+    /// The next event named `name` within `timeout` (others are skipped).
+    pub async fn wait_event(&self, name: &str, timeout: Duration) -> Option<Event> {
+        let mut events = self.events.lock().await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(e)) if e.name == name => return Some(e),
+                Ok(Some(_)) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Close with a Socket.IO disconnect.
+    pub fn disconnect(&self) {
+        let _ = self.out.send(Message::Text("41".into()));
+        let _ = self.out.send(Message::Close(None));
+    }
+
+    /// Drop the transport without a Socket.IO disconnect (a network cut).
+    pub fn cut(&self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}

@@ -1,0 +1,51 @@
+//! A small run of every scenario against the real stack: the tool works and
+//! nothing is lost (timings are for BENCHMARKS.md, not asserted here).
+
+use conclave_common::testing::workspace_bin;
+use std::process::Command;
+
+#[test]
+fn every_scenario_runs_and_loses_nothing() {
+    let json = std::env::temp_dir().join(format!("conclave-bench-smoke-{}.json", std::process::id()));
+    let out = Command::new(workspace_bin("conclave-loadgen"))
+        .args([
+            "--logins", "40", "--concurrency", "8", "--room-size", "20", "--sequential-logins", "10",
+            "--relogins", "5",
+            "--fanout-sizes", "5,20", "--fanout-rounds", "2",
+            "--idle", "30",
+            "--scheduler-seconds", "0.3",
+            "--json", json.to_str().unwrap(),
+        ])
+        .output()
+        .expect("loadgen runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(stdout.contains("stack / bare p50, at once"), "the table: {stdout}");
+    assert_eq!(report_count(&json, "login_sequential"), 10);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for key in ["login", "baseline_login"] {
+        assert_eq!(report[key]["logins"], 40, "{report}");
+        assert_eq!(report[key]["failed"], 0, "{key}: {report}");
+        assert_eq!(report[key]["latency"]["count"], 40);
+    }
+    assert_eq!(report["relogin"]["failed"], 0, "{report}");
+    assert_eq!(report["relogin"]["messages_lost"], 0, "{report}");
+    let fanout = report["fanout"].as_array().unwrap();
+    assert_eq!(fanout.len(), 2);
+    for f in fanout {
+        assert_eq!(f["messages_lost"], 0, "{report}");
+        assert_eq!(f["last_receiver"]["count"], 2);
+    }
+    assert_eq!(report["idle"]["connections"], 30, "{report}");
+    assert!(report["idle"]["rss_after_kib"].as_u64().unwrap() > 0);
+    assert!(report["scheduler"]["new_rooms_per_second"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["scheduler"]["existing_rooms_per_second"].as_f64().unwrap() > 0.0, "{report}");
+    let _ = std::fs::remove_file(json);
+}
+
+fn report_count(json: &std::path::Path, key: &str) -> u64 {
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert_eq!(report[key]["failed"], 0, "{report}");
+    report[key]["latency"]["count"].as_u64().unwrap()
+}
