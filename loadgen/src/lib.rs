@@ -92,7 +92,10 @@ pub struct Report {
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
-    Ok(conclave_common::grpc::channel(addr, Duration::from_secs(10))?)
+    Ok(conclave_common::grpc::channel(
+        addr,
+        Duration::from_secs(10),
+    )?)
 }
 
 fn login_info(token: &str, sdk: &str) -> Value {
@@ -101,7 +104,11 @@ fn login_info(token: &str, sdk: &str) -> Value {
 
 /// Rooms for load: participant notifications off unless `notify`, so that
 /// a crowd joining does not turn into a storm of join events.
-pub async fn make_rooms(management: &str, count: usize, notify: bool) -> anyhow::Result<Vec<String>> {
+pub async fn make_rooms(
+    management: &str,
+    count: usize,
+    notify: bool,
+) -> anyhow::Result<Vec<String>> {
     let m = ManagementClient::new(channel(management)?);
     let mut ids = Vec::with_capacity(count);
     for i in 0..count {
@@ -132,9 +139,19 @@ pub async fn warm_rooms(target: &Target, rooms: &[String]) -> anyhow::Result<Vec
         let mut last = String::new();
         let mut ok = None;
         for _ in 0..100 {
-            let token = make_tokens_in(&target.management, std::slice::from_ref(room), 1).await?.remove(0).1;
+            let token = make_tokens_in(&target.management, std::slice::from_ref(room), 1)
+                .await?
+                .remove(0)
+                .1;
             let c = Client::connect(&target.portal).await?;
-            match c.call("login", &[login_info(&token, "conclave-loadgen")], ACK_TIMEOUT).await {
+            match c
+                .call(
+                    "login",
+                    &[login_info(&token, "conclave-loadgen")],
+                    ACK_TIMEOUT,
+                )
+                .await
+            {
                 Ok(ack) if ack.first().and_then(Value::as_str) == Some("ok") => {
                     ok = Some(c);
                     break;
@@ -150,13 +167,22 @@ pub async fn warm_rooms(target: &Target, rooms: &[String]) -> anyhow::Result<Vec
 }
 
 /// `n` tokens in fresh rooms of `room_size`.
-pub async fn make_tokens(management: &str, n: usize, room_size: usize, notify: bool) -> anyhow::Result<Vec<(String, String)>> {
+pub async fn make_tokens(
+    management: &str,
+    n: usize,
+    room_size: usize,
+    notify: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
     let rooms = make_rooms(management, n.div_ceil(room_size.max(1)), notify).await?;
     make_tokens_in(management, &rooms, n).await
 }
 
 /// `n` tokens spread evenly over `room_ids`, made 32 at a time.
-pub async fn make_tokens_in(management: &str, room_ids: &[String], n: usize) -> anyhow::Result<Vec<(String, String)>> {
+pub async fn make_tokens_in(
+    management: &str,
+    room_ids: &[String],
+    n: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
     let m = ManagementClient::new(channel(management)?);
     let room_size = n.div_ceil(room_ids.len().max(1));
     let sem = Arc::new(Semaphore::new(32));
@@ -189,7 +215,13 @@ pub async fn make_tokens_in(management: &str, room_ids: &[String], n: usize) -> 
 
 /// Connect and log in every token, `concurrency` at a time; the clients
 /// that logged in, and the report.
-pub async fn logins(portal: &str, tokens: Vec<String>, concurrency: usize, sdk: &str, progress: bool) -> (Vec<Client>, LoginReport) {
+pub async fn logins(
+    portal: &str,
+    tokens: Vec<String>,
+    concurrency: usize,
+    sdk: &str,
+    progress: bool,
+) -> (Vec<Client>, LoginReport) {
     let n = tokens.len();
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let done = Arc::new(AtomicUsize::new(0));
@@ -205,7 +237,9 @@ pub async fn logins(portal: &str, tokens: Vec<String>, concurrency: usize, sdk: 
             let t0 = Instant::now();
             let result = async {
                 let client = Client::connect(&portal).await?;
-                let ack = client.call("login", &[login_info(&token, &sdk)], ACK_TIMEOUT).await?;
+                let ack = client
+                    .call("login", &[login_info(&token, &sdk)], ACK_TIMEOUT)
+                    .await?;
                 if ack.first().and_then(Value::as_str) != Some("ok") {
                     anyhow::bail!("login refused: {ack:?}");
                 }
@@ -214,7 +248,7 @@ pub async fn logins(portal: &str, tokens: Vec<String>, concurrency: usize, sdk: 
             .await;
             let elapsed = t0.elapsed();
             let k = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if progress && k % 1000 == 0 {
+            if progress && k.is_multiple_of(1000) {
                 eprintln!("  {k}/{n} logins");
             }
             result.map(|(c, ack)| (c, ack, elapsed))
@@ -258,11 +292,27 @@ pub async fn logins(portal: &str, tokens: Vec<String>, concurrency: usize, sdk: 
 
 /// The login scenario on the stack: `n` logins into warm rooms of
 /// `room_size`, `concurrency` at a time.
-pub async fn login_scenario(target: &Target, n: usize, concurrency: usize, room_size: usize) -> anyhow::Result<LoginReport> {
+pub async fn login_scenario(
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+    room_size: usize,
+) -> anyhow::Result<LoginReport> {
     let rooms = make_rooms(&target.management, n.div_ceil(room_size.max(1)), false).await?;
     let warm = warm_rooms(target, &rooms).await?;
-    let tokens = make_tokens_in(&target.management, &rooms, n).await?.into_iter().map(|(_, t)| t).collect();
-    let (clients, report) = logins(&target.portal, tokens, concurrency, "conclave-loadgen", true).await;
+    let tokens = make_tokens_in(&target.management, &rooms, n)
+        .await?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let (clients, report) = logins(
+        &target.portal,
+        tokens,
+        concurrency,
+        "conclave-loadgen",
+        true,
+    )
+    .await;
     close_all(clients).await;
     close_all(warm).await;
     Ok(report)
@@ -290,15 +340,26 @@ pub async fn relogin(target: &Target, pairs: usize) -> anyhow::Result<ReloginRep
     let mut lost = 0;
     for pair in tokens.chunks(2) {
         let a = Client::connect(&target.portal).await?;
-        let ack = a.call("login", &[login_info(&pair[0].1, "C++")], ACK_TIMEOUT).await?;
-        let ticket = ack[1]["reconnectionTicket"].as_str().unwrap_or_default().to_string();
+        let ack = a
+            .call("login", &[login_info(&pair[0].1, "C++")], ACK_TIMEOUT)
+            .await?;
+        let ticket = ack[1]["reconnectionTicket"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let pid = a.sid.clone();
         let b = Client::connect(&target.portal).await?;
-        b.call("login", &[login_info(&pair[1].1, "conclave-loadgen")], ACK_TIMEOUT).await?;
+        b.call(
+            "login",
+            &[login_info(&pair[1].1, "conclave-loadgen")],
+            ACK_TIMEOUT,
+        )
+        .await?;
         a.cut();
         drop(a);
         let text = format!("for {pid}");
-        b.call("text", &[json!({"to": pid, "message": text})], ACK_TIMEOUT).await?;
+        b.call("text", &[json!({"to": pid, "message": text})], ACK_TIMEOUT)
+            .await?;
         let t0 = Instant::now();
         let back = Client::connect(&target.portal).await?;
         match back.call("relogin", &[json!(ticket)], ACK_TIMEOUT).await {
@@ -328,11 +389,27 @@ pub async fn relogin(target: &Target, pairs: usize) -> anyhow::Result<ReloginRep
 
 /// Fan-out: `size` participants in one room; one sends `text` to all, the
 /// time until the last receiver has it.
-pub async fn fanout(target: &Target, size: usize, rounds: usize, concurrency: usize) -> anyhow::Result<FanoutReport> {
+pub async fn fanout(
+    target: &Target,
+    size: usize,
+    rounds: usize,
+    concurrency: usize,
+) -> anyhow::Result<FanoutReport> {
     let rooms = make_rooms(&target.management, 1, false).await?;
     let warm = warm_rooms(target, &rooms).await?;
-    let tokens: Vec<String> = make_tokens_in(&target.management, &rooms, size).await?.into_iter().map(|(_, t)| t).collect();
-    let (clients, report) = logins(&target.portal, tokens, concurrency, "conclave-loadgen", false).await;
+    let tokens: Vec<String> = make_tokens_in(&target.management, &rooms, size)
+        .await?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let (clients, report) = logins(
+        &target.portal,
+        tokens,
+        concurrency,
+        "conclave-loadgen",
+        false,
+    )
+    .await;
     if report.failed > 0 {
         anyhow::bail!("{} of {size} fan-out logins failed", report.failed);
     }
@@ -353,7 +430,9 @@ pub async fn fanout(target: &Target, size: usize, rounds: usize, concurrency: us
                 let message = message.clone();
                 tokio::spawn(async move {
                     loop {
-                        let e = clients[i].wait_event("text", Duration::from_secs(10)).await?;
+                        let e = clients[i]
+                            .wait_event("text", Duration::from_secs(10))
+                            .await?;
                         if e.data["message"] == message.as_str() {
                             return Some(e.at);
                         }
@@ -362,7 +441,13 @@ pub async fn fanout(target: &Target, size: usize, rounds: usize, concurrency: us
             })
             .collect();
         let sent = tokio::time::Instant::now();
-        clients[0].call("text", &[json!({"to": "all", "message": message})], ACK_TIMEOUT).await?;
+        clients[0]
+            .call(
+                "text",
+                &[json!({"to": "all", "message": message})],
+                ACK_TIMEOUT,
+            )
+            .await?;
         let mut last = sent;
         for w in waiters {
             match w.await? {
@@ -397,13 +482,26 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 
 /// Hold `n` logged-in idle participants and measure the portal's memory.
 pub async fn idle(target: &Target, n: usize, concurrency: usize) -> anyhow::Result<IdleReport> {
-    let pid = target.portal_pid.ok_or_else(|| anyhow::anyhow!("the portal's pid is needed"))?;
+    let pid = target
+        .portal_pid
+        .ok_or_else(|| anyhow::anyhow!("the portal's pid is needed"))?;
     let rooms = make_rooms(&target.management, n.div_ceil(500), false).await?;
     let warm = warm_rooms(target, &rooms).await?;
-    let tokens: Vec<String> = make_tokens_in(&target.management, &rooms, n).await?.into_iter().map(|(_, t)| t).collect();
+    let tokens: Vec<String> = make_tokens_in(&target.management, &rooms, n)
+        .await?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid).unwrap_or_default();
-    let (clients, report) = logins(&target.portal, tokens, concurrency, "conclave-loadgen", true).await;
+    let (clients, report) = logins(
+        &target.portal,
+        tokens,
+        concurrency,
+        "conclave-loadgen",
+        true,
+    )
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid).unwrap_or_default();
     let held = clients.len();
@@ -416,7 +514,9 @@ pub async fn idle(target: &Target, n: usize, concurrency: usize) -> anyhow::Resu
         connections: held,
         rss_before_kib: before,
         rss_after_kib: after,
-        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0).round() / 10.0,
+        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0)
+            .round()
+            / 10.0,
     })
 }
 
@@ -434,12 +534,18 @@ pub async fn idle_bare(addr: &str, pid: u32, n: usize, concurrency: usize) -> Id
         connections: held,
         rss_before_kib: before,
         rss_after_kib: after,
-        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0).round() / 10.0,
+        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0)
+            .round()
+            / 10.0,
     }
 }
 
 /// `Schedule` calls per second, for new tasks and for one existing task.
-pub async fn scheduler(target: &Target, seconds: f64, parallel: usize) -> anyhow::Result<SchedulerReport> {
+pub async fn scheduler(
+    target: &Target,
+    seconds: f64,
+    parallel: usize,
+) -> anyhow::Result<SchedulerReport> {
     let c = ClusterManagerClient::new(channel(&target.cluster)?);
     let run = |existing: bool| {
         let c = c.clone();
@@ -453,7 +559,11 @@ pub async fn scheduler(target: &Target, seconds: f64, parallel: usize) -> anyhow
                     tokio::spawn(async move {
                         let mut i = 0u64;
                         while Instant::now() < deadline {
-                            let task = if existing { "bench-existing".to_string() } else { format!("bench-{w}-{i}") };
+                            let task = if existing {
+                                "bench-existing".to_string()
+                            } else {
+                                format!("bench-{w}-{i}")
+                            };
                             i += 1;
                             let req = cluster::ScheduleRequest {
                                 purpose: "conference".into(),
@@ -489,7 +599,13 @@ pub fn table(r: &Report) -> String {
     let row = |name: &str, l: &LoginReport| {
         format!(
             "{name:<22} {:>7} {:>5} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>9.1}\n",
-            l.logins, l.failed, l.latency.p50_ms, l.latency.p90_ms, l.latency.p99_ms, l.latency.max_ms, l.logins_per_second
+            l.logins,
+            l.failed,
+            l.latency.p50_ms,
+            l.latency.p90_ms,
+            l.latency.p99_ms,
+            l.latency.max_ms,
+            l.logins_per_second
         )
     };
     out.push_str(&format!(
@@ -510,11 +626,17 @@ pub fn table(r: &Report) -> String {
     if let Some(l) = &r.baseline_login {
         out.push_str(&row(&format!("bare ack, {} at once", l.concurrency), l));
     }
-    for (what, a, b) in [("1 at a time", &r.login_sequential, &r.baseline_sequential), ("at once", &r.login, &r.baseline_login)] {
+    for (what, a, b) in [
+        ("1 at a time", &r.login_sequential, &r.baseline_sequential),
+        ("at once", &r.login, &r.baseline_login),
+    ] {
         if let (Some(a), Some(b)) = (a, b)
             && b.latency.p50_ms > 0.0
         {
-            out.push_str(&format!("stack / bare p50, {what}: {:.2}x\n", a.latency.p50_ms / b.latency.p50_ms));
+            out.push_str(&format!(
+                "stack / bare p50, {what}: {:.2}x\n",
+                a.latency.p50_ms / b.latency.p50_ms
+            ));
         }
     }
     if let Some(x) = &r.relogin {
@@ -528,7 +650,11 @@ pub fn table(r: &Report) -> String {
         for f in &r.fanout {
             out.push_str(&format!(
                 "  room of {:>5}: p50={:.3} max={:.3} over {} rounds, lost={}\n",
-                f.room_size, f.last_receiver.p50_ms, f.last_receiver.max_ms, f.rounds, f.messages_lost
+                f.room_size,
+                f.last_receiver.p50_ms,
+                f.last_receiver.max_ms,
+                f.rounds,
+                f.messages_lost
             ));
         }
     }

@@ -13,7 +13,11 @@ use std::time::Duration;
 #[command(version)]
 struct Args {
     /// Scenarios to run, comma-separated: login, baseline, relogin, fanout, idle, scheduler.
-    #[arg(long, default_value = "baseline,login,relogin,fanout,idle,scheduler", value_delimiter = ',')]
+    #[arg(
+        long,
+        default_value = "baseline,login,relogin,fanout,idle,scheduler",
+        value_delimiter = ','
+    )]
     scenarios: Vec<String>,
     /// Logins in the login scenario (and the baseline).
     #[arg(long, default_value_t = 2000)]
@@ -48,9 +52,15 @@ struct Args {
 }
 
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let p = std::env::current_exe()?.parent().map(|d| d.join(name)).unwrap_or_default();
+    let p = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join(name))
+        .unwrap_or_default();
     if !p.is_file() {
-        anyhow::bail!("{} not found: build every binary first (cargo build --release --bins)", p.display());
+        anyhow::bail!(
+            "{} not found: build every binary first (cargo build --release --bins)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -69,7 +79,15 @@ async fn main() -> anyhow::Result<()> {
         ServiceProcess::start_until(
             "stack",
             stack_bin.to_str().unwrap_or_default(),
-            &["--any-ports", "--data-dir", &data_arg, "--hostname", "127.0.0.1", "--socket-listen", "127.0.0.1:0"],
+            &[
+                "--any-ports",
+                "--data-dir",
+                &data_arg,
+                "--hostname",
+                "127.0.0.1",
+                "--socket-listen",
+                "127.0.0.1:0",
+            ],
             &[("RUST_LOG", QUIET)],
             &|l| l.contains("conclave-stack ready"),
         )
@@ -83,36 +101,62 @@ async fn main() -> anyhow::Result<()> {
         cluster: get("cluster"),
         portal_pid: get("portal_pid").parse().ok(),
     };
-    eprintln!("stack ready: portal {} (pid {:?})", target.portal, target.portal_pid);
+    eprintln!(
+        "stack ready: portal {} (pid {:?})",
+        target.portal, target.portal_pid
+    );
 
     let mut report = Report::default();
     let result: anyhow::Result<()> = async {
         if want("baseline") {
-            eprintln!("baseline: {} bare logins, {} at once", args.logins, args.concurrency);
+            eprintln!(
+                "baseline: {} bare logins, {} at once",
+                args.logins, args.concurrency
+            );
             let bare = sibling("conclave-bare-portal")?;
             let (mut server, addr) = tokio::task::spawn_blocking(move || {
-                ServiceProcess::start_named("bare", bare.to_str().unwrap_or_default(), &["127.0.0.1:0"], &[], "bare portal listening", "local_addr")
+                ServiceProcess::start_named(
+                    "bare",
+                    bare.to_str().unwrap_or_default(),
+                    &["127.0.0.1:0"],
+                    &[],
+                    "bare portal listening",
+                    "local_addr",
+                )
             })
             .await?
             .map_err(|e| anyhow::anyhow!(e))?;
-            let tokens = (0..args.sequential_logins).map(|i| format!("bare-{i}")).collect();
+            let tokens = (0..args.sequential_logins)
+                .map(|i| format!("bare-{i}"))
+                .collect();
             let (clients, r) = loadgen::logins(&addr, tokens, 1, "conclave-loadgen", false).await;
             loadgen::close_all(clients).await;
             report.baseline_sequential = Some(r);
             let tokens = (0..args.logins).map(|i| format!("bare-{i}")).collect();
-            let (clients, r) = loadgen::logins(&addr, tokens, args.concurrency, "conclave-loadgen", false).await;
+            let (clients, r) =
+                loadgen::logins(&addr, tokens, args.concurrency, "conclave-loadgen", false).await;
             loadgen::close_all(clients).await;
             report.baseline_login = Some(r);
             if want("idle") {
-                report.baseline_idle = Some(loadgen::idle_bare(&addr, server.child.id(), args.idle, args.concurrency).await);
+                report.baseline_idle = Some(
+                    loadgen::idle_bare(&addr, server.child.id(), args.idle, args.concurrency).await,
+                );
             }
             server.signal("TERM");
             server.wait_exit(Duration::from_secs(5));
         }
         if want("login") {
-            eprintln!("login: {} logins, {} at once, rooms of {}", args.logins, args.concurrency, args.room_size);
-            report.login_sequential = Some(loadgen::login_scenario(&target, args.sequential_logins, 1, args.room_size).await?);
-            report.login = Some(loadgen::login_scenario(&target, args.logins, args.concurrency, args.room_size).await?);
+            eprintln!(
+                "login: {} logins, {} at once, rooms of {}",
+                args.logins, args.concurrency, args.room_size
+            );
+            report.login_sequential = Some(
+                loadgen::login_scenario(&target, args.sequential_logins, 1, args.room_size).await?,
+            );
+            report.login = Some(
+                loadgen::login_scenario(&target, args.logins, args.concurrency, args.room_size)
+                    .await?,
+            );
         }
         if want("relogin") {
             eprintln!("relogin: {}", args.relogins);
@@ -121,7 +165,9 @@ async fn main() -> anyhow::Result<()> {
         if want("fanout") {
             for &size in &args.fanout_sizes {
                 eprintln!("fan-out: room of {size}");
-                report.fanout.push(loadgen::fanout(&target, size, args.fanout_rounds, args.concurrency).await?);
+                report.fanout.push(
+                    loadgen::fanout(&target, size, args.fanout_rounds, args.concurrency).await?,
+                );
             }
         }
         if want("idle") {

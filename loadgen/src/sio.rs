@@ -60,7 +60,9 @@ impl Client {
                     let v: Value = serde_json::from_str(&t[2..]).unwrap_or(Value::Null);
                     break v["sid"].as_str().unwrap_or_default().to_string();
                 }
-                Some(Ok(Message::Text(t))) if t.as_str() == "2" => sink.send(Message::Text("3".into())).await?,
+                Some(Ok(Message::Text(t))) if t.as_str() == "2" => {
+                    sink.send(Message::Text("3".into())).await?
+                }
                 Some(Ok(_)) => {}
                 other => return Err(err(format!("no CONNECT reply: {other:?}"))),
             }
@@ -93,7 +95,8 @@ impl Client {
                     }
                 } else if let Some(rest) = t.strip_prefix("42") {
                     let split = rest.find('[').unwrap_or(rest.len());
-                    let mut args: Vec<Value> = serde_json::from_str(&rest[split..]).unwrap_or_default();
+                    let mut args: Vec<Value> =
+                        serde_json::from_str(&rest[split..]).unwrap_or_default();
                     if args.is_empty() {
                         continue;
                     }
@@ -121,14 +124,21 @@ impl Client {
     }
 
     /// Emit `event` with `args` and wait for the ack (up to `timeout`).
-    pub async fn call(&self, event: &str, args: &[Value], timeout: Duration) -> anyhow::Result<Vec<Value>> {
+    pub async fn call(
+        &self,
+        event: &str,
+        args: &[Value],
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<Value>> {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.acks.lock().unwrap().insert(id, tx);
         let mut payload = vec![Value::String(event.to_string())];
         payload.extend_from_slice(args);
         let frame = format!("42{id}{}", Value::Array(payload));
-        self.out.send(Message::Text(frame.into())).map_err(|_| err("socket closed"))?;
+        self.out
+            .send(Message::Text(frame.into()))
+            .map_err(|_| err("socket closed"))?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(args)) => Ok(args),
             Ok(Err(_)) => Err(err(format!("{event}: socket closed before the ack"))),

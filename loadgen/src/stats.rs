@@ -44,7 +44,10 @@ mod tests {
     fn nearest_rank_percentiles() {
         let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
         let s = summarize(&samples);
-        assert_eq!((s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms), (100, 50.0, 90.0, 99.0, 100.0));
+        assert_eq!(
+            (s.count, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms),
+            (100, 50.0, 90.0, 99.0, 100.0)
+        );
         assert_eq!(summarize(&[]).count, 0);
         let one = summarize(&[Duration::from_micros(1500)]);
         assert_eq!((one.p50_ms, one.max_ms), (1.5, 1.5));

@@ -6,22 +6,40 @@ use std::process::Command;
 
 #[test]
 fn every_scenario_runs_and_loses_nothing() {
-    let json = std::env::temp_dir().join(format!("conclave-bench-smoke-{}.json", std::process::id()));
+    let json =
+        std::env::temp_dir().join(format!("conclave-bench-smoke-{}.json", std::process::id()));
     let out = Command::new(workspace_bin("conclave-loadgen"))
         .args([
-            "--logins", "40", "--concurrency", "8", "--room-size", "20", "--sequential-logins", "10",
-            "--relogins", "5",
-            "--fanout-sizes", "5,20", "--fanout-rounds", "2",
-            "--idle", "30",
-            "--scheduler-seconds", "0.3",
-            "--json", json.to_str().unwrap(),
+            "--logins",
+            "40",
+            "--concurrency",
+            "8",
+            "--room-size",
+            "20",
+            "--sequential-logins",
+            "10",
+            "--relogins",
+            "5",
+            "--fanout-sizes",
+            "5,20",
+            "--fanout-rounds",
+            "2",
+            "--idle",
+            "30",
+            "--scheduler-seconds",
+            "0.3",
+            "--json",
+            json.to_str().unwrap(),
         ])
         .output()
         .expect("loadgen runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stderr}\n{stdout}");
-    assert!(stdout.contains("stack / bare p50, at once"), "the table: {stdout}");
+    assert!(
+        stdout.contains("stack / bare p50, at once"),
+        "the table: {stdout}"
+    );
     assert_eq!(report_count(&json, "login_sequential"), 10);
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     for key in ["login", "baseline_login"] {
@@ -39,8 +57,20 @@ fn every_scenario_runs_and_loses_nothing() {
     }
     assert_eq!(report["idle"]["connections"], 30, "{report}");
     assert!(report["idle"]["rss_after_kib"].as_u64().unwrap() > 0);
-    assert!(report["scheduler"]["new_rooms_per_second"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(report["scheduler"]["existing_rooms_per_second"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        report["scheduler"]["new_rooms_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["scheduler"]["existing_rooms_per_second"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{report}"
+    );
     let _ = std::fs::remove_file(json);
 }
 

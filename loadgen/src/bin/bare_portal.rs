@@ -23,12 +23,17 @@ async fn middleware(s: SocketRef) -> Result<(), std::convert::Infallible> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:0".into());
+    let listen = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:0".into());
     let (layer, io) = SocketIo::builder().build_layer();
     io.ns("/", (async || {}).with(middleware));
     let app = axum::Router::new().layer(layer);
     let listener = tokio::net::TcpListener::bind(&listen).await?;
-    println!("bare portal listening local_addr={}", listener.local_addr()?);
+    println!(
+        "bare portal listening local_addr={}",
+        listener.local_addr()?
+    );
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
