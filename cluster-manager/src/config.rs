@@ -15,6 +15,8 @@ pub struct Config {
     pub manager: ManagerConfig,
     /// Allocation strategy per purpose.
     pub strategy: StrategyConfig,
+    /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9701".
+    pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -25,6 +27,7 @@ impl Default for Config {
             manager: ManagerConfig::default(),
             strategy: StrategyConfig::default(),
             log: LogConfig::default(),
+            metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9701"),
         }
     }
 }
@@ -160,6 +163,7 @@ impl Config {
     pub fn loopback() -> Self {
         Config {
             listen: "127.0.0.1:0".into(),
+            metrics: conclave_common::metrics::MetricsConfig::on("127.0.0.1:0"),
             manager: ManagerConfig {
                 initial_time: 0,
                 ..ManagerConfig::default()

@@ -58,6 +58,7 @@ pub async fn start(
     config.validate().map_err(StartError::Config)?;
     let sweep_period = Duration::from_millis(config.manager.check_alive_interval);
     let listen = config.listen.clone();
+    let _ = conclave_common::metrics::serve(&config.metrics, shutdown.clone()).await;
     let service = service::ClusterService::new(
         manager::Manager::new(config, Instant::now()),
         shutdown.clone(),

@@ -262,6 +262,23 @@ impl Manager {
         }
     }
 
+    /// Per purpose: (available workers, full workers, assigned tasks).
+    pub fn stats(&self) -> Vec<(String, usize, usize, usize)> {
+        self.schedulers
+            .iter()
+            .map(|(purpose, s)| {
+                let (available, full) = s.worker_ids().fold((0, 0), |(a, f), id| {
+                    if s.worker(id).is_some_and(|w| w.is_available()) {
+                        (a + 1, f)
+                    } else {
+                        (a, f + 1)
+                    }
+                });
+                (purpose.clone(), available, full, s.assigned())
+            })
+            .collect()
+    }
+
     /// One liveness sweep: every worker's counter grows; those past
     /// `check_alive_count` are removed.
     pub fn check_alive(&mut self) -> Vec<ClusterEvent> {

@@ -89,6 +89,11 @@ impl Scheduler {
         released
     }
 
+    /// Tasks assigned (reserved or executing).
+    pub fn assigned(&self) -> usize {
+        self.tasks.len()
+    }
+
     pub fn contains(&self, id: &str) -> bool {
         self.workers.contains_key(id)
     }

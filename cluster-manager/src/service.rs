@@ -51,6 +51,8 @@ impl ClusterService {
                 id,
                 reason,
             } => {
+                conclave_common::metrics::counter!("cluster_workers_lost_total", "purpose" => purpose.clone(), "reason" => reason.as_str())
+                    .increment(1);
                 tracing::warn!(worker = %id, %purpose, reason = reason.as_str(), "worker lost")
             }
             ClusterEvent::NodeExited {
@@ -71,6 +73,15 @@ impl ClusterService {
         let lost = self.core().check_alive();
         for event in lost {
             self.publish(event);
+        }
+        let stats = self.core().stats();
+        for (purpose, available, full, tasks) in stats {
+            use conclave_common::metrics::gauge;
+            gauge!("cluster_workers", "purpose" => purpose.clone(), "state" => "available")
+                .set(available as f64);
+            gauge!("cluster_workers", "purpose" => purpose.clone(), "state" => "full")
+                .set(full as f64);
+            gauge!("cluster_tasks", "purpose" => purpose).set(tasks as f64);
         }
     }
 }
@@ -278,16 +289,33 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
     ) -> Result<Response<pb::ScheduleReply>, Status> {
         let r = req.into_inner();
         let preference = r.preference.unwrap_or_default().into();
-        let (id, info) = self
-            .core()
-            .schedule(
-                &r.purpose,
-                &r.task,
-                &preference,
-                r.reserve_time_ms,
-                Instant::now(),
-            )
-            .map_err(status)?;
+        let started = std::time::Instant::now();
+        let result = self.core().schedule(
+            &r.purpose,
+            &r.task,
+            &preference,
+            r.reserve_time_ms,
+            Instant::now(),
+        );
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(ManagerError::NotReady) => "not_ready",
+            Err(ManagerError::ScheduleFailed {
+                reason: ScheduleError::NoneAvailable,
+                ..
+            }) => "full",
+            Err(ManagerError::ScheduleFailed {
+                reason: ScheduleError::NoMatch,
+                ..
+            }) => "no_match",
+            Err(ManagerError::NoScheduler(_)) => "no_worker",
+            Err(_) => "invalid",
+        };
+        conclave_common::metrics::counter!("cluster_schedule_total", "outcome" => outcome)
+            .increment(1);
+        conclave_common::metrics::histogram!("cluster_schedule_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let (id, info) = result.map_err(status)?;
         tracing::debug!(purpose = %r.purpose, task = %r.task, worker = %id, "scheduled");
         Ok(Response::new(pb::ScheduleReply {
             id,

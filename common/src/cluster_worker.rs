@@ -7,6 +7,7 @@
 //! them with timers and gRPC calls.
 
 use crate::grpc;
+use crate::grpc::Channel;
 use crate::load::LoadSource;
 use conclave_proto::cluster::v1 as pb;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
@@ -17,7 +18,6 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// The `[cluster]` table of every worker service.

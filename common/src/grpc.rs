@@ -4,15 +4,18 @@
 //! OWT's RPC deadlines; and the health probe behind `--health-check`.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
+use tonic::transport::Endpoint;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tracing::Instrument;
 
 /// OWT's default RPC deadline (§2.5): every call not listed below.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(2000);
@@ -90,6 +93,7 @@ impl GrpcServer {
         let reporter = health.clone();
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
+                .layer(ServerLayer)
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(5)))
                 .add_routes(routes)
@@ -131,6 +135,125 @@ impl GrpcServer {
     }
 }
 
+type BoxFuture<T, E> = Pin<Box<dyn std::future::Future<Output = Result<T, E>> + Send>>;
+
+/// The `grpc-status` a response carries in its headers (trailers-only
+/// responses: every error of a unary call); "0" otherwise.
+fn grpc_code<B>(response: &http::Response<B>) -> String {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("0")
+        .to_string()
+}
+
+/// Server side of every RPC, as one tower layer: a span carrying the method
+/// and the caller's trace id (a new one when there is none), the trace id
+/// set for calls made while handling, and latency and status metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerLayer;
+
+impl<S> tower::Layer<S> for ServerLayer {
+    type Service = ServerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerService { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerService<S> {
+    inner: S,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for ServerService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+    RB: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request.uri().path().to_string();
+        let trace_id = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::trace::parse_traceparent)
+            .unwrap_or_else(crate::trace::new_trace_id);
+        let span = tracing::info_span!("grpc", method = %method, trace_id = %trace_id);
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(crate::trace::scope(
+            trace_id,
+            async move {
+                let started = std::time::Instant::now();
+                let result = inner.call(request).await;
+                let code = match &result {
+                    Ok(r) => grpc_code(r),
+                    Err(_) => "transport".to_string(),
+                };
+                let elapsed = started.elapsed().as_secs_f64();
+                metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => code.clone()).increment(1);
+                metrics::histogram!("grpc_server_duration_seconds", "method" => method).record(elapsed);
+                tracing::debug!(%code, elapsed_ms = elapsed * 1000.0, "rpc handled");
+                result
+            }
+            .instrument(span),
+        ))
+    }
+}
+
+/// A client channel that carries the current trace (`traceparent`) and
+/// records client-side latency and status per method: every gRPC client of
+/// Conclave goes through it.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    inner: tonic::transport::Channel,
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Channel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        if let Some(trace_id) = crate::trace::current()
+            && let Ok(value) = crate::trace::traceparent(&trace_id).parse()
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
+        let method = request.uri().path().to_string();
+        let call = tower::Service::call(&mut self.inner, request);
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = call.await;
+            let code = match &result {
+                Ok(r) => grpc_code(r),
+                Err(_) => "transport".to_string(),
+            };
+            metrics::counter!("grpc_client_requests_total", "method" => method.clone(), "code" => code).increment(1);
+            metrics::histogram!("grpc_client_duration_seconds", "method" => method)
+                .record(started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
 /// A lazily connecting channel to `host:port` (or a full `http://` URI):
 /// connecting happens on first use and again after the peer restarts. Every
 /// call gets `deadline` unless the request sets its own.
@@ -147,7 +270,9 @@ pub fn channel(endpoint: &str, deadline: Duration) -> Result<Channel, GrpcError>
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
-    Ok(ep.connect_lazy())
+    Ok(Channel {
+        inner: ep.connect_lazy(),
+    })
 }
 
 /// A request with its own deadline (sent as `grpc-timeout`).

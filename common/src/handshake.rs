@@ -4,9 +4,18 @@
 /// The ready line's prefix.
 pub const NODE_READY_PREFIX: &str = "CONCLAVE_NODE_READY";
 
-/// The ready line for a node serving on `port`.
-pub fn ready_line(port: u16) -> String {
-    format!("{NODE_READY_PREFIX} port={port}")
+/// The ready line for a node serving on `port` (and metrics on `metrics`).
+pub fn ready_line(port: u16, metrics: Option<u16>) -> String {
+    match metrics {
+        Some(m) => format!("{NODE_READY_PREFIX} port={port} metrics_port={m}"),
+        None => format!("{NODE_READY_PREFIX} port={port}"),
+    }
+}
+
+/// The metrics port in a ready line.
+pub fn parse_ready_metrics(line: &str) -> Option<u16> {
+    let rest = line.strip_prefix(NODE_READY_PREFIX)?;
+    field(rest, "metrics_port")?.parse().ok()
 }
 
 /// The port in a ready line, `None` for any other line.
@@ -31,7 +40,10 @@ mod tests {
 
     #[test]
     fn ready_lines_round_trip() {
-        assert_eq!(parse_ready(&ready_line(40123)), Some(40123));
+        assert_eq!(parse_ready(&ready_line(40123, None)), Some(40123));
+        assert_eq!(parse_ready(&ready_line(40123, Some(9))), Some(40123));
+        assert_eq!(parse_ready_metrics(&ready_line(40123, Some(9))), Some(9));
+        assert_eq!(parse_ready_metrics(&ready_line(40123, None)), None);
         assert_eq!(parse_ready("CONCLAVE_NODE_READY port=x"), None);
         assert_eq!(parse_ready("INFO something port=5"), None);
         assert_eq!(

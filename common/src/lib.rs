@@ -8,11 +8,13 @@ pub mod config;
 pub mod grpc;
 pub mod handshake;
 pub mod load;
+pub mod metrics;
 pub mod net;
 pub mod process;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;
 pub mod token;
+pub mod trace;
 
 pub use conclave_proto as proto;

@@ -2,7 +2,7 @@
 //! it bound from its log (services bind port 0 in tests and the local stack).
 
 use crate::handshake::field;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -12,6 +12,8 @@ pub struct ServiceProcess {
     pub child: Child,
     /// Log lines seen so far keep arriving here.
     pub lines: mpsc::Receiver<String>,
+    /// The lines read while waiting for the process to be ready.
+    pub history: Vec<String>,
 }
 
 impl ServiceProcess {
@@ -72,20 +74,26 @@ impl ServiceProcess {
         let name = name.to_string();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                println!("[{name}] {line}");
+                // A closed stdout must not end the relay (the child would block).
+                let _ = writeln!(std::io::stdout(), "[{name}] {line}");
                 if tx.send(line).is_err() {
                     break;
                 }
             }
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let process = ServiceProcess { child, lines: rx };
+        let mut process = ServiceProcess {
+            child,
+            lines: rx,
+            history: Vec::new(),
+        };
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = process
                 .lines
                 .recv_timeout(left)
                 .map_err(|_| format!("{program} was not ready in time"))?;
+            process.history.push(line.clone());
             if ready(&line) {
                 return Ok((process, line));
             }

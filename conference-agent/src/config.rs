@@ -20,6 +20,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Settings handed to every conference node.
     pub node: NodeConfig,
+    /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9703".
+    pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -32,6 +34,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             node: NodeConfig::default(),
             log: LogConfig::default(),
+            metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9703"),
         }
     }
 }

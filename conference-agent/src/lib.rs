@@ -87,6 +87,18 @@ impl Agent {
     }
 
     fn update_load(&self) {
+        {
+            use conclave_common::metrics::gauge;
+            let pool = self.pool();
+            let starting = pool
+                .nodes()
+                .filter(|n| n.state == pool::NodeState::Starting && n.room.is_none())
+                .count();
+            gauge!("agent_nodes", "state" => "idle")
+                .set(pool.idle().saturating_sub(starting) as f64);
+            gauge!("agent_nodes", "state" => "starting").set(starting as f64);
+            gauge!("agent_nodes", "state" => "in_use").set(pool.in_use() as f64);
+        }
         if let Some(load) = self.pool().load()
             && self.config.counts_nodes()
         {
@@ -103,6 +115,8 @@ impl Agent {
         };
         let clean = asked || status.is_some_and(|s| s.success());
         let reason = if clean { "quit" } else { "abnormal" };
+        conclave_common::metrics::counter!("agent_node_exits_total", "reason" => reason)
+            .increment(1);
         if clean {
             tracing::info!(node = %id, room = ?node.room, ?status, "conference node exited");
         } else {
@@ -205,6 +219,7 @@ pub async fn start(
         config.advertised_host.clone()
     };
     let node_binary = node_binary(&config);
+    let _ = conclave_common::metrics::serve(&config.metrics, shutdown.clone()).await;
     if !node_binary.is_file() {
         tracing::warn!(binary = %node_binary.display(), "conference binary not found; nodes will fail to start");
     }

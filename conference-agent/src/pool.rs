@@ -26,6 +26,10 @@ pub struct Node {
     /// host:port once ready.
     pub endpoint: Option<String>,
     pub pid: Option<u32>,
+    /// host:port of the node's /metrics.
+    pub metrics_endpoint: Option<String>,
+    /// When the node was spawned (its start time is measured to readiness).
+    pub spawned: std::time::Instant,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,9 +113,17 @@ impl NodePool {
                 tasks: Vec::new(),
                 endpoint: None,
                 pid: None,
+                metrics_endpoint: None,
+                spawned: std::time::Instant::now(),
             },
         );
         id
+    }
+
+    pub fn set_metrics_endpoint(&mut self, id: &str, endpoint: String) {
+        if let Some(n) = self.nodes.get_mut(id) {
+            n.metrics_endpoint = Some(endpoint);
+        }
     }
 
     pub fn set_pid(&mut self, id: &str, pid: u32) {

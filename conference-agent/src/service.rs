@@ -139,6 +139,7 @@ impl pb::node_manager_server::NodeManager for NodeManagerService {
                 endpoint: n.endpoint.clone().unwrap_or_default(),
                 pid: n.pid.unwrap_or_default(),
                 tasks: n.tasks.clone(),
+                metrics_endpoint: n.metrics_endpoint.clone().unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::ListNodesReply { nodes }))

@@ -6,6 +6,7 @@
 //! closes, so closing it is a graceful stop and no node outlives its agent.
 
 use crate::Agent;
+use std::io::Write;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,7 +93,18 @@ async fn read_stdout(agent: Arc<Agent>, id: String, stdout: tokio::process::Chil
             match conclave_common::handshake::parse_ready(&line) {
                 Some(port) => {
                     let endpoint = format!("{}:{port}", agent.advertised_host);
+                    if let Some(m) = conclave_common::handshake::parse_ready_metrics(&line) {
+                        agent
+                            .pool()
+                            .set_metrics_endpoint(&id, format!("{}:{m}", agent.advertised_host));
+                    }
+                    let spawned = agent.pool().node(&id).map(|n| n.spawned);
+                    if let Some(spawned) = spawned {
+                        conclave_common::metrics::histogram!("agent_node_start_seconds")
+                            .record(spawned.elapsed().as_secs_f64());
+                    }
                     if agent.pool().mark_ready(&id, endpoint.clone()) {
+                        agent.update_load();
                         tracing::info!(node = %id, %endpoint, "conference node ready");
                         tokio::spawn(health_monitor(agent.clone(), id.clone(), endpoint));
                     }
@@ -101,7 +113,9 @@ async fn read_stdout(agent: Arc<Agent>, id: String, stdout: tokio::process::Chil
             }
         } else {
             // The node's own log lines, relayed.
-            println!("{line}");
+            // Relayed on a best-effort basis: a closed stdout must not stop
+            // the reading, or the node would block on a full pipe.
+            let _ = writeln!(std::io::stdout(), "{line}");
         }
     }
 }

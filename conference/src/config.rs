@@ -28,6 +28,8 @@ pub struct Config {
     /// Exit when standard input closes, so a node never outlives its agent.
     /// The agent sets it. Default false.
     pub exit_with_stdin: bool,
+    /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:0".
+    pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -43,6 +45,7 @@ impl Default for Config {
             portal_queue: 4096,
             exit_with_stdin: false,
             log: LogConfig::default(),
+            metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:0"),
         }
     }
 }

@@ -34,6 +34,7 @@ pub enum StartError {
 
 pub struct Node {
     server: GrpcServer,
+    metrics: Option<SocketAddr>,
     service: service::ConferenceService,
     exit: CancellationToken,
 }
@@ -41,6 +42,11 @@ pub struct Node {
 impl Node {
     pub fn local_addr(&self) -> SocketAddr {
         self.server.local_addr()
+    }
+
+    /// Where this node serves `/metrics`, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
     }
 
     pub fn service(&self) -> &service::ConferenceService {
@@ -65,6 +71,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         return Err(StartError::Config("node_id is required (--node-id)".into()));
     }
     let exit = shutdown.child_token();
+    let metrics = conclave_common::metrics::serve(&config.metrics, exit.clone())
+        .await
+        .ok()
+        .flatten();
     let management = ManagementClient::new(conclave_common::grpc::channel(
         &config.management,
         conclave_common::grpc::DEFAULT_DEADLINE,
@@ -104,6 +114,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     }
     Ok(Node {
         server,
+        metrics,
         service,
         exit,
     })
@@ -115,7 +126,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let node = start(config, shutdown).await?;
     println!(
         "{}",
-        conclave_common::handshake::ready_line(node.local_addr().port())
+        conclave_common::handshake::ready_line(
+            node.local_addr().port(),
+            node.metrics_addr().map(|a| a.port())
+        )
     );
     node.exited().await;
     node.stopped().await?;
@@ -147,7 +161,7 @@ async fn self_clean(
 /// Follow portal losses on the cluster manager's Watch stream, resubscribing
 /// when the manager restarts.
 async fn watch_portals(
-    manager: ClusterManagerClient<tonic::transport::Channel>,
+    manager: ClusterManagerClient<conclave_common::grpc::Channel>,
     service: service::ConferenceService,
     exit: CancellationToken,
 ) {

@@ -4,13 +4,13 @@
 //! and notifications to one portal keep their order.
 
 use crate::conference::{Delivery, PortalRef};
+use conclave_common::grpc::Channel;
 use conclave_proto::portal::v1 as pb;
 use conclave_proto::portal::v1::portal_client::PortalClient;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::transport::Channel;
 
 pub struct Notifier {
     /// The controller name portals match broadcasts against: this node's id.
@@ -134,6 +134,9 @@ async fn deliver(
                 .await
                 .map(drop),
         };
+        let outcome = if result.is_ok() { "sent" } else { "failed" };
+        conclave_common::metrics::counter!("conference_notifications_total", "outcome" => outcome)
+            .increment(1);
         if let Err(status) = result {
             tracing::warn!(portal = %endpoint, error = %status.message(), "notification to portal failed");
         }

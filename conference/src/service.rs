@@ -3,6 +3,7 @@
 use crate::conference::{Conference, ConferenceError, JoinRequest, Participant, PortalRef};
 use crate::notifier::Notifier;
 use crate::room::{Permission, RoomConfig};
+use conclave_common::grpc::Channel;
 use conclave_proto::conference::v1 as pb;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
@@ -10,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 impl From<ConferenceError> for Status {
@@ -65,6 +65,16 @@ impl ConferenceService {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Refresh the participants and rooms gauges.
+    fn gauges(&self) {
+        let (participants, rooms) = {
+            let s = self.state();
+            (s.participants().count(), usize::from(s.room_id().is_some()))
+        };
+        conclave_common::metrics::gauge!("conference_participants").set(participants as f64);
+        conclave_common::metrics::gauge!("conference_rooms").set(rooms as f64);
+    }
+
     pub fn notifier(&self) -> &Notifier {
         &self.notifier
     }
@@ -117,6 +127,7 @@ impl ConferenceService {
             tracing::warn!(node = %self.node_id, portal = %portal_id, count = dropped.len(), "portal lost; its participants left");
         }
         self.notifier.send(deliveries);
+        self.gauges();
     }
 }
 
@@ -166,6 +177,7 @@ impl pb::conference_server::Conference for ConferenceService {
             },
         })?;
         tracing::info!(node = %self.node_id, room = %r.room_id, participant = %p.id, "participant joined");
+        self.gauges();
         self.notifier.send(joined.deliveries);
         Ok(Response::new(pb::JoinReply {
             permission: Some(pb_permission(joined.permission)),
@@ -180,6 +192,7 @@ impl pb::conference_server::Conference for ConferenceService {
         let id = req.into_inner().participant_id;
         let (_, deliveries) = self.state().leave(&id, Instant::now())?;
         tracing::info!(node = %self.node_id, participant = %id, "participant left");
+        self.gauges();
         self.notifier.send(deliveries);
         Ok(Response::new(pb::LeaveReply {}))
     }
@@ -220,6 +233,7 @@ impl pb::conference_server::Conference for ConferenceService {
             self.notifier.send(deliveries);
         }
         tracing::info!(node = %self.node_id, participant = %id, "participant dropped");
+        self.gauges();
         Ok(Response::new(pb::DropParticipantReply {
             participant: Some(detail(&participant)),
         }))

@@ -5,6 +5,7 @@
 pub mod sio;
 pub mod stats;
 
+use conclave_common::grpc::Channel;
 use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::management::v1 as mgmt;
@@ -17,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
-use tonic::transport::Channel;
 
 const ACK_TIMEOUT: Duration = Duration::from_secs(20);
 

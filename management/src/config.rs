@@ -23,6 +23,8 @@ pub struct Config {
     pub data_dir: String,
     pub cluster: ClusterLink,
     pub token: TokenConfig,
+    /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9700".
+    pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -36,6 +38,7 @@ impl Default for Config {
             cluster: ClusterLink::default(),
             token: TokenConfig::default(),
             log: LogConfig::default(),
+            metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9700"),
         }
     }
 }

@@ -66,6 +66,7 @@ pub async fn start_with_clock(
     let store = Arc::new(store::SqliteStore::open(std::path::Path::new(
         &config.data_dir,
     ))?);
+    let _ = conclave_common::metrics::serve(&config.metrics, shutdown.clone()).await;
     tracing::info!(data_dir = %config.data_dir, "store opened");
     let channel = conclave_common::grpc::channel(
         &config.cluster.manager,

@@ -2,11 +2,11 @@
 //! `portal` worker for the token code, retrying within a budget, and derive
 //! the host and TLS flag the client will use.
 
+use conclave_common::grpc::Channel;
 use conclave_proto::cluster::v1 as pb;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use std::time::Duration;
 use tonic::Code;
-use tonic::transport::Channel;
 
 /// What a failed attempt costs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

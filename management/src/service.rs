@@ -7,13 +7,13 @@ use crate::error::ManagementError;
 use crate::portal;
 use crate::room::{self, MediaPermission, Notifying, Role, Room, View};
 use crate::store::{Origin, Store, Taken, TokenRecord};
+use conclave_common::grpc::Channel;
 use conclave_common::token::JoinToken;
 use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::management::v1 as pb;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// Longest id or user name accepted.
@@ -58,6 +58,13 @@ impl ManagementService {
             .await
             .map_err(|e| ManagementError::Internal(e.to_string()))?
             .map_err(ManagementError::from)
+    }
+
+    /// Keep the rooms gauge right after a change.
+    async fn count_rooms(&self) {
+        if let Ok(n) = self.with_store(|s| s.room_count()).await {
+            conclave_common::metrics::gauge!("management_rooms").set(n as f64);
+        }
     }
 
     async fn room(&self, id: &str) -> Result<Room, ManagementError> {
@@ -195,6 +202,7 @@ impl pb::management_server::Management for ManagementService {
         let stored = room.clone();
         self.with_store(move |s| s.insert_room(&stored)).await?;
         tracing::info!(room = %room.id, name = %room.name, "room created");
+        self.count_rooms().await;
         Ok(Response::new(room.into()))
     }
 
@@ -279,6 +287,7 @@ impl pb::management_server::Management for ManagementService {
             return Err(ManagementError::RoomNotFound.into());
         }
         tracing::info!(room = %id, "room deleted");
+        self.count_rooms().await;
         Ok(Response::new(pb::DeleteRoomReply {}))
     }
 
@@ -342,6 +351,8 @@ impl pb::management_server::Management for ManagementService {
         let (id, room_id) = (record.id.clone(), record.room_id.clone());
         self.with_store(move |s| s.insert_token(&record)).await?;
         tracing::info!(token = %id, room = %room_id, portal = %host, "token created");
+        conclave_common::metrics::counter!("management_tokens_total", "event" => "created")
+            .increment(1);
         Ok(Response::new(pb::CreateTokenReply { token }))
     }
 
@@ -363,6 +374,13 @@ impl pb::management_server::Management for ManagementService {
         let taken = self
             .with_store(move |s| s.take_token(&id, now, lifetime))
             .await?;
+        let event = match &taken {
+            Taken::Token(_) => "consumed",
+            Taken::Expired => "expired",
+            Taken::Unknown => "unknown",
+        };
+        conclave_common::metrics::counter!("management_tokens_total", "event" => event)
+            .increment(1);
         match taken {
             Taken::Token(t) => {
                 tracing::info!(token = %t.id, room = %t.room_id, "token consumed");

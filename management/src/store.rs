@@ -58,6 +58,7 @@ pub enum Taken {
 
 pub trait Store: Send + Sync + 'static {
     fn insert_room(&self, room: &Room) -> Result<(), StoreError>;
+    fn room_count(&self) -> Result<u64, StoreError>;
     fn room(&self, id: &str) -> Result<Option<Room>, StoreError>;
     /// Rooms in creation order, `limit` of them from `offset` (`None` = all).
     fn rooms(&self, offset: u64, limit: Option<u64>) -> Result<Vec<Room>, StoreError>;
@@ -141,6 +142,13 @@ impl Store for SqliteStore {
             params![room.id, json(room)],
         )?;
         Ok(())
+    }
+
+    fn room_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM rooms", [], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     fn room(&self, id: &str) -> Result<Option<Room>, StoreError> {

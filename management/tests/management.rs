@@ -3,6 +3,7 @@
 
 use base64::Engine;
 use conclave_common::cluster_worker::{ClusterConfig, ClusterWorker};
+use conclave_common::grpc::Channel;
 use conclave_common::load::ManualLoad;
 use conclave_common::token::JoinToken;
 use conclave_proto::cluster::v1 as cluster;
@@ -15,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const KEY: &str = "integration-test-key";
 

@@ -16,6 +16,8 @@ pub struct Config {
     /// host:port of the management service. Default "127.0.0.1:7000".
     pub management: String,
     pub portal: PortalConfig,
+    /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9702".
+    pub metrics: conclave_common::metrics::MetricsConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
 }
@@ -29,6 +31,7 @@ impl Default for Config {
             portal: PortalConfig::default(),
             cluster: ClusterConfig::default(),
             log: LogConfig::default(),
+            metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9702"),
         }
     }
 }

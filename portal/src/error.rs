@@ -42,6 +42,41 @@ pub enum PortalError {
 }
 
 impl PortalError {
+    /// A bounded label for metrics: the kind of failure, not its text.
+    pub fn class(&self) -> &'static str {
+        match self {
+            PortalError::Connection(_) => "connection_state",
+            PortalError::Dialect(DialectError::UnknownProtocol) => "unknown_protocol",
+            PortalError::Dialect(DialectError::Deprecated) => "deprecated_client",
+            PortalError::Dialect(DialectError::BadUserAgent) => "bad_user_agent",
+            PortalError::Token(TokenError::BadSignature) => "invalid_token_signature",
+            PortalError::Token(_) | PortalError::BadLogin(_) => "bad_request",
+            PortalError::Ticket(crate::ticket::TicketError::Expired) => "ticket_expired",
+            PortalError::Ticket(crate::ticket::TicketError::BadSignature) => {
+                "invalid_ticket_signature"
+            }
+            PortalError::Ticket(crate::ticket::TicketError::Used) => "ticket_used",
+            PortalError::Ticket(_) => "bad_request",
+            PortalError::ClientNotExist => "client_not_exist",
+            PortalError::ReconnectionNotAllowed
+            | PortalError::ParticipantNotMatched
+            | PortalError::ReconnectionNotEnabled => "reconnection_refused",
+            PortalError::AlreadyInRoom => "already_in_room",
+            PortalError::EarlyLeft => "early_left",
+            PortalError::InvalidReceiver | PortalError::InvalidMessage => "bad_request",
+            PortalError::Unsupported(_) => "unsupported",
+            PortalError::Remote(m) => match m.as_str() {
+                "Unknown" => "token_unknown",
+                "Expired" => "token_expired",
+                "Room is full" => "room_full",
+                "Invalid role" => "invalid_role",
+                m if m.starts_with("Timeout to make rpc") => "timeout",
+                m if m.ends_with("is not reachable") => "unreachable",
+                _ => "refused",
+            },
+        }
+    }
+
     /// A failed call to `target.method`, worded as OWT words RPC failures.
     pub fn remote(target: &str, method: &str, status: Status) -> PortalError {
         match status.code() {

@@ -103,6 +103,7 @@ pub async fn start(
     let key =
         conclave_common::token::load_service_key(&config.service_key, &config.service_key_file)
             .map_err(StartError::Config)?;
+    let _ = conclave_common::metrics::serve(&config.metrics, shutdown.clone()).await;
     let listener = tokio::net::TcpListener::bind(&config.portal.listen)
         .await
         .map_err(|source| StartError::Bind {

@@ -10,6 +10,7 @@ use crate::error::PortalError;
 use crate::outbox::{Message, Outbox};
 use crate::ticket::Tickets;
 use conclave_common::cluster_worker::ClusterWorker;
+use conclave_common::grpc::Channel;
 use conclave_common::token::JoinToken;
 use conclave_proto::agent::v1 as agent;
 use conclave_proto::agent::v1::node_manager_client::NodeManagerClient;
@@ -25,7 +26,31 @@ use socketioxide::socket::Sid;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-use tonic::transport::Channel;
+
+/// How long each stage of a login took (those it reached).
+#[derive(Debug, Default, Clone)]
+pub struct Stages {
+    pub token_check: Option<Duration>,
+    pub token_consumption: Option<Duration>,
+    pub schedule: Option<Duration>,
+    pub get_node: Option<Duration>,
+    pub join: Option<Duration>,
+}
+
+impl Stages {
+    fn done(slot: &mut Option<Duration>, stage: &'static str, since: std::time::Instant) {
+        let d = since.elapsed();
+        conclave_common::metrics::histogram!("portal_login_stage_seconds", "stage" => stage)
+            .record(d.as_secs_f64());
+        *slot = Some(d);
+    }
+
+    /// Milliseconds per stage, for the login outcome log line.
+    pub fn ms(d: Option<Duration>) -> f64 {
+        d.map(|d| (d.as_secs_f64() * 1_000_000.0).round() / 1000.0)
+            .unwrap_or(-1.0)
+    }
+}
 
 /// What a successful conference join gives the socket layer.
 pub struct Joined {
@@ -157,7 +182,9 @@ impl Portal {
         socket: Sid,
         connection: SharedConnection,
         login_info: &Value,
+        stages: &mut Stages,
     ) -> Result<Joined, PortalError> {
+        let started = std::time::Instant::now();
         if !login_info.is_object() {
             return Err(PortalError::BadLogin("not an object"));
         }
@@ -172,7 +199,9 @@ impl Portal {
             return Err(PortalError::AlreadyInRoom);
         }
         token.verify(&self.key)?;
+        Stages::done(&mut stages.token_check, "token_check", started);
 
+        let started = std::time::Instant::now();
         let mut management = self.management.clone();
         let grant = management
             .consume_token(mgmt::ConsumeTokenRequest {
@@ -181,8 +210,10 @@ impl Portal {
             .await
             .map_err(|s| PortalError::remote("management", "ConsumeToken", s))?
             .into_inner();
+        Stages::done(&mut stages.token_consumption, "token_consumption", started);
         let room = grant.room_id.clone();
-        let (controller, endpoint) = self.get_controller(&room).await?;
+        let (controller, endpoint) = self.get_controller(&room, stages).await?;
+        let started = std::time::Instant::now();
 
         let origin = grant.origin.clone().unwrap_or_default();
         let mut conference = self.conference(&endpoint)?;
@@ -207,6 +238,7 @@ impl Portal {
             .await
             .map_err(|s| PortalError::remote(&controller, "join", s))?
             .into_inner();
+        Stages::done(&mut stages.join, "join", started);
         let room_info: Value = serde_json::from_str(&reply.room).map_err(|_| {
             PortalError::Remote("the conference answered an unreadable room".into())
         })?;
@@ -253,7 +285,12 @@ impl Portal {
 
     /// OWT `getController`: the room's agent from the scheduler, then the
     /// node serving the room from that agent.
-    async fn get_controller(&self, room: &str) -> Result<(String, String), PortalError> {
+    async fn get_controller(
+        &self,
+        room: &str,
+        stages: &mut Stages,
+    ) -> Result<(String, String), PortalError> {
+        let started = std::time::Instant::now();
         let mut manager = self.manager.clone();
         let scheduled = manager
             .schedule(cluster::ScheduleRequest {
@@ -265,6 +302,8 @@ impl Portal {
             .await
             .map_err(|s| PortalError::remote("cluster manager", "schedule", s))?
             .into_inner();
+        Stages::done(&mut stages.schedule, "schedule", started);
+        let started = std::time::Instant::now();
         let agent_endpoint = scheduled.info.map(|i| i.grpc_endpoint).unwrap_or_default();
         if agent_endpoint.is_empty() {
             return Err(PortalError::Remote(format!(
@@ -285,13 +324,19 @@ impl Portal {
             .await
             .map_err(|s| PortalError::remote(&scheduled.id, "getNode", s))?
             .into_inner();
+        Stages::done(&mut stages.get_node, "get_node", started);
         Ok((node.node_id, node.endpoint))
     }
 
     /// Record a logged-in participant and announce its token code as a task.
     pub async fn register(&self, entry: ClientEntry) {
         let code = entry.token_code.clone();
-        self.clients().insert(entry);
+        let count = {
+            let mut clients = self.clients();
+            clients.insert(entry);
+            clients.len()
+        };
+        conclave_common::metrics::gauge!("portal_participants").set(count as f64);
         if let Some(worker) = self.worker.get()
             && let Err(e) = worker.add_task(&code).await
         {
@@ -318,9 +363,14 @@ impl Portal {
     /// A participant leaves: forget it, leave the conference, lay the token
     /// task down. Idempotent: the second caller finds nothing.
     pub async fn leave(&self, participant: &str) -> bool {
-        let Some(entry) = self.clients().remove(participant) else {
+        let (entry, count) = {
+            let mut clients = self.clients();
+            (clients.remove(participant), clients.len())
+        };
+        let Some(entry) = entry else {
             return false;
         };
+        conclave_common::metrics::gauge!("portal_participants").set(count as f64);
         tracing::info!(%participant, room = %entry.room, "participant leaves");
         self.leave_conference(participant, &entry.endpoint).await;
         if let Some(worker) = self.worker.get()
@@ -389,6 +439,9 @@ impl Portal {
             .state()
             == State::Connected;
         let message = outbox.record(&event, data, connected, tokio::time::Instant::now());
+        if !connected {
+            conclave_common::metrics::counter!("portal_messages_queued_total").increment(1);
+        }
         if connected && !self.emit(entry.socket, &message.event, &message.data) {
             outbox.requeue(message);
         }
@@ -547,6 +600,7 @@ impl Portal {
             let _ = socket.disconnect();
         }
         tracing::warn!(%participant, "participant dropped");
+        conclave_common::metrics::counter!("portal_drops_total").increment(1);
         self.leave(participant).await
     }
 

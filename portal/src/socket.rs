@@ -8,7 +8,7 @@
 use crate::connection::{Completion, Connection, Disconnect};
 use crate::dialect::Protocol;
 use crate::error::PortalError;
-use crate::portal::{Portal, ReloginReply};
+use crate::portal::{Portal, ReloginReply, Stages};
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use std::sync::{Arc, Mutex};
@@ -42,6 +42,7 @@ pub async fn on_connect(s: SocketRef, State(portal): P) -> Result<(), std::conve
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(s.id, connection);
+    conclave_common::metrics::gauge!("portal_sockets", "eio" => eio(&s)).increment(1.0);
     arm_idle_timer(&portal, &s);
     s.on("login", on_login);
     s.on("logout", on_logout);
@@ -108,10 +109,15 @@ fn arm_idle_timer(portal: &Arc<Portal>, s: &SocketRef) {
 }
 
 async fn on_login(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
-    let span = tracing::info_span!("login", participant = %s.id);
-    login(s, portal, data.unwrap_or(Value::Null), ack)
-        .instrument(span)
-        .await
+    // One login is one trace: its id is on every log line of the login, here
+    // and in every service the login calls.
+    let trace_id = conclave_common::trace::new_trace_id();
+    let span = tracing::info_span!("login", participant = %s.id, trace_id = %trace_id);
+    conclave_common::trace::scope(
+        trace_id,
+        login(s, portal, data.unwrap_or(Value::Null), ack).instrument(span),
+    )
+    .await
 }
 
 async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
@@ -127,10 +133,28 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
         Err(e) => return error(ack, e),
     };
     let participant = s.id.to_string();
-    match portal
-        .join(&participant, s.id, connection.clone(), &info)
-        .await
-    {
+    let started = std::time::Instant::now();
+    let mut stages = Stages::default();
+    let outcome = portal
+        .join(&participant, s.id, connection.clone(), &info, &mut stages)
+        .await;
+    let class = match &outcome {
+        Ok(_) => "ok",
+        Err(e) => e.class(),
+    };
+    conclave_common::metrics::counter!("portal_logins_total", "outcome" => class).increment(1);
+    tracing::info!(
+        %participant,
+        outcome = class,
+        total_ms = Stages::ms(Some(started.elapsed())),
+        token_check_ms = Stages::ms(stages.token_check),
+        token_consumption_ms = Stages::ms(stages.token_consumption),
+        schedule_ms = Stages::ms(stages.schedule),
+        get_node_ms = Stages::ms(stages.get_node),
+        join_ms = Stages::ms(stages.join),
+        "login outcome"
+    );
+    match outcome {
         Ok(mut joined) => {
             let completion = connection
                 .lock()
@@ -171,6 +195,17 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
 }
 
 async fn on_relogin(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
+    let trace_id = conclave_common::trace::new_trace_id();
+    let span = tracing::info_span!("relogin", socket = %s.id, trace_id = %trace_id);
+    conclave_common::trace::scope(trace_id, relogin(s, portal, data, ack).instrument(span)).await
+}
+
+async fn relogin(
+    s: SocketRef,
+    portal: Arc<Portal>,
+    data: Result<Value, socketioxide::ParserError>,
+    ack: AckSender,
+) {
     let Some(connection) = connection_of(&portal, &s) else {
         return;
     };
@@ -203,6 +238,11 @@ async fn on_relogin(s: SocketRef, State(portal): P, TryData(data): TryData<Value
             ReloginReply::Ticket { ticket, ok } => ack.send(&(*ok, ticket)),
         };
     });
+    let class = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.class(),
+    };
+    conclave_common::metrics::counter!("portal_relogins_total", "outcome" => class).increment(1);
     if let Err(e) = result {
         tracing::info!(socket = %s.id, reason = %e, "relogin failed");
         connection
@@ -295,7 +335,16 @@ async fn on_text(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, 
     }
 }
 
+/// The Engine.IO version of a socket, as a metrics label.
+fn eio(s: &SocketRef) -> &'static str {
+    match s.protocol() {
+        socketioxide::ProtocolVersion::V4 => "3",
+        _ => "4",
+    }
+}
+
 async fn on_disconnect(s: SocketRef, State(portal): P) {
+    conclave_common::metrics::gauge!("portal_sockets", "eio" => eio(&s)).decrement(1.0);
     let connection = portal
         .connections
         .lock()

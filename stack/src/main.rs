@@ -10,6 +10,7 @@ use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -59,20 +60,28 @@ fn start(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let key_env = std::env::var("CONCLAVE_SERVICE_KEY")
         .unwrap_or_else(|_| conclave_common::token::DEV_SERVICE_KEY.to_string());
+    let mut env = vec![("CONCLAVE_SERVICE_KEY", key_env.as_str())];
+    if ANY_PORTS.load(std::sync::atomic::Ordering::Relaxed) {
+        env.push(("CONCLAVE_METRICS__LISTEN", "127.0.0.1:0"));
+    }
     ServiceProcess::start_named(
         name,
         program.to_str().unwrap_or(name),
         &args,
-        &[("CONCLAVE_SERVICE_KEY", &key_env)],
+        &env,
         marker,
         key,
     )
     .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// `--any-ports`: metrics too on ports the OS picks.
+static ANY_PORTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    ANY_PORTS.store(args.any_ports, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::current_exe()?
         .parent()
         .context("the launcher's directory")?
@@ -188,7 +197,7 @@ async fn main() -> anyhow::Result<()> {
             let _ = p.child.kill();
         }
     }
-    println!("conclave-stack stopped");
+    let _ = writeln!(std::io::stdout(), "conclave-stack stopped");
     Ok(())
 }
 

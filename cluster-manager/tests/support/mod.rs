@@ -4,13 +4,13 @@
 
 use cluster_manager::{ClusterManager, Config};
 use conclave_common::cluster_worker::{ClusterConfig, ClusterWorker};
+use conclave_common::grpc::Channel;
 use conclave_common::load::ManualLoad;
 use conclave_proto::cluster::v1 as pb;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub struct Running {
     pub manager: ClusterManager,

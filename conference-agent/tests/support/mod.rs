@@ -3,6 +3,7 @@
 //! agents spawning the real `conference` binary.
 #![allow(dead_code)]
 
+use conclave_common::grpc::Channel;
 use conclave_common::grpc::GrpcServer;
 use conclave_proto::agent::v1 as agent_pb;
 use conclave_proto::agent::v1::node_manager_client::NodeManagerClient;
@@ -18,7 +19,6 @@ use serde_json::Value;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub const PORTAL_ID: &str = "portal-fake@test";

@@ -4,6 +4,7 @@
 //! helpers to look inside.
 #![allow(dead_code)]
 
+use conclave_common::grpc::Channel;
 use conclave_common::testing::{ServiceProcess, workspace_bin};
 use conclave_common::token::JoinToken;
 use conclave_proto::cluster::v1 as cluster;
@@ -20,7 +21,6 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tonic::transport::Channel;
 
 pub const KEY: &str = "e2e-test-service-key";
 
@@ -48,9 +48,14 @@ impl Drop for Stack {
     }
 }
 
+/// Logs every test stack keeps: info, plus each RPC's line in its span
+/// (method and trace id).
+const LOG: &str = "info,conclave_common::grpc=debug";
+
 fn start(bin: &str, sets: &[String], marker: &str, key: &str) -> (ServiceProcess, String) {
     let args: Vec<String> = sets
         .iter()
+        .chain(std::iter::once(&"metrics.listen=127.0.0.1:0".to_string()))
         .flat_map(|s| ["--set".to_string(), s.clone()])
         .collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -58,7 +63,7 @@ fn start(bin: &str, sets: &[String], marker: &str, key: &str) -> (ServiceProcess
     ServiceProcess::start(
         path.to_str().unwrap(),
         &args,
-        &[("CONCLAVE_SERVICE_KEY", KEY)],
+        &[("CONCLAVE_SERVICE_KEY", KEY), ("RUST_LOG", LOG)],
         marker,
         key,
     )
@@ -113,20 +118,7 @@ pub async fn stack(extra_portal: &[&str]) -> Stack {
             format!("management={management}"),
         ];
         portal_sets.extend(extra);
-        let args: Vec<String> = portal_sets
-            .iter()
-            .flat_map(|s| ["--set".to_string(), s.clone()])
-            .collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let path = workspace_bin("portal");
-        let (p, line_addr) = ServiceProcess::start(
-            path.to_str().unwrap(),
-            &args,
-            &[("CONCLAVE_SERVICE_KEY", KEY)],
-            "portal serving",
-            "socket_addr",
-        )
-        .expect("portal starts");
+        let (p, line_addr) = start("portal", &portal_sets, "portal serving", "socket_addr");
         // the portal's gRPC address and worker id come from the cluster manager (resolve)
         Stack {
             manager,
@@ -153,6 +145,26 @@ fn rand_suffix() -> u64 {
 }
 
 impl Stack {
+    /// Where the `i`th process (0 cluster manager, 1 management, 2 agent,
+    /// 3 portal) serves `/metrics`.
+    pub fn metrics_addr(&self, i: usize) -> String {
+        self.processes[i]
+            .history
+            .iter()
+            .find(|l| l.contains("metrics listening"))
+            .and_then(|l| conclave_common::handshake::field(l, "local_addr"))
+            .expect("the service logs its metrics address")
+    }
+
+    /// Log lines a process printed since the last call (its nodes' too, for the agent).
+    pub fn drain_logs(&self, i: usize) -> Vec<String> {
+        let mut out = self.processes[i].history.clone();
+        while let Ok(l) = self.processes[i].lines.try_recv() {
+            out.push(l);
+        }
+        out
+    }
+
     /// Find the portal's worker id and gRPC address from the cluster, and
     /// wait until a portal and an agent are schedulable.
     async fn resolve(mut self) -> Stack {
