@@ -365,9 +365,16 @@ pub async fn relogin(target: &Target, pairs: usize) -> anyhow::Result<ReloginRep
         match back.call("relogin", &[json!(ticket)], ACK_TIMEOUT).await {
             Ok(ack) if ack.first().and_then(Value::as_str) == Some("ok") => {
                 latencies.push(t0.elapsed());
-                let got = ack[1]["messages"]
+                let replayed = ack[1]["messages"]
                     .as_array()
                     .is_some_and(|ms| ms.iter().any(|m| m["data"]["message"] == text.as_str()));
+                // The conference delivers notifications asynchronously: a text
+                // that reached the portal after the relogin arrives as an event.
+                let got = replayed
+                    || back
+                        .wait_event("text", Duration::from_secs(2))
+                        .await
+                        .is_some_and(|e| e.data["message"] == text.as_str());
                 if !got {
                     lost += 1;
                 }

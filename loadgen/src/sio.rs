@@ -162,6 +162,21 @@ impl Client {
         }
     }
 
+    /// Send a raw Engine.IO text frame (for hostile-input tests).
+    pub fn send_raw(&self, frame: &str) {
+        let _ = self.out.send(Message::Text(frame.to_string().into()));
+    }
+
+    /// Send a raw binary frame.
+    pub fn send_binary(&self, bytes: Vec<u8>) {
+        let _ = self.out.send(Message::Binary(bytes.into()));
+    }
+
+    /// Whether the server has closed the connection.
+    pub fn closed(&self) -> bool {
+        self.reader.is_finished()
+    }
+
     /// Close with a Socket.IO disconnect.
     pub fn disconnect(&self) {
         let _ = self.out.send(Message::Text("41".into()));

@@ -52,7 +52,7 @@ impl Drop for Stack {
 /// (method and trace id).
 const LOG: &str = "info,conclave_common::grpc=debug";
 
-fn start(bin: &str, sets: &[String], marker: &str, key: &str) -> (ServiceProcess, String) {
+pub fn start(bin: &str, sets: &[String], marker: &str, key: &str) -> (ServiceProcess, String) {
     let args: Vec<String> = sets
         .iter()
         .chain(std::iter::once(&"metrics.listen=127.0.0.1:0".to_string()))
@@ -145,6 +145,98 @@ fn rand_suffix() -> u64 {
 }
 
 impl Stack {
+    /// Kill the cluster manager (SIGKILL) and return once it is gone.
+    pub fn kill_manager(&mut self) {
+        let m = &mut self.processes[0];
+        m.signal("KILL");
+        m.wait_exit(Duration::from_secs(5))
+            .expect("the manager dies");
+    }
+
+    /// Start a cluster manager again on the same address (after
+    /// [`kill_manager`](Self::kill_manager)), with OWT-like initial time.
+    pub async fn restart_manager(&mut self, initial_time_ms: u64) {
+        let sets = vec![
+            format!("listen={}", self.manager),
+            format!("manager.initial_time={initial_time_ms}"),
+        ];
+        let (m, _) = tokio::task::spawn_blocking(move || {
+            start(
+                "cluster-manager",
+                &sets,
+                "gRPC server listening",
+                "local_addr",
+            )
+        })
+        .await
+        .unwrap();
+        self.processes[0] = m;
+    }
+
+    /// Another conference agent in the cluster; its gRPC address.
+    pub async fn add_agent(&mut self) -> String {
+        let sets = vec![
+            "listen=127.0.0.1:0".into(),
+            "advertised_host=127.0.0.1".into(),
+            format!("cluster.manager={}", self.manager),
+            "cluster.report_load_interval=100".into(),
+            format!("node.management={}", self.management),
+            "agent.maxProcesses=64".into(),
+        ];
+        let (a, addr) = tokio::task::spawn_blocking(move || {
+            start(
+                "conference-agent",
+                &sets,
+                "conference agent serving",
+                "endpoint",
+            )
+        })
+        .await
+        .unwrap();
+        self.processes.push(a);
+        addr
+    }
+
+    /// Another portal serving `region`; its Socket.IO address.
+    pub async fn add_portal(&mut self, region: &str) -> String {
+        let sets = vec![
+            "portal.listen=127.0.0.1:0".to_string(),
+            "portal.grpc_listen=127.0.0.1:0".into(),
+            "portal.hostname=127.0.0.1".into(),
+            "portal.ip_address=127.0.0.1".into(),
+            "portal.load=clients".into(),
+            format!("portal.regions=[\"{region}\"]"),
+            format!("cluster.manager={}", self.manager),
+            "cluster.report_load_interval=100".into(),
+            format!("management={}", self.management),
+        ];
+        let (p, addr) = tokio::task::spawn_blocking(move || {
+            start("portal", &sets, "portal serving", "socket_addr")
+        })
+        .await
+        .unwrap();
+        self.processes.push(p);
+        addr
+    }
+
+    /// A token placed by region preference (with [`add_portal`](Self::add_portal)).
+    pub async fn token_in_region(&self, room: &str, user: &str, region: &str) -> String {
+        self.management_client()
+            .create_token(mgmt::CreateTokenRequest {
+                room_id: room.into(),
+                user: user.into(),
+                role: "presenter".into(),
+                preference: Some(mgmt::Preference {
+                    isp: String::new(),
+                    region: region.into(),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .token
+    }
+
     /// Where the `i`th process (0 cluster manager, 1 management, 2 agent,
     /// 3 portal) serves `/metrics`.
     pub fn metrics_addr(&self, i: usize) -> String {
@@ -278,35 +370,53 @@ impl Stack {
             .tasks
     }
 
-    /// Participant ids the room's conference node holds (empty if none serves it).
+    /// Participant ids the room's conference node holds (empty if none
+    /// serves it), asking every agent of the cluster.
     pub async fn conference_participants(&self, room: &str) -> Vec<String> {
-        let agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
-            conclave_common::grpc::channel(&self.agent, Duration::from_secs(5)).unwrap(),
-        );
-        let Ok(node) = agent
-            .clone()
-            .query_node(conclave_proto::agent::v1::QueryNodeRequest { room: room.into() })
-            .await
-        else {
-            return vec![];
-        };
-        let endpoint = node.into_inner().endpoint;
-        let mut c = ConferenceClient::new(
-            conclave_common::grpc::channel(&endpoint, Duration::from_secs(5)).unwrap(),
-        );
-        let mut ids: Vec<String> = c
-            .get_participants(conf::GetParticipantsRequest {})
-            .await
-            .map(|r| {
-                r.into_inner()
-                    .participants
-                    .into_iter()
-                    .map(|p| p.id)
-                    .collect()
+        let mut m = self.manager_client();
+        let agents = m
+            .get_workers(cluster::GetWorkersRequest {
+                purpose: "conference".into(),
             })
+            .await
+            .map(|r| r.into_inner().workers)
             .unwrap_or_default();
-        ids.sort();
-        ids
+        for id in agents {
+            let Ok(attr) = m
+                .get_worker_attr(cluster::GetWorkerAttrRequest { worker_id: id })
+                .await
+            else {
+                continue;
+            };
+            let endpoint = attr.into_inner().info.unwrap_or_default().grpc_endpoint;
+            let mut agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
+                conclave_common::grpc::channel(&endpoint, Duration::from_secs(5)).unwrap(),
+            );
+            let Ok(node) = agent
+                .query_node(conclave_proto::agent::v1::QueryNodeRequest { room: room.into() })
+                .await
+            else {
+                continue;
+            };
+            let endpoint = node.into_inner().endpoint;
+            let mut c = ConferenceClient::new(
+                conclave_common::grpc::channel(&endpoint, Duration::from_secs(5)).unwrap(),
+            );
+            let mut ids: Vec<String> = c
+                .get_participants(conf::GetParticipantsRequest {})
+                .await
+                .map(|r| {
+                    r.into_inner()
+                        .participants
+                        .into_iter()
+                        .map(|p| p.id)
+                        .collect()
+                })
+                .unwrap_or_default();
+            ids.sort();
+            return ids;
+        }
+        vec![]
     }
 
     /// No participant leaked: the portal's clients for `room` and the
@@ -424,6 +534,11 @@ impl PyClient {
 
     /// Spawn a client of `flavor` and connect it to the stack's portal.
     pub async fn connect(stack: &Stack, flavor: Flavor) -> PyClient {
+        Self::connect_url(&stack.url(), flavor).await
+    }
+
+    /// Spawn a client of `flavor` and connect it to `url`.
+    pub async fn connect_url(url: &str, flavor: Flavor) -> PyClient {
         let mut c = PyClient::spawn(flavor).await;
         let transports = match flavor {
             Flavor::Eio4Polling => json!(["polling", "websocket"]),
@@ -431,7 +546,7 @@ impl PyClient {
             Flavor::Eio3 => json!(["polling", "websocket"]),
         };
         let r = c
-            .cmd(json!({"cmd": "connect", "url": stack.url(), "transports": transports}))
+            .cmd(json!({"cmd": "connect", "url": url, "transports": transports}))
             .await;
         assert_eq!(r["ok"], true, "{r}");
         c.sid = r["sid"].as_str().unwrap_or_default().to_string();

@@ -1,0 +1,400 @@
+//! Fault injection over the real binaries on loopback: processes killed with
+//! SIGKILL, restarted, paused with SIGSTOP. After each scenario the portal's
+//! participants and the conference's agree and no task is orphaned. The
+//! measured detection and recovery times are printed (`FAULT-TIMING` lines)
+//! and written down in RELIABILITY.md.
+
+mod support;
+
+use conclave_proto::cluster::v1 as cluster;
+use serde_json::json;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn timing(scenario: &str, what: &str, d: Duration) {
+    eprintln!(
+        "FAULT-TIMING {scenario}: {what} {:.0} ms",
+        d.as_secs_f64() * 1000.0
+    );
+}
+
+async fn workers(stack: &Stack, purpose: &str) -> Vec<String> {
+    stack
+        .manager_client()
+        .get_workers(cluster::GetWorkersRequest {
+            purpose: purpose.into(),
+        })
+        .await
+        .map(|r| r.into_inner().workers)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_manager_killed_and_restarted_under_a_trickle_of_logins() {
+    if !have_clients() {
+        return;
+    }
+    let mut stack = stack(&[]).await;
+    let room = stack.room(-1).await;
+    let mut stayer = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        stayer
+            .login(&stack.token(&room, "stayer", "presenter").await, "1.2")
+            .await[0],
+        "ok"
+    );
+    let agent_before = stack
+        .manager_client()
+        .get_scheduled(cluster::GetScheduledRequest {
+            purpose: "conference".into(),
+            task: room.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    // tokens made while the manager is up: logins during the outage need none
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        tokens.push(stack.token(&room, &format!("t{i}"), "viewer").await);
+    }
+
+    stack.kill_manager();
+    let killed = Instant::now();
+    let mut during = Vec::new();
+    for token in tokens.drain(..3) {
+        let mut c = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+        let ack = c.login(&token, "1.2").await;
+        during.push(ack);
+        c.quit().await;
+    }
+    for ack in &during {
+        assert_eq!(
+            ack[0], "error",
+            "logins fail while the manager is down: {ack:?}"
+        );
+        let reason = ack[1].as_str().unwrap();
+        assert!(
+            reason.starts_with("Timeout to make rpc") || reason.contains("is not reachable"),
+            "a clear error: {reason}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stack.restart_manager(2000).await;
+    let restarted = Instant::now();
+    timing(
+        "manager restart",
+        "outage (kill to restart)",
+        restarted - killed,
+    );
+    // a steady trickle: one login every 200 ms until one succeeds
+    let mut first_ok = None;
+    for token in tokens.iter() {
+        let mut c = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+        let ack = c.login(token, "1.2").await;
+        c.quit().await;
+        if ack[0] == "ok" {
+            first_ok = Some(restarted.elapsed());
+            break;
+        }
+        let reason = ack[1].as_str().unwrap_or_default().to_string();
+        assert!(
+            reason == "cluster manager is not ready."
+                || reason.starts_with("Timeout")
+                || reason.contains("reachable")
+                || reason.contains("No scheduler"),
+            "only clear errors while the cluster recovers: {reason}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first_ok = first_ok.expect("logins succeed again");
+    timing(
+        "manager restart",
+        "restart to first successful login",
+        first_ok,
+    );
+    assert!(
+        first_ok <= Duration::from_secs(4),
+        "logins back within about 3 s: {first_ok:?}"
+    );
+
+    // the survivor never noticed; workers rejoined and re-announced their tasks
+    assert!(stayer.connected().await);
+    assert_eq!(
+        stayer
+            .emit("text", vec![json!({"to": "all", "message": "still here"})])
+            .await,
+        vec![json!("ok")]
+    );
+    assert_eq!(workers(&stack, "portal").await.len(), 1);
+    assert_eq!(workers(&stack, "conference").await.len(), 1);
+    let agent_after = stack
+        .manager_client()
+        .get_scheduled(cluster::GetScheduledRequest {
+            purpose: "conference".into(),
+            task: room.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    assert_eq!(agent_after, agent_before, "the room kept its agent");
+    assert!(
+        !stack.portal_tasks().await.is_empty(),
+        "the portal re-announced its token tasks"
+    );
+    let mut ids = vec![stayer.sid.clone()];
+    ids.extend(
+        stack
+            .clients()
+            .await
+            .into_iter()
+            .map(|c| c.participant_id)
+            .filter(|p| p != &stayer.sid),
+    );
+    ids.sort();
+    ids.dedup();
+    let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    stack.assert_participants(&room, &expected).await;
+    stayer.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_is_dropped_and_its_rooms_move() {
+    if !have_clients() {
+        return;
+    }
+    let mut stack = stack(&[]).await;
+    stack.add_agent().await;
+    // wait for both agents to be schedulable
+    for _ in 0..100 {
+        if workers(&stack, "conference").await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // rooms land where last-used puts them: find one on each agent
+    let first_agent_room = stack.room(-1).await;
+    let mut a = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        a.login(
+            &stack.token(&first_agent_room, "a", "presenter").await,
+            "1.2"
+        )
+        .await[0],
+        "ok"
+    );
+    let agent = stack
+        .manager_client()
+        .get_scheduled(cluster::GetScheduledRequest {
+            purpose: "conference".into(),
+            task: first_agent_room.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    let victim = agent.clone();
+    // which process is the victim (2: the first agent, 4: the added one)? its log names its worker id
+    let mut victim_index = None;
+    for i in [2usize, 4] {
+        let logs = stack.processes[i].history.join("\n");
+        if logs.contains(&victim) {
+            victim_index = Some(i);
+        }
+    }
+    let i = victim_index.expect("the room's agent is one of ours");
+    let killed = Instant::now();
+    stack.processes[i].signal("KILL");
+    assert!(
+        a.wait_event("drop", 10.0).await.is_some(),
+        "its participants are dropped"
+    );
+    timing(
+        "agent SIGKILL",
+        "kill to participant dropped",
+        killed.elapsed(),
+    );
+    for _ in 0..200 {
+        if !workers(&stack, "conference").await.contains(&victim) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lost_after = killed.elapsed();
+    assert!(!workers(&stack, "conference").await.contains(&victim));
+    timing(
+        "agent SIGKILL",
+        "kill to removed by the manager",
+        lost_after,
+    );
+    assert!(
+        lost_after <= Duration::from_secs(6),
+        "about 4 s: {lost_after:?}"
+    );
+    // a new login to the room lands on the other agent
+    let mut b = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        b.login(
+            &stack.token(&first_agent_room, "b", "presenter").await,
+            "1.2"
+        )
+        .await[0],
+        "ok"
+    );
+    let now = stack
+        .manager_client()
+        .get_scheduled(cluster::GetScheduledRequest {
+            purpose: "conference".into(),
+            task: first_agent_room.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .worker_id;
+    assert_ne!(now, victim);
+    stack
+        .assert_participants(&first_agent_room, &[&b.sid])
+        .await;
+    // no orphan node of the killed agent
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let orphans = std::process::Command::new("pgrep")
+        .args(["-f", &format!("--node-id {victim}")])
+        .output()
+        .unwrap();
+    assert!(
+        orphans.stdout.is_empty(),
+        "nodes outlived their agent: {}",
+        String::from_utf8_lossy(&orphans.stdout)
+    );
+    a.quit().await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_portal_leaves_its_rooms_and_the_others_hear_it() {
+    if !have_clients() {
+        return;
+    }
+    let mut stack = stack(&[]).await;
+    let other = stack.add_portal("b").await;
+    for _ in 0..100 {
+        if workers(&stack, "portal").await.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let room = stack.room(-1).await;
+    let mut here = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        here.login(&stack.token(&room, "here", "presenter").await, "1.2")
+            .await[0],
+        "ok"
+    );
+    let token = stack.token_in_region(&room, "there", "b").await;
+    let host = conclave_common::token::JoinToken::decode(&token)
+        .unwrap()
+        .host;
+    assert_eq!(host, other, "the region preference picks the second portal");
+    let mut there = PyClient::connect_url(&format!("http://{other}"), Flavor::Eio4Websocket).await;
+    assert_eq!(there.login(&token, "1.2").await[0], "ok");
+    assert_eq!(
+        here.wait_event("participant", 5.0).await.unwrap()["action"],
+        "join"
+    );
+    let other_worker = workers(&stack, "portal")
+        .await
+        .into_iter()
+        .find(|w| w != &stack.portal_worker)
+        .unwrap();
+
+    let killed = Instant::now();
+    let last = stack.processes.len() - 1;
+    stack.processes[last].signal("KILL");
+    let left = here
+        .wait_event("participant", 10.0)
+        .await
+        .expect("the others are told");
+    assert_eq!(left, json!({"action": "leave", "data": there.sid}));
+    let told = killed.elapsed();
+    timing("portal SIGKILL", "kill to leave heard by the others", told);
+    assert!(told <= Duration::from_secs(7), "about 5 s: {told:?}");
+    stack.assert_participants(&room, &[&here.sid]).await;
+    // the dead portal's executing token task was released with it
+    let tasks = stack
+        .manager_client()
+        .get_tasks(cluster::GetTasksRequest {
+            worker_id: other_worker,
+        })
+        .await;
+    assert!(tasks.is_err(), "the dead portal is gone from the cluster");
+    here.quit().await;
+    there.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_node_is_treated_as_dead_and_resuming_it_duplicates_nothing() {
+    if !have_clients() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let room = stack.room(-1).await;
+    let mut a = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        a.login(&stack.token(&room, "a", "presenter").await, "1.2")
+            .await[0],
+        "ok"
+    );
+    let mut agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
+        conclave_common::grpc::channel(&stack.agent, Duration::from_secs(5)).unwrap(),
+    );
+    let nodes = agent
+        .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let node = nodes.into_iter().find(|n| n.room == room).unwrap();
+    let paused = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-STOP", &node.pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(
+        a.wait_event("drop", 15.0).await.is_some(),
+        "its participants are dropped"
+    );
+    timing(
+        "node SIGSTOP",
+        "pause to participants dropped",
+        paused.elapsed(),
+    );
+    std::process::Command::new("kill")
+        .args(["-CONT", &node.pid.to_string()])
+        .status()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alive = std::fs::read_to_string(format!("/proc/{}/stat", node.pid))
+        .is_ok_and(|s| !s.contains(") Z"));
+    assert!(!alive, "the paused node was killed, not resumed");
+    let nodes = agent
+        .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert!(
+        nodes.iter().filter(|n| n.room == room).count() <= 1,
+        "no duplicate room"
+    );
+    // the room opens again on a fresh node
+    let mut b = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        b.login(&stack.token(&room, "b", "presenter").await, "1.2")
+            .await[0],
+        "ok"
+    );
+    stack.assert_participants(&room, &[&b.sid]).await;
+    a.quit().await;
+    b.quit().await;
+}
