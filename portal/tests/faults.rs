@@ -156,6 +156,7 @@ async fn cluster_manager_killed_and_restarted_under_a_trickle_of_logins() {
     ids.dedup();
     let expected: Vec<&str> = ids.iter().map(String::as_str).collect();
     stack.assert_participants(&room, &expected).await;
+    stack.assert_invariants(&[]).await;
     stayer.quit().await;
 }
 
@@ -267,6 +268,7 @@ async fn a_killed_agent_is_dropped_and_its_rooms_move() {
         "nodes outlived their agent: {}",
         String::from_utf8_lossy(&orphans.stdout)
     );
+    stack.assert_invariants(&[i]).await;
     a.quit().await;
     b.quit().await;
 }
@@ -328,6 +330,7 @@ async fn a_killed_portal_leaves_its_rooms_and_the_others_hear_it() {
         })
         .await;
     assert!(tasks.is_err(), "the dead portal is gone from the cluster");
+    stack.assert_invariants(&[last]).await;
     here.quit().await;
     there.quit().await;
 }
@@ -337,7 +340,7 @@ async fn a_paused_node_is_treated_as_dead_and_resuming_it_duplicates_nothing() {
     if !have_clients() {
         return;
     }
-    let stack = stack(&[]).await;
+    let mut stack = stack(&[]).await;
     let room = stack.room(-1).await;
     let mut a = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
     assert_eq!(
@@ -395,6 +398,7 @@ async fn a_paused_node_is_treated_as_dead_and_resuming_it_duplicates_nothing() {
         "ok"
     );
     stack.assert_participants(&room, &[&b.sid]).await;
+    stack.assert_invariants(&[]).await;
     a.quit().await;
     b.quit().await;
 }

@@ -237,6 +237,77 @@ impl Stack {
             .token
     }
 
+    /// The invariants every fault scenario ends with: no process of the stack
+    /// died unless the test killed it (`killed` indexes `processes`); every
+    /// worker the manager lists, and so every owner of an executing task, is
+    /// a live process of ours; no `conference` process belongs to a dead or
+    /// unknown agent.
+    pub async fn assert_invariants(&mut self, killed: &[usize]) {
+        for (i, p) in self.processes.iter_mut().enumerate() {
+            let exited = p.child.try_wait().ok().flatten();
+            if killed.contains(&i) {
+                continue;
+            }
+            assert!(exited.is_none(), "process {i} died: {exited:?}");
+        }
+        let mut m = self.manager_client();
+        let workers = m
+            .get_workers(cluster::GetWorkersRequest {
+                purpose: "all".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        let live_logs: String = self
+            .processes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !killed.contains(i))
+            .map(|(_, p)| p.history.join("\n"))
+            .collect();
+        for w in &workers {
+            assert!(
+                live_logs.contains(w.as_str()),
+                "worker {w} is listed but is none of the live processes"
+            );
+            // its tasks are answered, so their owner is known and alive
+            m.get_tasks(cluster::GetTasksRequest {
+                worker_id: w.clone(),
+            })
+            .await
+            .unwrap();
+        }
+        let agents: Vec<&String> = workers
+            .iter()
+            .filter(|w| w.starts_with("conference-"))
+            .collect();
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+            .unwrap();
+        for line in String::from_utf8_lossy(&ps.stdout).lines() {
+            let Some(rest) = line.split("--node-id ").nth(1) else {
+                continue;
+            };
+            let node = rest.split_whitespace().next().unwrap_or_default();
+            let Some((agent, _)) = node.rsplit_once('_') else {
+                continue;
+            };
+            // nodes of other test stacks running in parallel belong to their own agents
+            if self
+                .processes
+                .iter()
+                .any(|p| p.history.iter().any(|l| l.contains(agent)))
+            {
+                assert!(
+                    agents.iter().any(|a| *a == agent),
+                    "orphan conference node {node}"
+                );
+            }
+        }
+    }
+
     /// Where the `i`th process (0 cluster manager, 1 management, 2 agent,
     /// 3 portal) serves `/metrics`.
     pub fn metrics_addr(&self, i: usize) -> String {
