@@ -1,6 +1,7 @@
 //! The real `cluster-manager` binary: start-up on an OS-assigned port, grpcurl
 //! against its reflection, health, SIGTERM shutdown.
 
+use conclave_common::testing::run;
 use conclave_common::testing::{ServiceProcess, grpcurl};
 use std::process::Command;
 use std::time::Duration;
@@ -21,16 +22,6 @@ fn start() -> (ServiceProcess, String) {
         "local_addr",
     )
     .expect("cluster-manager starts")
-}
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().expect("command runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
 }
 
 #[test]

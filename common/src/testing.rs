@@ -40,3 +40,32 @@ pub fn grpcurl() -> Option<PathBuf> {
     }
     found
 }
+
+/// Run a command to completion: (success, stdout and stderr).
+pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd.output().expect("command runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Poll `check` every 25 ms until it returns true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}

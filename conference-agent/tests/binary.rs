@@ -3,22 +3,13 @@
 
 mod support;
 
+use conclave_common::testing::run;
 use conclave_common::testing::{ServiceProcess, grpcurl};
 use std::process::Command;
 use std::time::Duration;
 use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_conference-agent");
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().expect("command runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_nodes_and_participants_and_sigterm_cleans_up() {

@@ -487,6 +487,35 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// Log `tokens` in at `addr`, hold them idle, and measure process `pid`'s
+/// resident memory before and after.
+async fn hold_idle(
+    addr: &str,
+    pid: u32,
+    tokens: Vec<String>,
+    concurrency: usize,
+    progress: bool,
+) -> IdleReport {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid).unwrap_or_default();
+    let (clients, report) = logins(addr, tokens, concurrency, "conclave-loadgen", progress).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid).unwrap_or_default();
+    if report.failed > 0 {
+        eprintln!("  {} idle logins failed", report.failed);
+    }
+    let held = clients.len();
+    close_all(clients).await;
+    IdleReport {
+        connections: held,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0)
+            .round()
+            / 10.0,
+    }
+}
+
 /// Hold `n` logged-in idle participants and measure the portal's memory.
 pub async fn idle(target: &Target, n: usize, concurrency: usize) -> anyhow::Result<IdleReport> {
     let pid = target
@@ -499,52 +528,15 @@ pub async fn idle(target: &Target, n: usize, concurrency: usize) -> anyhow::Resu
         .into_iter()
         .map(|(_, t)| t)
         .collect();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(pid).unwrap_or_default();
-    let (clients, report) = logins(
-        &target.portal,
-        tokens,
-        concurrency,
-        "conclave-loadgen",
-        true,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(pid).unwrap_or_default();
-    let held = clients.len();
-    if report.failed > 0 {
-        eprintln!("  {} idle logins failed", report.failed);
-    }
-    close_all(clients).await;
+    let report = hold_idle(&target.portal, pid, tokens, concurrency, true).await;
     close_all(warm).await;
-    Ok(IdleReport {
-        connections: held,
-        rss_before_kib: before,
-        rss_after_kib: after,
-        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0)
-            .round()
-            / 10.0,
-    })
+    Ok(report)
 }
 
 /// Hold `n` connections logged in to the bare server and measure it.
 pub async fn idle_bare(addr: &str, pid: u32, n: usize, concurrency: usize) -> IdleReport {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(pid).unwrap_or_default();
     let tokens = (0..n).map(|i| format!("bare-idle-{i}")).collect();
-    let (clients, _) = logins(addr, tokens, concurrency, "conclave-loadgen", false).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(pid).unwrap_or_default();
-    let held = clients.len();
-    close_all(clients).await;
-    IdleReport {
-        connections: held,
-        rss_before_kib: before,
-        rss_after_kib: after,
-        kib_per_connection: ((after.saturating_sub(before)) as f64 / held.max(1) as f64 * 10.0)
-            .round()
-            / 10.0,
-    }
+    hold_idle(addr, pid, tokens, concurrency, false).await
 }
 
 /// `Schedule` calls per second, for new tasks and for one existing task.

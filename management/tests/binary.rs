@@ -2,6 +2,7 @@
 
 use conclave_common::cluster_worker::{ClusterConfig, ClusterWorker};
 use conclave_common::load::ManualLoad;
+use conclave_common::testing::run;
 use conclave_common::testing::{ServiceProcess, grpcurl};
 use conclave_common::token::JoinToken;
 use conclave_proto::cluster::v1 as cluster;
@@ -11,16 +12,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const BIN: &str = env!("CARGO_BIN_EXE_management");
-
-fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().expect("command runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpcurl_creates_a_room_and_a_token() {

@@ -6,11 +6,12 @@
 
 mod support;
 
+use conclave_common::testing::run;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Driver, python, run};
+use support::{Driver, python};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 

@@ -6,6 +6,7 @@ use cluster_manager::{ClusterManager, Config};
 use conclave_common::cluster_worker::{ClusterConfig, ClusterWorker};
 use conclave_common::grpc::Channel;
 use conclave_common::load::ManualLoad;
+pub use conclave_common::testing::eventually;
 use conclave_proto::cluster::v1 as pb;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use std::sync::Arc;
@@ -85,24 +86,6 @@ pub async fn worker(
     .await
     .unwrap();
     (w, load_source)
-}
-
-/// Poll `check` every 50 ms until it returns true or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// The worker's load as the manager sees it.

@@ -5,6 +5,7 @@
 
 use conclave_common::grpc::Channel;
 use conclave_common::grpc::GrpcServer;
+pub use conclave_common::testing::eventually;
 use conclave_proto::agent::v1 as agent_pb;
 use conclave_proto::agent::v1::node_manager_client::NodeManagerClient;
 use conclave_proto::cluster::v1 as cluster;
@@ -241,23 +242,6 @@ pub fn alive(pid: u32) -> bool {
             .nth(1)
             .is_some_and(|rest| rest.starts_with('Z')),
         Err(_) => false,
-    }
-}
-
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 

@@ -87,16 +87,3 @@ impl Drop for Driver {
         let _ = self.child.wait();
     }
 }
-
-/// Run a command; (success, stdout + stderr).
-pub fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().expect("command runs");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
