@@ -14,6 +14,7 @@ use conclave_proto::cluster::v1::cluster_event::Kind;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::conference::v1::conference_server::ConferenceServer;
 use conclave_proto::management::v1::management_client::ManagementClient;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,13 +125,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
     let node_id = config.node_id.clone();
     let node = start(config, shutdown).await?;
-    println!(
-        "{}",
-        conclave_common::handshake::ready_line(
-            node.local_addr().port(),
-            node.metrics_addr().map(|a| a.port())
-        )
+    let ready = conclave_common::handshake::ready_line(
+        node.local_addr().port(),
+        node.metrics_addr().map(|a| a.port()),
     );
+    let mut out = std::io::stdout();
+    if writeln!(out, "{ready}").and_then(|_| out.flush()).is_err() {
+        // Nobody reads the handshake: the agent is gone.
+        tracing::warn!("cannot report readiness: the agent is gone, exiting");
+        node.exit.cancel();
+    }
     node.exited().await;
     node.stopped().await?;
     tracing::info!(node = %node_id, "conference node stopped");
