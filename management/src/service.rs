@@ -60,6 +60,55 @@ impl ManagementService {
             .map_err(ManagementError::from)
     }
 
+    /// A deleted room that is live on a conference node is destroyed there
+    /// (OWT §14.7): its node ends and portals drop its participants. A room
+    /// that is not live, or a node that does not answer, is only logged.
+    async fn destroy_live_room(&self, room: &str) {
+        use conclave_proto::agent::v1 as agent;
+        use conclave_proto::conference::v1 as conf;
+        let deadline = conclave_common::grpc::DEFAULT_DEADLINE;
+        let mut cluster = self.cluster.clone();
+        let Ok(scheduled) = cluster
+            .get_scheduled(cluster::GetScheduledRequest {
+                purpose: "conference".into(),
+                task: room.to_string(),
+            })
+            .await
+        else {
+            return;
+        };
+        let worker_id = scheduled.into_inner().worker_id;
+        let Ok(attr) = cluster
+            .get_worker_attr(cluster::GetWorkerAttrRequest { worker_id })
+            .await
+        else {
+            return;
+        };
+        let agent_endpoint = attr.into_inner().info.unwrap_or_default().grpc_endpoint;
+        let node = async {
+            let channel = conclave_common::grpc::channel(&agent_endpoint, deadline).ok()?;
+            let mut agent = agent::node_manager_client::NodeManagerClient::new(channel);
+            let node = agent
+                .query_node(agent::QueryNodeRequest {
+                    room: room.to_string(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            let channel = conclave_common::grpc::channel(&node.endpoint, deadline).ok()?;
+            conf::conference_client::ConferenceClient::new(channel)
+                .destroy(conf::DestroyRequest {})
+                .await
+                .ok()?;
+            Some(node.node_id)
+        }
+        .await;
+        match node {
+            Some(node) => tracing::info!(%room, %node, "live room destroyed"),
+            None => tracing::debug!(%room, "the deleted room was not live"),
+        }
+    }
+
     /// Keep the rooms gauge right after a change.
     async fn count_rooms(&self) {
         if let Ok(n) = self.with_store(|s| s.room_count()).await {
@@ -288,6 +337,7 @@ impl pb::management_server::Management for ManagementService {
         }
         tracing::info!(room = %id, "room deleted");
         self.count_rooms().await;
+        self.destroy_live_room(&id).await;
         Ok(Response::new(pb::DeleteRoomReply {}))
     }
 

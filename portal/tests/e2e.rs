@@ -492,3 +492,31 @@ async fn idle_connections_are_closed() {
     idle.quit().await;
     c.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_live_room_destroys_it_and_drops_its_participants() {
+    if !have_clients() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let room = stack.room(-1).await;
+    let mut a = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        a.login(&stack.token(&room, "a", "presenter").await, "1.2")
+            .await[0],
+        "ok"
+    );
+    stack
+        .management_client()
+        .delete_room(conclave_proto::management::v1::DeleteRoomRequest { id: room.clone() })
+        .await
+        .unwrap();
+    assert!(
+        a.wait_event("drop", 10.0).await.is_some(),
+        "its participants are dropped"
+    );
+    assert!(a.wait_disconnect(5.0).await);
+    stack.assert_participants(&room, &[]).await;
+    assert!(stack.portal_tasks().await.is_empty());
+    a.quit().await;
+}
