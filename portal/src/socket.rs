@@ -85,6 +85,46 @@ fn connection_of(portal: &Portal, s: &SocketRef) -> Option<crate::clients::Share
         .cloned()
 }
 
+/// Start a login or relogin on this socket's connection: its connection and
+/// the attempt's epoch, or the error already acked.
+fn begin_attempt(
+    portal: &Portal,
+    s: &SocketRef,
+    ack: AckSender,
+) -> Option<(crate::clients::SharedConnection, u64, AckSender)> {
+    let connection = connection_of(portal, s)?;
+    let begun = connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .begin_login();
+    match begun {
+        Ok(epoch) => Some((connection, epoch, ack)),
+        Err(e) => {
+            error(ack, e);
+            None
+        }
+    }
+}
+
+/// A login or relogin failed: back to `initialized`, the reason acked, the
+/// socket closed (OWT §10.4).
+fn fail_attempt(
+    s: &SocketRef,
+    connection: &crate::clients::SharedConnection,
+    epoch: u64,
+    ack: Option<AckSender>,
+    e: PortalError,
+) {
+    connection
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .login_failed(epoch, Instant::now());
+    if let Some(ack) = ack {
+        error(ack, e);
+    }
+    let _ = s.clone().disconnect();
+}
+
 /// Close the socket if it has not logged in by its idle deadline.
 fn arm_idle_timer(portal: &Arc<Portal>, s: &SocketRef) {
     let Some(connection) = connection_of(portal, s) else {
@@ -121,16 +161,8 @@ async fn on_login(s: SocketRef, State(portal): P, TryData(data): TryData<Value>,
 }
 
 async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
-    let Some(connection) = connection_of(&portal, &s) else {
+    let Some((connection, epoch, ack)) = begin_attempt(&portal, &s, ack) else {
         return;
-    };
-    let epoch = match connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .begin_login()
-    {
-        Ok(epoch) => epoch,
-        Err(e) => return error(ack, e),
     };
     let participant = s.id.to_string();
     let started = std::time::Instant::now();
@@ -184,12 +216,7 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
         }
         Err(e) => {
             tracing::info!(%participant, reason = %e, "login failed");
-            connection
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .login_failed(epoch, Instant::now());
-            error(ack, e);
-            let _ = s.disconnect();
+            fail_attempt(&s, &connection, epoch, Some(ack), e);
         }
     }
 }
@@ -206,16 +233,8 @@ async fn relogin(
     data: Result<Value, socketioxide::ParserError>,
     ack: AckSender,
 ) {
-    let Some(connection) = connection_of(&portal, &s) else {
+    let Some((connection, epoch, ack)) = begin_attempt(&portal, &s, ack) else {
         return;
-    };
-    let epoch = match connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .begin_login()
-    {
-        Ok(epoch) => epoch,
-        Err(e) => return error(ack, e),
     };
     let ticket = match data {
         Ok(Value::String(t)) => t,
@@ -245,14 +264,9 @@ async fn relogin(
     conclave_common::metrics::counter!("portal_relogins_total", "outcome" => class).increment(1);
     if let Err(e) = result {
         tracing::info!(socket = %s.id, reason = %e, "relogin failed");
-        connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .login_failed(epoch, Instant::now());
         if let Some(ack) = ack.take() {
-            error(ack, e);
+            fail_attempt(&s, &connection, epoch, Some(ack), e);
         }
-        let _ = s.disconnect();
     }
 }
 
