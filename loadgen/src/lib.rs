@@ -290,6 +290,23 @@ pub async fn logins(
     )
 }
 
+/// `rooms` fresh rooms (notifications off), each opened by one connected
+/// warm participant, and `n` tokens spread over them.
+async fn prepare(
+    target: &Target,
+    rooms: usize,
+    n: usize,
+) -> anyhow::Result<(Vec<Client>, Vec<String>)> {
+    let rooms = make_rooms(&target.management, rooms, false).await?;
+    let warm = warm_rooms(target, &rooms).await?;
+    let tokens = make_tokens_in(&target.management, &rooms, n)
+        .await?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    Ok((warm, tokens))
+}
+
 /// The login scenario on the stack: `n` logins into warm rooms of
 /// `room_size`, `concurrency` at a time.
 pub async fn login_scenario(
@@ -298,13 +315,7 @@ pub async fn login_scenario(
     concurrency: usize,
     room_size: usize,
 ) -> anyhow::Result<LoginReport> {
-    let rooms = make_rooms(&target.management, n.div_ceil(room_size.max(1)), false).await?;
-    let warm = warm_rooms(target, &rooms).await?;
-    let tokens = make_tokens_in(&target.management, &rooms, n)
-        .await?
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let (warm, tokens) = prepare(target, n.div_ceil(room_size.max(1)), n).await?;
     let (clients, report) = logins(
         &target.portal,
         tokens,
@@ -402,13 +413,7 @@ pub async fn fanout(
     rounds: usize,
     concurrency: usize,
 ) -> anyhow::Result<FanoutReport> {
-    let rooms = make_rooms(&target.management, 1, false).await?;
-    let warm = warm_rooms(target, &rooms).await?;
-    let tokens: Vec<String> = make_tokens_in(&target.management, &rooms, size)
-        .await?
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let (warm, tokens) = prepare(target, 1, size).await?;
     let (clients, report) = logins(
         &target.portal,
         tokens,
@@ -521,13 +526,7 @@ pub async fn idle(target: &Target, n: usize, concurrency: usize) -> anyhow::Resu
     let pid = target
         .portal_pid
         .ok_or_else(|| anyhow::anyhow!("the portal's pid is needed"))?;
-    let rooms = make_rooms(&target.management, n.div_ceil(500), false).await?;
-    let warm = warm_rooms(target, &rooms).await?;
-    let tokens: Vec<String> = make_tokens_in(&target.management, &rooms, n)
-        .await?
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let (warm, tokens) = prepare(target, n.div_ceil(500), n).await?;
     let report = hold_idle(&target.portal, pid, tokens, concurrency, true).await;
     close_all(warm).await;
     Ok(report)
