@@ -112,6 +112,22 @@ pub fn default_roles() -> Vec<Role> {
 pub struct InvalidRoom(pub String);
 
 impl Room {
+    /// A new room named `name` with OWT's defaults: unlimited participants
+    /// and inputs, the five default roles, one view `common`, both
+    /// notifications on.
+    pub fn with_defaults(name: String) -> Room {
+        Room {
+            id: new_id(),
+            name,
+            participant_limit: -1,
+            input_limit: -1,
+            roles: default_roles(),
+            views: vec![View::default()],
+            notifying: Notifying::default(),
+            select_active_audio: false,
+        }
+    }
+
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r.role == role)
     }
@@ -190,16 +206,7 @@ mod tests {
     use super::*;
 
     fn room() -> Room {
-        Room {
-            id: new_id(),
-            name: "demo".into(),
-            participant_limit: -1,
-            input_limit: -1,
-            roles: default_roles(),
-            views: vec![View::default()],
-            notifying: Notifying::default(),
-            select_active_audio: false,
-        }
+        Room::with_defaults("demo".into())
     }
 
     #[test]

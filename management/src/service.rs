@@ -174,6 +174,40 @@ fn notifying(n: pb::Notifying) -> Notifying {
     }
 }
 
+/// The optional fields of CreateRoom and UpdateRoom: what is given replaces
+/// the room's value (empty lists leave roles and views as they are).
+struct RoomChanges {
+    participant_limit: Option<i32>,
+    input_limit: Option<i32>,
+    roles: Vec<pb::Role>,
+    views: Vec<pb::View>,
+    notifying: Option<pb::Notifying>,
+    select_active_audio: Option<bool>,
+}
+
+impl RoomChanges {
+    fn apply(self, room: &mut Room) {
+        if let Some(limit) = self.participant_limit {
+            room.participant_limit = limit;
+        }
+        if let Some(limit) = self.input_limit {
+            room.input_limit = limit;
+        }
+        if !self.roles.is_empty() {
+            room.roles = roles(self.roles);
+        }
+        if !self.views.is_empty() {
+            room.views = views(self.views);
+        }
+        if let Some(n) = self.notifying {
+            room.notifying = notifying(n);
+        }
+        if let Some(s) = self.select_active_audio {
+            room.select_active_audio = s;
+        }
+    }
+}
+
 fn to_pb_permission(p: &MediaPermission) -> Option<pb::MediaPermission> {
     Some(pb::MediaPermission {
         audio: p.audio,
@@ -228,24 +262,16 @@ impl pb::management_server::Management for ManagementService {
         req: Request<pb::CreateRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
         let r = req.into_inner();
-        let room = Room {
-            id: room::new_id(),
-            name: r.name,
-            participant_limit: r.participant_limit.unwrap_or(-1),
-            input_limit: r.input_limit.unwrap_or(-1),
-            roles: if r.roles.is_empty() {
-                room::default_roles()
-            } else {
-                roles(r.roles)
-            },
-            views: if r.views.is_empty() {
-                vec![View::default()]
-            } else {
-                views(r.views)
-            },
-            notifying: r.notifying.map(notifying).unwrap_or_default(),
-            select_active_audio: r.select_active_audio.unwrap_or(false),
-        };
+        let mut room = Room::with_defaults(r.name);
+        RoomChanges {
+            participant_limit: r.participant_limit,
+            input_limit: r.input_limit,
+            roles: r.roles,
+            views: r.views,
+            notifying: r.notifying,
+            select_active_audio: r.select_active_audio,
+        }
+        .apply(&mut room);
         room.validate()
             .map_err(|e| ManagementError::InvalidRoom(e.0))?;
         let stored = room.clone();
@@ -297,24 +323,15 @@ impl pb::management_server::Management for ManagementService {
         if let Some(name) = r.name {
             room.name = name;
         }
-        if let Some(limit) = r.participant_limit {
-            room.participant_limit = limit;
+        RoomChanges {
+            participant_limit: r.participant_limit,
+            input_limit: r.input_limit,
+            roles: r.roles,
+            views: r.views,
+            notifying: r.notifying,
+            select_active_audio: r.select_active_audio,
         }
-        if let Some(limit) = r.input_limit {
-            room.input_limit = limit;
-        }
-        if !r.roles.is_empty() {
-            room.roles = roles(r.roles);
-        }
-        if !r.views.is_empty() {
-            room.views = views(r.views);
-        }
-        if let Some(n) = r.notifying {
-            room.notifying = notifying(n);
-        }
-        if let Some(s) = r.select_active_audio {
-            room.select_active_audio = s;
-        }
+        .apply(&mut room);
         room.validate()
             .map_err(|e| ManagementError::InvalidRoom(e.0))?;
         let stored = room.clone();

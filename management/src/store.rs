@@ -227,19 +227,10 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::room::{Notifying, View, default_roles, new_id};
+    use crate::room::new_id;
 
     fn room(name: &str) -> Room {
-        Room {
-            id: new_id(),
-            name: name.into(),
-            participant_limit: -1,
-            input_limit: -1,
-            roles: default_roles(),
-            views: vec![View::default()],
-            notifying: Notifying::default(),
-            select_active_audio: false,
-        }
+        Room::with_defaults(name.into())
     }
 
     fn token(id: &str, room: &str, created_ms: i64) -> TokenRecord {
