@@ -3,7 +3,7 @@
 //! milliseconds. `cluster-manager --print-config` prints the effective values.
 
 use crate::strategy::Strategy;
-use conclave_common::telemetry::LogConfig;
+use conclave_common::telemetry::{LogConfig, TraceConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -18,6 +18,8 @@ pub struct Config {
     /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9701".
     pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
+    /// OTLP export of spans (off by default).
+    pub trace: TraceConfig,
 }
 
 impl Default for Config {
@@ -27,6 +29,7 @@ impl Default for Config {
             manager: ManagerConfig::default(),
             strategy: StrategyConfig::default(),
             log: LogConfig::default(),
+            trace: TraceConfig::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9701"),
         }
     }
@@ -187,8 +190,14 @@ impl Config {
 }
 
 impl conclave_common::cli::ServiceConfig for Config {
+    const SERVICE: &'static str = "conclave-cluster-manager";
+
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+
+    fn trace(&self) -> &TraceConfig {
+        &self.trace
     }
 }
 

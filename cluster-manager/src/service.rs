@@ -316,7 +316,8 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         conclave_common::metrics::histogram!("cluster_schedule_seconds")
             .record(started.elapsed().as_secs_f64());
         let (id, info) = result.map_err(status)?;
-        tracing::debug!(purpose = %r.purpose, task = %r.task, worker = %id, "scheduled");
+        conclave_common::trace::record(&[("worker", &id)]);
+        tracing::debug!(purpose = %r.purpose, task = %r.task, "scheduled");
         Ok(Response::new(pb::ScheduleReply {
             id,
             info: Some(info.into()),

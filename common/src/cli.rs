@@ -1,7 +1,7 @@
 //! Command-line flags every Conclave binary shares.
 
 use crate::config::{self, ConfigError};
-use crate::telemetry::LogConfig;
+use crate::telemetry::{LogConfig, TraceConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -27,9 +27,13 @@ pub struct CommonArgs {
     pub health_check: Option<String>,
 }
 
-/// A service configuration: serde-loadable with defaults, with a `[log]` table.
+/// A service configuration: serde-loadable with defaults, with `[log]` and
+/// `[trace]` tables.
 pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
+    /// The service's name in exported traces (`service.name`).
+    const SERVICE: &'static str;
     fn log(&self) -> &LogConfig;
+    fn trace(&self) -> &TraceConfig;
 }
 
 /// What every binary's `main` does: answer `--health-check` or
@@ -53,9 +57,12 @@ where
         print!("{}", config::to_toml(&config));
         return Ok(());
     }
-    crate::telemetry::init(config.log(), args.log_json);
+    let telemetry =
+        crate::telemetry::init(C::SERVICE, config.log(), config.trace(), args.log_json)?;
     let shutdown = crate::shutdown::on_signal();
-    run(config, shutdown).await?;
+    let result = run(config, shutdown).await;
+    telemetry.shutdown().await;
+    result?;
     Ok(())
 }
 

@@ -185,13 +185,22 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = request.uri().path().to_string();
-        let trace_id = request
+        let parent = request
             .headers()
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::trace::parse_traceparent)
-            .unwrap_or_else(crate::trace::new_trace_id);
-        let span = tracing::info_span!("grpc", method = %method, trace_id = %trace_id);
+            .and_then(crate::trace::parse_traceparent);
+        // Handlers fill in the ids they learn (`trace::record`).
+        let span = tracing::info_span!(
+            "grpc",
+            method = %method,
+            trace_id = tracing::field::Empty,
+            room = tracing::field::Empty,
+            participant = tracing::field::Empty,
+            worker = tracing::field::Empty,
+            node = tracing::field::Empty,
+        );
+        let trace_id = crate::trace::start(&span, parent.as_ref());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(crate::trace::scope(
@@ -232,12 +241,20 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
-        if let Some(trace_id) = crate::trace::current()
-            && let Ok(value) = crate::trace::traceparent(&trace_id).parse()
-        {
+        let method = request.uri().path().to_string();
+        // When spans are exported, the call is a span of its own, the parent
+        // of the server's span; otherwise it needs none.
+        let span = if crate::telemetry::exporting() && crate::trace::current().is_some() {
+            tracing::info_span!("grpc_client", method = %method)
+        } else {
+            tracing::Span::none()
+        };
+        let header = span
+            .in_scope(crate::trace::outgoing)
+            .unwrap_or_else(crate::trace::untraced);
+        if let Ok(value) = header.parse() {
             request.headers_mut().insert("traceparent", value);
         }
-        let method = request.uri().path().to_string();
         let call = tower::Service::call(&mut self.inner, request);
         Box::pin(async move {
             let started = std::time::Instant::now();
@@ -250,7 +267,8 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
             metrics::histogram!("grpc_client_duration_seconds", "method" => method)
                 .record(started.elapsed().as_secs_f64());
             result
-        })
+        }
+        .instrument(span))
     }
 }
 

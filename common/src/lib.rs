@@ -16,5 +16,6 @@ pub mod telemetry;
 pub mod testing;
 pub mod token;
 pub mod trace;
+pub mod trace_collector;
 
 pub use conclave_proto as proto;

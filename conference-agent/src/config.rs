@@ -3,7 +3,7 @@
 //! are in milliseconds.
 
 use conclave_common::cluster_worker::ClusterConfig;
-use conclave_common::telemetry::LogConfig;
+use conclave_common::telemetry::{LogConfig, TraceConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -23,6 +23,8 @@ pub struct Config {
     /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9703".
     pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
+    /// OTLP export of spans (off by default).
+    pub trace: TraceConfig,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             node: NodeConfig::default(),
             log: LogConfig::default(),
+            trace: TraceConfig::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9703"),
         }
     }
@@ -116,7 +119,13 @@ impl Config {
 }
 
 impl conclave_common::cli::ServiceConfig for Config {
+    const SERVICE: &'static str = "conclave-conference-agent";
+
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+
+    fn trace(&self) -> &TraceConfig {
+        &self.trace
     }
 }

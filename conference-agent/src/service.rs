@@ -56,8 +56,13 @@ impl pb::node_manager_server::NodeManager for NodeManagerService {
             .pool()
             .take_for_room(&r.room, &r.task)
             .map_err(pool_status)?;
+        conclave_common::trace::record(&[
+            ("room", &r.room),
+            ("worker", worker.id()),
+            ("node", &node_id),
+        ]);
         if newly {
-            tracing::info!(node = %node_id, room = %r.room, "node taken for room");
+            tracing::info!("node taken for room");
             agent.update_load();
             let refill = agent.clone();
             tokio::spawn(async move { refill.fill() });

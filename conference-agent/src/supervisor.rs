@@ -24,6 +24,22 @@ pub enum Control {
     Kill,
 }
 
+/// `--set` flags giving a node its agent's `[trace]` table: a node's spans go
+/// where its agent's go.
+fn trace_settings(trace: &conclave_common::telemetry::TraceConfig) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut set = |key: &str, value: String| {
+        args.push("--set".to_string());
+        args.push(format!("trace.{key}={value}"));
+    };
+    if !trace.otlp_endpoint.is_empty() {
+        set("otlp_endpoint", trace.otlp_endpoint.clone());
+    }
+    set("export_delay", trace.export_delay.to_string());
+    set("export_timeout", trace.export_timeout.to_string());
+    args
+}
+
 impl Agent {
     /// Start one node process for the pool entry `id`.
     pub(crate) fn spawn_node(self: &Arc<Self>, id: String) {
@@ -38,6 +54,7 @@ impl Agent {
             .arg(format!("cluster.manager={}", self.config.cluster.manager))
             .arg("--set")
             .arg(format!("self_clean_timeout={}", node.self_clean_timeout))
+            .args(trace_settings(&self.config.trace))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

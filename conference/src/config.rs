@@ -3,7 +3,7 @@
 //! `[node]` settings as `--set` flags; `CONCLAVE_*` variables reach it too.
 
 use conclave_common::config::ClusterLink;
-use conclave_common::telemetry::LogConfig;
+use conclave_common::telemetry::{LogConfig, TraceConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,6 +31,8 @@ pub struct Config {
     /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:0".
     pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
+    /// OTLP export of spans (off by default).
+    pub trace: TraceConfig,
 }
 
 impl Default for Config {
@@ -45,13 +47,20 @@ impl Default for Config {
             portal_queue: 4096,
             exit_with_stdin: false,
             log: LogConfig::default(),
+            trace: TraceConfig::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:0"),
         }
     }
 }
 
 impl conclave_common::cli::ServiceConfig for Config {
+    const SERVICE: &'static str = "conclave-conference";
+
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+
+    fn trace(&self) -> &TraceConfig {
+        &self.trace
     }
 }

@@ -166,6 +166,11 @@ impl pb::conference_server::Conference for ConferenceService {
         let p = r
             .participant
             .ok_or_else(|| ConferenceError::InvalidArgument("participant is required".into()))?;
+        conclave_common::trace::record(&[
+            ("room", &r.room_id),
+            ("participant", &p.id),
+            ("node", &self.node_id),
+        ]);
         self.ensure_room(&r.room_id).await?;
         let joined = self.state().join(JoinRequest {
             id: p.id.clone(),
@@ -176,7 +181,7 @@ impl pb::conference_server::Conference for ConferenceService {
                 endpoint: p.portal_endpoint,
             },
         })?;
-        tracing::info!(node = %self.node_id, room = %r.room_id, participant = %p.id, "participant joined");
+        tracing::info!("participant joined");
         self.gauges();
         self.notifier.send(joined.deliveries);
         Ok(Response::new(pb::JoinReply {

@@ -3,7 +3,7 @@
 //! the effective values.
 
 use conclave_common::config::ClusterLink;
-use conclave_common::telemetry::LogConfig;
+use conclave_common::telemetry::{LogConfig, TraceConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -26,6 +26,8 @@ pub struct Config {
     /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9700".
     pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
+    /// OTLP export of spans (off by default).
+    pub trace: TraceConfig,
 }
 
 impl Default for Config {
@@ -38,6 +40,7 @@ impl Default for Config {
             cluster: ClusterLink::default(),
             token: TokenConfig::default(),
             log: LogConfig::default(),
+            trace: TraceConfig::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9700"),
         }
     }
@@ -70,7 +73,13 @@ impl Default for TokenConfig {
 }
 
 impl conclave_common::cli::ServiceConfig for Config {
+    const SERVICE: &'static str = "conclave-management";
+
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+
+    fn trace(&self) -> &TraceConfig {
+        &self.trace
     }
 }

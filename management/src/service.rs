@@ -450,7 +450,8 @@ impl pb::management_server::Management for ManagementService {
             .increment(1);
         match taken {
             Taken::Token(t) => {
-                tracing::info!(token = %t.id, room = %t.room_id, "token consumed");
+                conclave_common::trace::record(&[("room", &t.room_id)]);
+                tracing::info!(token = %t.id, "token consumed");
                 Ok(Response::new(pb::TokenGrant {
                     code: t.code,
                     user: t.user,

@@ -2,7 +2,7 @@
 //! Key names follow OWT's `portal.toml` where OWT has them.
 
 use conclave_common::cluster_worker::ClusterConfig;
-use conclave_common::telemetry::LogConfig;
+use conclave_common::telemetry::{LogConfig, TraceConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -20,6 +20,8 @@ pub struct Config {
     pub metrics: conclave_common::metrics::MetricsConfig,
     pub cluster: ClusterConfig,
     pub log: LogConfig,
+    /// OTLP export of spans (off by default).
+    pub trace: TraceConfig,
 }
 
 impl Default for Config {
@@ -31,6 +33,7 @@ impl Default for Config {
             portal: PortalConfig::default(),
             cluster: ClusterConfig::default(),
             log: LogConfig::default(),
+            trace: TraceConfig::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9702"),
         }
     }
@@ -151,7 +154,13 @@ impl Config {
 }
 
 impl conclave_common::cli::ServiceConfig for Config {
+    const SERVICE: &'static str = "conclave-portal";
+
     fn log(&self) -> &LogConfig {
         &self.log
+    }
+
+    fn trace(&self) -> &TraceConfig {
+        &self.trace
     }
 }

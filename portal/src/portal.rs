@@ -212,6 +212,7 @@ impl Portal {
             .into_inner();
         Stages::done(&mut stages.token_consumption, "token_consumption", started);
         let room = grant.room_id.clone();
+        conclave_common::trace::record(&[("room", &room)]);
         let (controller, endpoint) = self.get_controller(&room, stages).await?;
         let started = std::time::Instant::now();
 

@@ -151,8 +151,13 @@ fn arm_idle_timer(portal: &Arc<Portal>, s: &SocketRef) {
 async fn on_login(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
     // One login is one trace: its id is on every log line of the login, here
     // and in every service the login calls.
-    let trace_id = conclave_common::trace::new_trace_id();
-    let span = tracing::info_span!("login", participant = %s.id, trace_id = %trace_id);
+    let span = tracing::info_span!(
+        "login",
+        participant = %s.id,
+        trace_id = tracing::field::Empty,
+        room = tracing::field::Empty,
+    );
+    let trace_id = conclave_common::trace::start(&span, None);
     conclave_common::trace::scope(
         trace_id,
         login(s, portal, data.unwrap_or(Value::Null), ack).instrument(span),
@@ -222,8 +227,8 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
 }
 
 async fn on_relogin(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
-    let trace_id = conclave_common::trace::new_trace_id();
-    let span = tracing::info_span!("relogin", socket = %s.id, trace_id = %trace_id);
+    let span = tracing::info_span!("relogin", socket = %s.id, trace_id = tracing::field::Empty);
+    let trace_id = conclave_common::trace::start(&span, None);
     conclave_common::trace::scope(trace_id, relogin(s, portal, data, ack).instrument(span)).await
 }
 

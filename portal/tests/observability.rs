@@ -292,3 +292,213 @@ async fn one_login_is_one_trace_across_every_service() {
     }
     alice.quit().await;
 }
+
+/// With `trace.otlp_endpoint` set, one login is one exported trace: a tree
+/// rooted at the portal's `login` span with a server span in each of the
+/// other four services, each the child of its caller's client span, and the
+/// ids each service learned as span attributes. Housekeeping calls
+/// (keep-alives, load reports) are not exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_login_is_one_exported_trace_across_every_service() {
+    use conclave_common::trace_collector::{CollectedSpan, TraceCollector, render_tree};
+    if !have_clients() {
+        return;
+    }
+    let collector = TraceCollector::start("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("trace.otlp_endpoint={}", collector.endpoint());
+    let stack = stack_with(&[&endpoint, "trace.export_delay=100"], &[]).await;
+    let room = stack.room(-1).await;
+    let mut alice = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        alice
+            .login(&stack.token(&room, "alice", "presenter").await, "1.2")
+            .await[0],
+        "ok"
+    );
+
+    let login = |spans: &[CollectedSpan]| {
+        spans
+            .iter()
+            .find(|s| s.name == "login" && s.attributes.get("participant") == Some(&alice.sid))
+            .cloned()
+    };
+    let expected = [
+        (
+            "conclave-management",
+            "/management.v1.Management/ConsumeToken",
+        ),
+        (
+            "conclave-cluster-manager",
+            "/cluster.v1.ClusterManager/Schedule",
+        ),
+        ("conclave-conference-agent", "/agent.v1.NodeManager/GetNode"),
+        ("conclave-conference", "/conference.v1.Conference/Join"),
+    ];
+    let complete = |trace: &[CollectedSpan]| {
+        expected.iter().all(|(service, name)| {
+            trace
+                .iter()
+                .any(|s| s.service == *service && s.name == *name && s.kind == "server")
+        }) && trace.iter().all(|s| {
+            s.parent_span_id.is_empty() || trace.iter().any(|p| p.span_id == s.parent_span_id)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let arrived = loop {
+        let whole = login(&collector.spans()).and_then(|root| {
+            let trace = collector.trace(&root.trace_id);
+            complete(&trace).then_some((root, trace))
+        });
+        if whole.is_some() || std::time::Instant::now() > deadline {
+            break whole;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let Some((root, trace)) = arrived else {
+        let spans = collector.spans();
+        panic!(
+            "the login's trace never arrived whole; received:\n{}",
+            render_tree(&spans)
+        );
+    };
+    println!("{}", render_tree(&trace));
+
+    // The trace id is the one on the portal's log line of the login.
+    let portal_logs = stack.drain_logs(3);
+    let outcome = portal_logs
+        .iter()
+        .find(|l| l.contains("login outcome") && l.contains(&alice.sid))
+        .expect("one line per login outcome");
+    assert!(
+        outcome.contains(&format!("trace_id={}", root.trace_id)),
+        "{outcome} / {}",
+        root.trace_id
+    );
+    assert!(root.parent_span_id.is_empty(), "the login starts the trace");
+    assert_eq!(root.service, "conclave-portal");
+    assert_eq!(root.attributes.get("room"), Some(&room));
+    assert_eq!(
+        trace.iter().filter(|s| s.parent_span_id.is_empty()).count(),
+        1,
+        "one root:\n{}",
+        render_tree(&trace)
+    );
+
+    let server = |name: &str| {
+        trace
+            .iter()
+            .find(|s| s.name == name && s.kind == "server")
+            .unwrap()
+    };
+    for (service, name) in expected {
+        let span = server(name);
+        assert_eq!(span.service, service);
+        let caller = trace
+            .iter()
+            .find(|s| s.span_id == span.parent_span_id)
+            .unwrap();
+        assert_eq!(
+            (caller.name.as_str(), caller.kind),
+            (name, "client"),
+            "{name}'s parent is its caller's client span"
+        );
+    }
+    let attr = |name: &str, key: &str| server(name).attributes.get(key).cloned();
+    assert_eq!(
+        attr("/management.v1.Management/ConsumeToken", "room"),
+        Some(room.clone())
+    );
+    assert!(attr("/cluster.v1.ClusterManager/Schedule", "worker").is_some());
+    assert_eq!(
+        attr("/agent.v1.NodeManager/GetNode", "room"),
+        Some(room.clone())
+    );
+    assert!(attr("/agent.v1.NodeManager/GetNode", "node").is_some());
+    assert_eq!(
+        attr("/conference.v1.Conference/Join", "participant"),
+        Some(alice.sid.clone())
+    );
+    assert_eq!(
+        attr("/conference.v1.Conference/Join", "room"),
+        Some(room.clone())
+    );
+
+    // Workers kept alive and reported load all along; none of it was exported.
+    let housekeeping: Vec<String> = collector
+        .spans()
+        .into_iter()
+        .filter(|s| {
+            s.name.ends_with("/KeepAlive")
+                || s.name.ends_with("/ReportLoad")
+                || s.name == "cluster_worker"
+        })
+        .map(|s| format!("{} [{}]", s.name, s.service))
+        .collect();
+    assert!(housekeeping.is_empty(), "{housekeeping:?}");
+    alice.quit().await;
+}
+
+/// A collector that cannot be reached costs nothing but the lost spans:
+/// logins go through, and every service still stops cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_collector_does_not_hold_up_logins_or_shutdown() {
+    if !have_clients() {
+        return;
+    }
+    // A port that was free a moment ago: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let endpoint = format!("trace.otlp_endpoint=http://{dead}");
+    // An export deadline longer than the wait for a stop below: a service that
+    // waited on its exporter at shutdown would not stop in time.
+    let mut stack = stack_with(
+        &[
+            &endpoint,
+            "trace.export_delay=50",
+            "trace.export_timeout=30000",
+        ],
+        &[],
+    )
+    .await;
+    let room = stack.room(-1).await;
+    for user in ["alice", "bob"] {
+        let mut client = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+        assert_eq!(
+            client
+                .login(&stack.token(&room, user, "presenter").await, "1.2")
+                .await[0],
+            "ok"
+        );
+        client.quit().await;
+    }
+    // The portal says, once, that its spans go nowhere.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut warned = Vec::new();
+    while warned.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        warned = stack
+            .drain_logs(3)
+            .into_iter()
+            .filter(|l| l.contains("exporting spans failed"))
+            .collect();
+    }
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains(&dead.to_string()), "{}", warned[0]);
+    let processes = std::mem::take(&mut stack.processes);
+    tokio::task::spawn_blocking(move || {
+        for mut p in processes.into_iter().rev() {
+            let started = std::time::Instant::now();
+            p.signal("TERM");
+            let status = p.wait_exit(Duration::from_secs(10));
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "{status:?} after {:?}",
+                started.elapsed()
+            );
+        }
+    })
+    .await
+    .unwrap();
+}

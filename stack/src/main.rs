@@ -6,13 +6,15 @@
 use anyhow::{Context, bail};
 use clap::Parser;
 use conclave_common::process::ServiceProcess;
+use conclave_common::trace_collector::{TraceCollector, render_tree};
 use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Run the whole Conclave stack locally (cluster manager, management, a
 /// conference agent with its conference nodes, portal).
@@ -33,6 +35,11 @@ struct Args {
     /// Host name clients are sent to (it goes into tokens).
     #[arg(long, default_value = "localhost")]
     hostname: String,
+    /// Collect the services' spans over OTLP in this launcher and print each
+    /// trace (every login, every grpcurl call) as a tree once it is complete,
+    /// for a machine without Jaeger or an OpenTelemetry Collector.
+    #[arg(long)]
+    print_traces: bool,
 }
 
 fn ports(any: bool, default: u16) -> String {
@@ -64,6 +71,11 @@ fn start(
     if ANY_PORTS.load(std::sync::atomic::Ordering::Relaxed) {
         env.push(("CONCLAVE_METRICS__LISTEN", "127.0.0.1:0"));
     }
+    let collector = COLLECTOR.get();
+    if let Some(endpoint) = collector {
+        env.push(("CONCLAVE_TRACE__OTLP_ENDPOINT", endpoint.as_str()));
+        env.push(("CONCLAVE_TRACE__EXPORT_DELAY", "200"));
+    }
     ServiceProcess::start_named(
         name,
         program.to_str().unwrap_or(name),
@@ -77,11 +89,56 @@ fn start(
 
 /// `--any-ports`: metrics too on ports the OS picks.
 static ANY_PORTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--print-traces`: the launcher's own collector, where every service sends its spans.
+static COLLECTOR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A trace is printed once no span of it has arrived for this long.
+const TRACE_QUIET: Duration = Duration::from_millis(1000);
+
+/// Print each trace the collector receives as a tree, once it is quiet.
+async fn print_traces(collector: TraceCollector) {
+    let mut arrivals = collector.subscribe();
+    let mut pending: HashMap<String, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            received = arrivals.recv() => match received {
+                Ok(spans) => {
+                    for span in spans {
+                        pending.insert(span.trace_id, Instant::now());
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                let quiet: Vec<String> = pending
+                    .iter()
+                    .filter(|(_, last)| last.elapsed() >= TRACE_QUIET)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in quiet {
+                    pending.remove(&id);
+                    let tree = render_tree(&collector.trace(&id));
+                    let _ = write!(std::io::stdout().lock(), "trace {id}\n{tree}");
+                }
+            }
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ANY_PORTS.store(args.any_ports, std::sync::atomic::Ordering::Relaxed);
+    if args.print_traces {
+        let collector = TraceCollector::start("127.0.0.1:0")
+            .await
+            .context("the trace collector")?;
+        let _ = COLLECTOR.set(collector.endpoint());
+        println!("collecting traces at {}", collector.endpoint());
+        tokio::spawn(print_traces(collector));
+    }
     let dir = std::env::current_exe()?
         .parent()
         .context("the launcher's directory")?

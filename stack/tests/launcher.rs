@@ -7,24 +7,28 @@ use conclave_common::process::ServiceProcess;
 use conclave_common::testing::workspace_bin;
 use std::time::Duration;
 
-#[test]
-fn the_local_stack_starts_serves_a_login_and_stops() {
-    let Some(python) = support::python() else {
-        return;
-    };
-    let data = std::env::temp_dir().join(format!("conclave-stack-test-{}", std::process::id()));
+/// Start the launcher on free ports with `extra` flags; the launcher, its
+/// demo token, the portal's host:port and the data directory.
+fn launch(extra: &[&str]) -> (ServiceProcess, String, String, std::path::PathBuf) {
+    let data = std::env::temp_dir().join(format!(
+        "conclave-stack-test-{}-{}",
+        std::process::id(),
+        extra.len()
+    ));
     let data_arg = data.display().to_string();
     let bin = workspace_bin("conclave-stack");
-    let (mut stack, token) = ServiceProcess::start_named(
+    let mut args = vec![
+        "--any-ports",
+        "--data-dir",
+        &data_arg,
+        "--hostname",
+        "127.0.0.1",
+    ];
+    args.extend_from_slice(extra);
+    let (stack, token) = ServiceProcess::start_named(
         "stack",
         bin.to_str().unwrap(),
-        &[
-            "--any-ports",
-            "--data-dir",
-            &data_arg,
-            "--hostname",
-            "127.0.0.1",
-        ],
+        &args,
         &[],
         "conclave-stack ready",
         "token",
@@ -34,6 +38,15 @@ fn the_local_stack_starts_serves_a_login_and_stops() {
     let host = conclave_common::token::JoinToken::decode(&token)
         .expect("a real token")
         .host;
+    (stack, token, host, data)
+}
+
+#[test]
+fn the_local_stack_starts_serves_a_login_and_stops() {
+    let Some(python) = support::python() else {
+        return;
+    };
+    let (mut stack, token, host, data) = launch(&[]);
     let url = format!("http://{host}");
 
     let mut client = support::Driver::spawn(&python);
@@ -57,5 +70,61 @@ fn the_local_stack_starts_serves_a_login_and_stops() {
         std::net::TcpStream::connect_timeout(&host.parse().unwrap(), Duration::from_millis(500))
             .is_err()
     );
+    let _ = std::fs::remove_dir_all(data);
+}
+
+#[test]
+fn the_local_stack_prints_a_logins_trace() {
+    let Some(python) = support::python() else {
+        return;
+    };
+    let (mut stack, token, host, data) = launch(&["--print-traces"]);
+    let mut client = support::Driver::spawn(&python);
+    let ack = client.login(&format!("http://{host}"), &token);
+    assert_eq!(ack[0], "ok", "{ack}");
+
+    // The login's trace comes out as one tree: the portal's login span at the
+    // top, the other services' spans under it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut tree: Vec<String> = Vec::new();
+    let mut seen = Vec::new();
+    while std::time::Instant::now() < deadline {
+        let Ok(line) = stack.lines.recv_timeout(Duration::from_millis(200)) else {
+            continue;
+        };
+        seen.push(line.clone());
+        if line.starts_with("trace ") {
+            tree.clear();
+        }
+        tree.push(line.clone());
+        if line.starts_with("login [conclave-portal]") {
+            // the whole tree follows this header line without interleaving
+            while let Ok(next) = stack.lines.recv_timeout(Duration::from_millis(200)) {
+                if next.starts_with('[') || next.starts_with("trace ") {
+                    break;
+                }
+                tree.push(next);
+            }
+            break;
+        }
+    }
+    let text = tree.join("\n");
+    assert!(
+        text.contains("login [conclave-portal]"),
+        "no login trace printed:\n{}",
+        seen.join("\n")
+    );
+    for line in [
+        "  /management.v1.Management/ConsumeToken [conclave-portal]",
+        "    /management.v1.Management/ConsumeToken [conclave-management]",
+        "    /cluster.v1.ClusterManager/Schedule [conclave-cluster-manager]",
+        "    /agent.v1.NodeManager/GetNode [conclave-conference-agent]",
+        "    /conference.v1.Conference/Join [conclave-conference]",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    drop(client);
+    stack.signal("INT");
+    assert!(stack.wait_exit(Duration::from_secs(30)).is_some());
     let _ = std::fs::remove_dir_all(data);
 }

@@ -72,8 +72,19 @@ pub fn start(bin: &str, sets: &[String], marker: &str, key: &str) -> (ServicePro
 
 /// Start the stack. `extra_portal` adds portal `--set` flags.
 pub async fn stack(extra_portal: &[&str]) -> Stack {
+    stack_with(&[], extra_portal).await
+}
+
+/// A stack whose every service (and every conference node, through its
+/// agent) also gets the `--set` flags `all`.
+pub async fn stack_with(all: &[&str], extra_portal: &[&str]) -> Stack {
     let extra: Vec<String> = extra_portal.iter().map(|s| s.to_string()).collect();
+    let all: Vec<String> = all.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
+        let start = |bin: &str, sets: &[String], marker: &str, key: &str| {
+            let sets: Vec<String> = sets.iter().chain(&all).cloned().collect();
+            start(bin, &sets, marker, key)
+        };
         let data_dir = std::env::temp_dir().join(format!(
             "conclave-e2e-{}",
             std::process::id() as u64 * 1000 + rand_suffix()
