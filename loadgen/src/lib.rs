@@ -522,11 +522,16 @@ async fn hold_idle(
 }
 
 /// Hold `n` logged-in idle participants and measure the portal's memory.
-pub async fn idle(target: &Target, n: usize, concurrency: usize) -> anyhow::Result<IdleReport> {
+pub async fn idle(
+    target: &Target,
+    n: usize,
+    room_size: usize,
+    concurrency: usize,
+) -> anyhow::Result<IdleReport> {
     let pid = target
         .portal_pid
         .ok_or_else(|| anyhow::anyhow!("the portal's pid is needed"))?;
-    let (warm, tokens) = prepare(target, n.div_ceil(500), n).await?;
+    let (warm, tokens) = prepare(target, n.div_ceil(room_size.max(1)), n).await?;
     let report = hold_idle(&target.portal, pid, tokens, concurrency, true).await;
     close_all(warm).await;
     Ok(report)

@@ -43,6 +43,11 @@ struct Args {
     /// Idle logged-in connections held to measure the portal's memory.
     #[arg(long, default_value_t = 10000)]
     idle: usize,
+    /// Participants per room in the idle scenario: each login's reply lists
+    /// the room's participants, and the largest message a connection was
+    /// sent stays allocated in its WebSocket write buffer.
+    #[arg(long, default_value_t = 500)]
+    idle_room_size: usize,
     /// Seconds of Schedule calls, each for new rooms and an existing one.
     #[arg(long, default_value_t = 3.0)]
     scheduler_seconds: f64,
@@ -172,7 +177,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if want("idle") {
             eprintln!("idle: {} connections", args.idle);
-            report.idle = Some(loadgen::idle(&target, args.idle, args.concurrency).await?);
+            report.idle = Some(
+                loadgen::idle(&target, args.idle, args.idle_room_size, args.concurrency).await?,
+            );
         }
         if want("scheduler") {
             eprintln!("scheduler: {} s each", args.scheduler_seconds);
