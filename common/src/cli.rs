@@ -60,6 +60,12 @@ where
     let telemetry =
         crate::telemetry::init(C::SERVICE, config.log(), config.trace(), args.log_json)?;
     let shutdown = crate::shutdown::on_signal();
+    if crate::shutdown::exit_with_stdin_requested() {
+        crate::shutdown::watch_stdin(
+            shutdown.clone(),
+            "the parent process is gone, shutting down",
+        );
+    }
     let result = run(config, shutdown).await;
     telemetry.shutdown().await;
     result?;

@@ -7,9 +7,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A service process that is killed when dropped.
+/// A service process that is killed when dropped. Its standard input is a
+/// pipe held here and it is started with `CONCLAVE_EXIT_WITH_STDIN=true`, so
+/// a Conclave service also stops when the process that started it dies,
+/// SIGKILL included.
 pub struct ServiceProcess {
     pub child: Child,
+    /// Closing it (dropping it, or this process dying) stops the service.
+    pub stdin: Option<std::process::ChildStdin>,
     /// Log lines seen so far keep arriving here.
     pub lines: mpsc::Receiver<String>,
     /// The lines read while waiting for the process to be ready.
@@ -60,9 +65,10 @@ impl ServiceProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .env(crate::shutdown::EXIT_WITH_STDIN_ENV, "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .stdin(Stdio::null());
+            .stdin(Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -70,6 +76,7 @@ impl ServiceProcess {
             .spawn()
             .map_err(|e| format!("cannot start {program}: {e}"))?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
+        let stdin = child.stdin.take();
         let (tx, rx) = mpsc::channel();
         let name = name.to_string();
         std::thread::spawn(move || {
@@ -84,6 +91,7 @@ impl ServiceProcess {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         let mut process = ServiceProcess {
             child,
+            stdin,
             lines: rx,
             history: Vec::new(),
         };

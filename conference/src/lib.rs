@@ -105,13 +105,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     )?);
     tokio::spawn(watch_portals(manager, service.clone(), exit.clone()));
     if config.exit_with_stdin {
-        let exit = exit.clone();
-        std::thread::spawn(move || {
-            // EOF (or an error) means the agent is gone.
-            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
-            tracing::warn!("standard input closed: the agent is gone, exiting");
-            exit.cancel();
-        });
+        conclave_common::shutdown::watch_stdin(exit.clone(), "the agent is gone, exiting");
     }
     Ok(Node {
         server,

@@ -2,6 +2,8 @@
 //! embedded store and a development key; waits until all are healthy, prints
 //! the addresses and a ready token for a demo room, and stops everything on
 //! Ctrl-C. The binaries are taken from the directory this one lives in.
+//! Each service's standard input is a pipe from this launcher, so the
+//! services stop even when the launcher is killed outright.
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -130,6 +132,14 @@ async fn print_traces(collector: TraceCollector) {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Ctrl-C, SIGTERM, or (when a parent asks) the end of standard input.
+    let stop = conclave_common::shutdown::on_signal();
+    if conclave_common::shutdown::exit_with_stdin_requested() {
+        conclave_common::shutdown::watch_stdin(
+            stop.clone(),
+            "the parent process is gone, stopping",
+        );
+    }
     ANY_PORTS.store(args.any_ports, std::sync::atomic::Ordering::Relaxed);
     if args.print_traces {
         let collector = TraceCollector::start("127.0.0.1:0")
@@ -243,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
                 "conclave-stack ready portal=http://{}:{port} management={management} cluster={manager} agent={agent} portal_grpc={portal_grpc} portal_pid={portal_pid} room={room} token={token}",
                 args.hostname
             );
-            conclave_common::shutdown::signal().await;
+            stop.cancelled().await;
         }
         Err(e) => eprintln!("the stack did not become ready: {e:#}"),
     }

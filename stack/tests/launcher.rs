@@ -7,14 +7,12 @@ use conclave_common::process::ServiceProcess;
 use conclave_common::testing::workspace_bin;
 use std::time::Duration;
 
-/// Start the launcher on free ports with `extra` flags; the launcher, its
-/// demo token, the portal's host:port and the data directory.
-fn launch(extra: &[&str]) -> (ServiceProcess, String, String, std::path::PathBuf) {
-    let data = std::env::temp_dir().join(format!(
-        "conclave-stack-test-{}-{}",
-        std::process::id(),
-        extra.len()
-    ));
+/// Start the launcher on free ports with `extra` flags and a data directory
+/// of its own for `test`; the launcher, its demo token, the portal's
+/// host:port and the data directory.
+fn launch(test: &str, extra: &[&str]) -> (ServiceProcess, String, String, std::path::PathBuf) {
+    let data =
+        std::env::temp_dir().join(format!("conclave-stack-test-{}-{test}", std::process::id()));
     let data_arg = data.display().to_string();
     let bin = workspace_bin("conclave-stack");
     let mut args = vec![
@@ -46,7 +44,7 @@ fn the_local_stack_starts_serves_a_login_and_stops() {
     let Some(python) = support::python() else {
         return;
     };
-    let (mut stack, token, host, data) = launch(&[]);
+    let (mut stack, token, host, data) = launch("login", &[]);
     let url = format!("http://{host}");
 
     let mut client = support::Driver::spawn(&python);
@@ -78,7 +76,7 @@ fn the_local_stack_prints_a_logins_trace() {
     let Some(python) = support::python() else {
         return;
     };
-    let (mut stack, token, host, data) = launch(&["--print-traces"]);
+    let (mut stack, token, host, data) = launch("traces", &["--print-traces"]);
     let mut client = support::Driver::spawn(&python);
     let ack = client.login(&format!("http://{host}"), &token);
     assert_eq!(ack[0], "ok", "{ack}");
@@ -126,5 +124,50 @@ fn the_local_stack_prints_a_logins_trace() {
     drop(client);
     stack.signal("INT");
     assert!(stack.wait_exit(Duration::from_secs(30)).is_some());
+    let _ = std::fs::remove_dir_all(data);
+}
+
+/// Killing the launcher outright (SIGKILL: no chance to clean up) still
+/// stops every service: each one's standard input is a pipe from the
+/// launcher, and the kernel closes it.
+#[test]
+fn services_stop_when_the_launcher_is_killed() {
+    let (mut stack, _token, _host, data) = launch("killed", &[]);
+    let ready = stack
+        .history
+        .iter()
+        .find(|l| l.contains("conclave-stack ready"))
+        .cloned()
+        .expect("the ready line");
+    let field = |k: &str| conclave_common::handshake::field(&ready, k).expect(k);
+    let portal = field("portal");
+    let addrs: Vec<String> = [
+        portal.trim_start_matches("http://").to_string(),
+        field("management"),
+        field("cluster"),
+        field("agent"),
+        field("portal_grpc"),
+    ]
+    .into();
+    let serving = |addr: &str| {
+        std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(300))
+            .is_ok()
+    };
+    assert!(addrs.iter().all(|a| serving(a)), "{addrs:?}");
+
+    stack.signal("KILL");
+    stack
+        .wait_exit(Duration::from_secs(5))
+        .expect("the launcher dies");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut still: Vec<&String> = addrs.iter().collect();
+    while !still.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        still.retain(|a| serving(a));
+    }
+    assert!(
+        still.is_empty(),
+        "still serving after the launcher died: {still:?}"
+    );
     let _ = std::fs::remove_dir_all(data);
 }
