@@ -73,6 +73,28 @@ fn futures_executor(
     })
 }
 
+/// A fresh room and alice logged in to it (protocol 1.2).
+async fn log_in_alice(stack: &Stack) -> (String, PyClient) {
+    let room = stack.room(-1).await;
+    let mut alice = PyClient::connect(stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        alice
+            .login(&stack.token(&room, "alice", "presenter").await, "1.2")
+            .await[0],
+        "ok"
+    );
+    (room, alice)
+}
+
+/// The portal's one log line of the outcome of `participant`'s login.
+fn outcome_line(stack: &Stack, participant: &str) -> String {
+    stack
+        .drain_logs(3)
+        .into_iter()
+        .find(|l| l.contains("login outcome") && l.contains(participant))
+        .expect("one line per login outcome")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_by_exactly_one_login_and_one_failure() {
     if !have_clients() {
@@ -237,21 +259,10 @@ async fn one_login_is_one_trace_across_every_service() {
         return;
     }
     let stack = stack(&[]).await;
-    let room = stack.room(-1).await;
-    let mut alice = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        alice
-            .login(&stack.token(&room, "alice", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let (_room, alice) = log_in_alice(&stack).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let portal_logs = stack.drain_logs(3);
-    let outcome = portal_logs
-        .iter()
-        .find(|l| l.contains("login outcome") && l.contains(&alice.sid))
-        .expect("one line per login outcome");
+    let outcome = outcome_line(&stack, &alice.sid);
     for stage in [
         "token_check_ms=",
         "token_consumption_ms=",
@@ -261,7 +272,7 @@ async fn one_login_is_one_trace_across_every_service() {
     ] {
         assert!(outcome.contains(stage), "{outcome}");
     }
-    let trace_id: String = conclave_common::handshake::field(outcome, "trace_id")
+    let trace_id: String = conclave_common::handshake::field(&outcome, "trace_id")
         .expect("the login line shows its trace id")
         .chars()
         .take_while(char::is_ascii_hexdigit)
@@ -307,14 +318,7 @@ async fn one_login_is_one_exported_trace_across_every_service() {
     let collector = TraceCollector::start("127.0.0.1:0").await.unwrap();
     let endpoint = format!("trace.otlp_endpoint={}", collector.endpoint());
     let stack = stack_with(&[&endpoint, "trace.export_delay=100"], &[]).await;
-    let room = stack.room(-1).await;
-    let mut alice = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        alice
-            .login(&stack.token(&room, "alice", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let (room, alice) = log_in_alice(&stack).await;
 
     let login = |spans: &[CollectedSpan]| {
         spans
@@ -364,11 +368,7 @@ async fn one_login_is_one_exported_trace_across_every_service() {
     println!("{}", render_tree(&trace));
 
     // The trace id is the one on the portal's log line of the login.
-    let portal_logs = stack.drain_logs(3);
-    let outcome = portal_logs
-        .iter()
-        .find(|l| l.contains("login outcome") && l.contains(&alice.sid))
-        .expect("one line per login outcome");
+    let outcome = outcome_line(&stack, &alice.sid);
     assert!(
         outcome.contains(&format!("trace_id={}", root.trace_id)),
         "{outcome} / {}",
