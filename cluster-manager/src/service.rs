@@ -5,6 +5,7 @@
 use crate::manager::{ClusterEvent, Manager, ManagerError};
 use crate::scheduler::ScheduleError;
 use crate::worker::{Capacity, Preference, WorkerInfo};
+use conclave_common::sync::Locked;
 use conclave_proto::cluster::v1 as pb;
 use conclave_proto::cluster::v1::cluster_event::Kind;
 use std::pin::Pin;
@@ -38,7 +39,7 @@ impl ClusterService {
 
     /// Lock the core briefly; never held across an await.
     pub fn core(&self) -> MutexGuard<'_, Manager> {
-        self.core.lock().unwrap_or_else(|p| p.into_inner())
+        self.core.locked()
     }
 
     pub fn publish(&self, event: ClusterEvent) {

@@ -9,6 +9,7 @@
 use crate::grpc;
 use crate::grpc::Channel;
 use crate::load::LoadSource;
+use crate::sync::Locked;
 use conclave_proto::cluster::v1 as pb;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use serde::{Deserialize, Serialize};
@@ -382,7 +383,7 @@ impl ClusterWorker {
     /// Stop keep-alives and load reports and leave the cluster with `Quit`.
     pub async fn quit(&self) -> Result<(), WorkerError> {
         self.stop.cancel();
-        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let task = self.task.locked().take();
         if let Some(task) = task {
             let _ = task.await;
         }
@@ -417,7 +418,7 @@ impl Drop for ClusterWorker {
 
 impl Shared {
     fn local(&self) -> std::sync::MutexGuard<'_, Local> {
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
+        self.local.locked()
     }
 
     fn set_registered(&self, registered: bool) {

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod net;
 pub mod process;
 pub mod shutdown;
+pub mod sync;
 pub mod telemetry;
 pub mod testing;
 pub mod token;

@@ -2,6 +2,7 @@
 //! conference agents) or a value the service sets itself (a count-based load
 //! such as nodes in use / max nodes, and deterministic tests).
 
+use crate::sync::Locked;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,7 +60,7 @@ impl LoadSource for CpuLoad {
         let Some((idle, total)) = read_proc_stat() else {
             return 0.0;
         };
-        let mut prev = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let mut prev = self.previous.locked();
         let load = match *prev {
             Some((pidle, ptotal)) if total > ptotal => {
                 let d_total = (total - ptotal) as f64;

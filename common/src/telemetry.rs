@@ -2,6 +2,7 @@
 //! JSON lines on request; and, when a collector is configured, the same spans
 //! exported over OTLP (gRPC) as OpenTelemetry traces.
 
+use crate::sync::Locked;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
@@ -219,7 +220,7 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
         let spans = batch.len();
         let result = self.inner.export(batch).await;
         if let Err(e) = &result {
-            let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
+            let mut last = self.last_warning.locked();
             if last.is_none_or(|t| t.elapsed() >= EXPORT_WARNING_INTERVAL) {
                 *last = Some(std::time::Instant::now());
                 tracing::warn!(endpoint = %self.endpoint, error = %e, spans, "exporting spans failed; they are dropped");

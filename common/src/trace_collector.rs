@@ -4,6 +4,7 @@
 //! launcher prints each trace it receives as a tree (`--print-traces`), for
 //! a machine without Jaeger or an OpenTelemetry Collector.
 
+use crate::sync::Locked;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -96,7 +97,7 @@ impl TraceCollector {
 
     /// Every span received so far.
     pub fn spans(&self) -> Vec<CollectedSpan> {
-        self.spans.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.spans.locked().clone()
     }
 
     /// The spans of trace `trace_id` received so far.
@@ -124,10 +125,7 @@ impl TraceService for Sink {
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let received = collect(request.into_inner());
-        self.spans
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend(received.iter().cloned());
+        self.spans.locked().extend(received.iter().cloned());
         let _ = self.arrivals.send(received);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,

@@ -11,6 +11,7 @@ pub mod supervisor;
 use conclave_common::cluster_worker::{ClusterWorker, WorkerEvent};
 use conclave_common::grpc::{GrpcError, GrpcServer};
 use conclave_common::load::{CpuLoad, LoadSource, ManualLoad};
+use conclave_common::sync::Locked;
 use conclave_proto::agent::v1::node_manager_server::NodeManagerServer;
 use conclave_proto::cluster::v1 as cluster;
 use pool::NodePool;
@@ -53,11 +54,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn pool(&self) -> MutexGuard<'_, NodePool> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+        self.pool.locked()
     }
 
     fn controls(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Control>>> {
-        self.controls.lock().unwrap_or_else(|p| p.into_inner())
+        self.controls.locked()
     }
 
     pub fn worker(&self) -> Option<&ClusterWorker> {

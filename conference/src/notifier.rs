@@ -5,6 +5,7 @@
 
 use crate::conference::{Delivery, PortalRef};
 use conclave_common::grpc::Channel;
+use conclave_common::sync::Locked;
 use conclave_proto::portal::v1 as pb;
 use conclave_proto::portal::v1::portal_client::PortalClient;
 use std::collections::HashMap;
@@ -48,7 +49,7 @@ impl Notifier {
                     portal.endpoint.clone()
                 }
             };
-            let mut queues = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+            let mut queues = self.queues.locked();
             let sender = match queues.get(&endpoint) {
                 Some(s) if !s.is_closed() => s.clone(),
                 _ => {
@@ -74,10 +75,7 @@ impl Notifier {
 
     /// Stop delivering to a lost portal.
     pub fn forget(&self, endpoint: &str) {
-        self.queues
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(endpoint);
+        self.queues.locked().remove(endpoint);
     }
 
     /// Ask a participant's portal to drop it (client gets `drop`, socket

@@ -4,6 +4,7 @@ use crate::conference::{Conference, ConferenceError, JoinRequest, Participant, P
 use crate::notifier::Notifier;
 use crate::room::{Permission, RoomConfig};
 use conclave_common::grpc::Channel;
+use conclave_common::sync::Locked;
 use conclave_proto::conference::v1 as pb;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
@@ -62,7 +63,7 @@ impl ConferenceService {
     }
 
     pub fn state(&self) -> MutexGuard<'_, Conference> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     /// Refresh the participants and rooms gauges.

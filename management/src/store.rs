@@ -5,6 +5,7 @@
 //! Methods are blocking; the service calls them on the blocking pool.
 
 use crate::room::Room;
+use conclave_common::sync::Locked;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -120,7 +121,7 @@ impl SqliteStore {
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        self.conn.locked()
     }
 }
 

@@ -11,6 +11,7 @@ use crate::outbox::{Message, Outbox};
 use crate::ticket::Tickets;
 use conclave_common::cluster_worker::ClusterWorker;
 use conclave_common::grpc::Channel;
+use conclave_common::sync::Locked;
 use conclave_common::token::JoinToken;
 use conclave_proto::agent::v1 as agent;
 use conclave_proto::agent::v1::node_manager_client::NodeManagerClient;
@@ -134,7 +135,7 @@ impl Portal {
     }
 
     pub fn clients(&self) -> MutexGuard<'_, Clients> {
-        self.clients.lock().unwrap_or_else(|p| p.into_inner())
+        self.clients.locked()
     }
 
     pub fn grpc_endpoint(&self) -> &str {
@@ -150,7 +151,7 @@ impl Portal {
 
     /// A cached lazy channel to an agent or node.
     fn channel(&self, endpoint: &str, deadline: Duration) -> Result<Channel, PortalError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = self.channels.locked();
         if let Some(c) = channels.get(endpoint) {
             return Ok(c.clone());
         }
@@ -162,10 +163,7 @@ impl Portal {
 
     /// Forget the channel of a node that is gone.
     pub fn forget_endpoint(&self, endpoint: &str) {
-        self.channels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(endpoint);
+        self.channels.locked().remove(endpoint);
     }
 
     fn conference(&self, endpoint: &str) -> Result<ConferenceClient<Channel>, PortalError> {
@@ -432,13 +430,8 @@ impl Portal {
 
     fn deliver(&self, entry: &ClientEntry, event: &str, data: Value) {
         let (event, data) = dialect::translate(entry.protocol, event, data);
-        let mut outbox = entry.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        let connected = entry
-            .connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .state()
-            == State::Connected;
+        let mut outbox = entry.outbox.locked();
+        let connected = entry.connection.locked().state() == State::Connected;
         let message = outbox.record(&event, data, connected, tokio::time::Instant::now());
         if !connected {
             conclave_common::metrics::counter!("portal_messages_queued_total").increment(1);
@@ -484,10 +477,7 @@ impl Portal {
 
     /// A fresh reconnection ticket for a participant.
     pub fn issue_ticket(&self, participant: &str) -> String {
-        self.tickets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .issue(participant, now_ms())
+        self.tickets.locked().issue(participant, now_ms())
     }
 
     /// OWT `relogin` (§10.4): check the ticket, move the participant with its
@@ -503,11 +493,7 @@ impl Portal {
         answer: impl FnOnce(&ReloginReply),
     ) -> Result<String, PortalError> {
         let now = now_ms();
-        let ticket = self
-            .tickets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .check(ticket_text, now)?;
+        let ticket = self.tickets.locked().check(ticket_text, now)?;
         let participant = ticket.participant_id.clone();
         let entry = self
             .clients()
@@ -518,24 +504,15 @@ impl Portal {
             return Err(PortalError::ReconnectionNotAllowed);
         }
         let old = entry.connection.clone();
-        if old.lock().unwrap_or_else(|p| p.into_inner()).participant() != Some(participant.as_str())
-        {
+        if old.locked().participant() != Some(participant.as_str()) {
             return Err(PortalError::ParticipantNotMatched);
         }
         // Everything sent to the client from here on waits for the ack.
-        let mut outbox = entry.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        if connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .login_done(epoch, &participant)
-            != Completion::Registered
-        {
+        let mut outbox = entry.outbox.locked();
+        if connection.locked().login_done(epoch, &participant) != Completion::Registered {
             return Err(PortalError::EarlyLeft);
         }
-        self.tickets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .spend(&ticket, now);
+        self.tickets.locked().spend(&ticket, now);
         {
             let mut clients = self.clients();
             let Some(e) = clients.get_mut(&participant) else {
@@ -544,7 +521,7 @@ impl Portal {
             e.socket = socket;
             e.connection = connection;
         }
-        old.lock().unwrap_or_else(|p| p.into_inner()).close();
+        old.locked().close();
         if entry.socket != socket
             && let Some(s) = self.io.get().and_then(|io| io.get_socket(entry.socket))
         {
@@ -591,11 +568,7 @@ impl Portal {
         let Some(entry) = entry else {
             return false;
         };
-        entry
-            .connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .close();
+        entry.connection.locked().close();
         self.emit(entry.socket, "drop", &Value::Null);
         if let Some(socket) = self.io.get().and_then(|io| io.get_socket(entry.socket)) {
             let _ = socket.disconnect();

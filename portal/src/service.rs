@@ -1,6 +1,7 @@
 //! The gRPC adapter: `portal.v1.Portal`, how conference nodes reach clients.
 
 use crate::portal::Portal;
+use conclave_common::sync::Locked;
 use conclave_proto::portal::v1 as pb;
 use serde_json::Value;
 use std::sync::Arc;
@@ -81,13 +82,7 @@ impl pb::portal_server::Portal for PortalService {
                 participant_id: c.participant.clone(),
                 room: c.room.clone(),
                 controller: c.controller.clone(),
-                state: c
-                    .connection
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .state()
-                    .as_str()
-                    .to_string(),
+                state: c.connection.locked().state().as_str().to_string(),
                 user: c.user.clone(),
                 role: c.role.clone(),
             })

@@ -9,6 +9,7 @@ use crate::connection::{Completion, Connection, Disconnect};
 use crate::dialect::Protocol;
 use crate::error::PortalError;
 use crate::portal::{Portal, ReloginReply, Stages};
+use conclave_common::sync::Locked;
 use serde_json::Value;
 use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use std::sync::{Arc, Mutex};
@@ -37,11 +38,7 @@ fn error(ack: AckSender, e: impl std::fmt::Display) {
 pub async fn on_connect(s: SocketRef, State(portal): P) -> Result<(), std::convert::Infallible> {
     let idle = Duration::from_millis(portal.config.portal.idle_timeout);
     let connection = Arc::new(Mutex::new(Connection::new(Instant::now(), idle)));
-    portal
-        .connections
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(s.id, connection);
+    portal.connections.locked().insert(s.id, connection);
     conclave_common::metrics::gauge!("portal_sockets", "eio" => eio(&s)).increment(1.0);
     arm_idle_timer(&portal, &s);
     s.on("login", on_login);
@@ -55,12 +52,8 @@ pub async fn on_connect(s: SocketRef, State(portal): P) -> Result<(), std::conve
             async move |s: SocketRef, State(portal): P, ack: AckSender| match connection_of(
                 &portal, &s,
             )
-            .map(|c| {
-                c.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .logged_in()
-                    .map(drop)
-            }) {
+            .map(|c| c.locked().logged_in().map(drop))
+            {
                 Some(Ok(())) => error(ack, PortalError::Unsupported(event.to_string())),
                 Some(Err(e)) => error(ack, e),
                 None => error(ack, crate::connection::ConnError::IllegalRequest),
@@ -77,12 +70,7 @@ pub async fn connected(s: SocketRef) {
 }
 
 fn connection_of(portal: &Portal, s: &SocketRef) -> Option<crate::clients::SharedConnection> {
-    portal
-        .connections
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&s.id)
-        .cloned()
+    portal.connections.locked().get(&s.id).cloned()
 }
 
 /// Start a login or relogin on this socket's connection: its connection and
@@ -93,10 +81,7 @@ fn begin_attempt(
     ack: AckSender,
 ) -> Option<(crate::clients::SharedConnection, u64, AckSender)> {
     let connection = connection_of(portal, s)?;
-    let begun = connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .begin_login();
+    let begun = connection.locked().begin_login();
     match begun {
         Ok(epoch) => Some((connection, epoch, ack)),
         Err(e) => {
@@ -115,10 +100,7 @@ fn fail_attempt(
     ack: Option<AckSender>,
     e: PortalError,
 ) {
-    connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .login_failed(epoch, Instant::now());
+    connection.locked().login_failed(epoch, Instant::now());
     if let Some(ack) = ack {
         error(ack, e);
     }
@@ -130,17 +112,11 @@ fn arm_idle_timer(portal: &Arc<Portal>, s: &SocketRef) {
     let Some(connection) = connection_of(portal, s) else {
         return;
     };
-    let deadline = connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .idle_deadline();
+    let deadline = connection.locked().idle_deadline();
     let s = s.clone();
     tokio::spawn(async move {
         tokio::time::sleep_until(deadline).await;
-        let expired = connection
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .idle_expired(Instant::now());
+        let expired = connection.locked().idle_expired(Instant::now());
         if expired {
             tracing::info!(socket = %s.id, "no login in time; closing the connection");
             let _ = s.disconnect();
@@ -193,10 +169,7 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
     );
     match outcome {
         Ok(mut joined) => {
-            let completion = connection
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .login_done(epoch, &participant);
+            let completion = connection.locked().login_done(epoch, &participant);
             match completion {
                 Completion::Registered => {
                     let ok = joined.entry.protocol.ok_word();
@@ -279,11 +252,7 @@ async fn on_refresh_ticket(s: SocketRef, State(portal): P, ack: AckSender) {
     let Some(connection) = connection_of(&portal, &s) else {
         return;
     };
-    let participant = match connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .logged_in()
-    {
+    let participant = match connection.locked().logged_in() {
         Ok(p) => p.to_string(),
         Err(e) => return error(ack, e),
     };
@@ -304,10 +273,7 @@ async fn on_logout(s: SocketRef, State(portal): P, ack: AckSender) {
     let Some(connection) = connection_of(&portal, &s) else {
         return;
     };
-    let result = connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .logout(Instant::now());
+    let result = connection.locked().logout(Instant::now());
     match result {
         Ok(participant) => {
             let ok = participant
@@ -328,11 +294,7 @@ async fn on_text(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, 
     let Some(connection) = connection_of(&portal, &s) else {
         return;
     };
-    let participant = match connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .logged_in()
-    {
+    let participant = match connection.locked().logged_in() {
         Ok(p) => p.to_string(),
         Err(e) => return error(ack, e),
     };
@@ -364,17 +326,9 @@ fn eio(s: &SocketRef) -> &'static str {
 
 async fn on_disconnect(s: SocketRef, State(portal): P) {
     conclave_common::metrics::gauge!("portal_sockets", "eio" => eio(&s)).decrement(1.0);
-    let connection = portal
-        .connections
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&s.id);
+    let connection = portal.connections.locked().remove(&s.id);
     let Some(connection) = connection else { return };
-    let participant = connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .participant()
-        .map(str::to_string);
+    let participant = connection.locked().participant().map(str::to_string);
     let reconnection = participant
         .as_deref()
         .and_then(|p| {
@@ -386,28 +340,19 @@ async fn on_disconnect(s: SocketRef, State(portal): P) {
         .unwrap_or(false);
     let grace =
         reconnection.then(|| Duration::from_secs(portal.config.portal.reconnection_timeout));
-    let action = connection
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .disconnected(grace, Instant::now());
+    let action = connection.locked().disconnected(grace, Instant::now());
     match action {
         Disconnect::Leave(participant) => {
             portal.leave_if_owned(&participant, &connection).await;
         }
         Disconnect::Wait(participant) => {
             tracing::info!(%participant, ?grace, "waiting for the client to relogin");
-            let deadline = connection
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .grace_deadline();
+            let deadline = connection.locked().grace_deadline();
             tokio::spawn(async move {
                 if let Some(deadline) = deadline {
                     tokio::time::sleep_until(deadline).await;
                 }
-                let expired = connection
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .grace_expired(Instant::now());
+                let expired = connection.locked().grace_expired(Instant::now());
                 if let Some(participant) = expired
                     && portal.leave_if_owned(&participant, &connection).await
                 {
