@@ -143,7 +143,15 @@ pub fn login_result(
             .unwrap_or_default();
         return json!({"clientId": id, "id": room["id"], "streams": room["streams"], "users": users});
     }
-    json!({"id": id, "user": user, "role": role, "permission": permission, "room": room})
+    // Built by moving the values in: `json!` would copy `room` (every
+    // participant of the room) field by field, hundreds of allocations.
+    let mut result = serde_json::Map::new();
+    result.insert("id".into(), id.into());
+    result.insert("user".into(), user.into());
+    result.insert("role".into(), role.into());
+    result.insert("permission".into(), permission);
+    result.insert("room".into(), room);
+    Value::Object(result)
 }
 
 #[cfg(test)]
