@@ -148,6 +148,17 @@ fn grpc_code<B>(response: &http::Response<B>) -> String {
         .to_string()
 }
 
+/// The `method` label of an RPC's metrics: its path, or "unknown" when no
+/// service had it (`UNIMPLEMENTED`), so that callers inventing paths cannot
+/// grow the metrics without bound.
+fn method_label(method: String, code: &str) -> String {
+    if code == "12" {
+        "unknown".to_string()
+    } else {
+        method
+    }
+}
+
 /// Server side of every RPC, as one tower layer: a span carrying the method
 /// and the caller's trace id (a new one when there is none), the trace id
 /// set for calls made while handling, and latency and status metrics.
@@ -213,6 +224,7 @@ where
                     Err(_) => "transport".to_string(),
                 };
                 let elapsed = started.elapsed().as_secs_f64();
+                let method = method_label(method, &code);
                 metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => code.clone()).increment(1);
                 metrics::histogram!("grpc_server_duration_seconds", "method" => method).record(elapsed);
                 tracing::debug!(%code, elapsed_ms = elapsed * 1000.0, "rpc handled");
@@ -263,6 +275,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
                 Ok(r) => grpc_code(r),
                 Err(_) => "transport".to_string(),
             };
+            let method = method_label(method, &code);
             metrics::counter!("grpc_client_requests_total", "method" => method.clone(), "code" => code).increment(1);
             metrics::histogram!("grpc_client_duration_seconds", "method" => method)
                 .record(started.elapsed().as_secs_f64());
