@@ -242,8 +242,9 @@ impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanEx
     }
 }
 
-/// Which spans start a trace: a client's login or relogin, and a gRPC call
-/// with no trace of its own (an operator's `grpcurl`). Long-lived spans of
+/// Which spans start a trace: a client's login, relogin, text or logout (the
+/// portal's `trace::root` spans), and a gRPC call with no trace of its own
+/// (an operator's `grpcurl`). Long-lived spans of
 /// housekeeping (a worker's keep-alive loop) are never exported; a span
 /// with a parent follows its parent, so a caller's "not sampled" holds.
 #[derive(Debug, Clone)]
@@ -260,7 +261,7 @@ impl opentelemetry_sdk::trace::ShouldSample for TraceRoots {
         links: &[opentelemetry::trace::Link],
     ) -> opentelemetry_sdk::trace::SamplingResult {
         use opentelemetry_sdk::trace::Sampler;
-        let root = if matches!(name, "login" | "relogin" | "grpc") {
+        let root = if matches!(name, "login" | "relogin" | "text" | "logout" | "grpc") {
             Sampler::AlwaysOn
         } else {
             Sampler::AlwaysOff

@@ -96,6 +96,32 @@ pub fn record(ids: &[(&str, &str)]) {
     }
 }
 
+/// Run `fut` as a new trace whose first span is `span` (which must declare
+/// `trace_id`): what a client's request to the portal (login, text, ...) is.
+pub async fn root<F: std::future::Future>(span: tracing::Span, fut: F) -> F::Output {
+    use tracing::Instrument;
+    let trace_id = start(&span, None);
+    scope(trace_id, fut.instrument(span)).await
+}
+
+/// Run `fut` in the trace of `traceparent` (captured with [`outgoing`]
+/// where the work was queued) under `span` (declaring `trace_id`); outside
+/// any trace when there is none.
+pub async fn resume<F: std::future::Future>(
+    traceparent: Option<&str>,
+    span: tracing::Span,
+    fut: F,
+) -> F::Output {
+    use tracing::Instrument;
+    match traceparent.and_then(parse_traceparent) {
+        Some(parent) => {
+            let trace_id = start(&span, Some(&parent));
+            scope(trace_id, fut.instrument(span)).await
+        }
+        None => fut.await,
+    }
+}
+
 /// `traceparent` for a call made now from within the current span, in the
 /// current trace; `None` outside a trace.
 pub fn outgoing() -> Option<String> {

@@ -1,7 +1,9 @@
 //! Delivery of notifications to portals (OWT's `notify` / `broadcast` /
 //! `drop` RPCs). Each portal has its own queue and sender task, so a slow or
 //! dead portal delays only its own participants' notifications, never a join,
-//! and notifications to one portal keep their order.
+//! and notifications to one portal keep their order. A notification carries
+//! the trace of the request that caused it (a text, a join), so its call to
+//! the portal is part of that trace.
 
 use crate::conference::{Delivery, PortalRef};
 use conclave_common::grpc::Channel;
@@ -13,12 +15,15 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// A delivery and the `traceparent` of the request that queued it.
+type Queued = (Delivery, Option<String>);
+
 pub struct Notifier {
     /// The controller name portals match broadcasts against: this node's id.
     controller: String,
     timeout: Duration,
     capacity: usize,
-    queues: Mutex<HashMap<String, mpsc::Sender<Delivery>>>,
+    queues: Mutex<HashMap<String, mpsc::Sender<Queued>>>,
 }
 
 impl Notifier {
@@ -43,6 +48,7 @@ impl Notifier {
 
     /// Queue deliveries; never waits.
     pub fn send(&self, deliveries: Vec<Delivery>) {
+        let traceparent = conclave_common::trace::outgoing();
         for delivery in deliveries {
             let endpoint = match &delivery {
                 Delivery::Broadcast { portal, .. } | Delivery::Notify { portal, .. } => {
@@ -67,7 +73,7 @@ impl Notifier {
                     tx
                 }
             };
-            if sender.try_send(delivery).is_err() {
+            if sender.try_send((delivery, traceparent.clone())).is_err() {
                 tracing::warn!(portal = %endpoint, "portal notification queue full; notification dropped");
             }
         }
@@ -100,38 +106,43 @@ async fn deliver(
     mut client: PortalClient<Channel>,
     controller: String,
     endpoint: String,
-    mut queue: mpsc::Receiver<Delivery>,
+    mut queue: mpsc::Receiver<Queued>,
 ) {
-    while let Some(delivery) = queue.recv().await {
-        let result = match delivery {
-            Delivery::Broadcast {
-                exclude,
-                event,
-                data,
-                ..
-            } => client
-                .broadcast(pb::BroadcastRequest {
-                    controller: controller.clone(),
-                    exclude_list: exclude,
-                    event: event.to_string(),
-                    data: data.to_string(),
-                })
-                .await
-                .map(drop),
-            Delivery::Notify {
-                participant,
-                event,
-                data,
-                ..
-            } => client
-                .notify(pb::NotifyRequest {
-                    participant_id: participant,
-                    event: event.to_string(),
-                    data: data.to_string(),
-                })
-                .await
-                .map(drop),
+    while let Some((delivery, traceparent)) = queue.recv().await {
+        let span =
+            tracing::info_span!("notify", portal = %endpoint, trace_id = tracing::field::Empty);
+        let call = async {
+            match delivery {
+                Delivery::Broadcast {
+                    exclude,
+                    event,
+                    data,
+                    ..
+                } => client
+                    .broadcast(pb::BroadcastRequest {
+                        controller: controller.clone(),
+                        exclude_list: exclude,
+                        event: event.to_string(),
+                        data: data.to_string(),
+                    })
+                    .await
+                    .map(drop),
+                Delivery::Notify {
+                    participant,
+                    event,
+                    data,
+                    ..
+                } => client
+                    .notify(pb::NotifyRequest {
+                        participant_id: participant,
+                        event: event.to_string(),
+                        data: data.to_string(),
+                    })
+                    .await
+                    .map(drop),
+            }
         };
+        let result = conclave_common::trace::resume(traceparent.as_deref(), span, call).await;
         let outcome = if result.is_ok() { "sent" } else { "failed" };
         conclave_common::metrics::counter!("conference_notifications_total", "outcome" => outcome)
             .increment(1);

@@ -15,7 +15,6 @@ use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 type P = State<Arc<Portal>>;
 
@@ -133,12 +132,7 @@ async fn on_login(s: SocketRef, State(portal): P, TryData(data): TryData<Value>,
         trace_id = tracing::field::Empty,
         room = tracing::field::Empty,
     );
-    let trace_id = conclave_common::trace::start(&span, None);
-    conclave_common::trace::scope(
-        trace_id,
-        login(s, portal, data.unwrap_or(Value::Null), ack).instrument(span),
-    )
-    .await
+    conclave_common::trace::root(span, login(s, portal, data.unwrap_or(Value::Null), ack)).await
 }
 
 async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
@@ -201,8 +195,7 @@ async fn login(s: SocketRef, portal: Arc<Portal>, info: Value, ack: AckSender) {
 
 async fn on_relogin(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
     let span = tracing::info_span!("relogin", socket = %s.id, trace_id = tracing::field::Empty);
-    let trace_id = conclave_common::trace::start(&span, None);
-    conclave_common::trace::scope(trace_id, relogin(s, portal, data, ack).instrument(span)).await
+    conclave_common::trace::root(span, relogin(s, portal, data, ack)).await
 }
 
 async fn relogin(
@@ -270,6 +263,11 @@ async fn on_refresh_ticket(s: SocketRef, State(portal): P, ack: AckSender) {
 }
 
 async fn on_logout(s: SocketRef, State(portal): P, ack: AckSender) {
+    let span = tracing::info_span!("logout", socket = %s.id, trace_id = tracing::field::Empty);
+    conclave_common::trace::root(span, logout(s, portal, ack)).await
+}
+
+async fn logout(s: SocketRef, portal: Arc<Portal>, ack: AckSender) {
     let Some(connection) = connection_of(&portal, &s) else {
         return;
     };
@@ -291,6 +289,12 @@ async fn on_logout(s: SocketRef, State(portal): P, ack: AckSender) {
 }
 
 async fn on_text(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, ack: AckSender) {
+    // A text is one trace: through its conference node to every receiver's portal.
+    let span = tracing::info_span!("text", socket = %s.id, trace_id = tracing::field::Empty);
+    conclave_common::trace::root(span, text(s, portal, data.unwrap_or(Value::Null), ack)).await
+}
+
+async fn text(s: SocketRef, portal: Arc<Portal>, data: Value, ack: AckSender) {
     let Some(connection) = connection_of(&portal, &s) else {
         return;
     };
@@ -298,7 +302,6 @@ async fn on_text(s: SocketRef, State(portal): P, TryData(data): TryData<Value>, 
         Ok(p) => p.to_string(),
         Err(e) => return error(ack, e),
     };
-    let data = data.unwrap_or(Value::Null);
     let to = match data.get("to") {
         Some(Value::String(to)) if !to.is_empty() => to.clone(),
         _ => return error(ack, PortalError::InvalidReceiver),

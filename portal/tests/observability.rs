@@ -4,6 +4,7 @@
 
 mod support;
 
+use conclave_common::trace_collector::{CollectedSpan, TraceCollector, render_tree};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -304,6 +305,54 @@ async fn one_login_is_one_trace_across_every_service() {
     alice.quit().await;
 }
 
+/// A collector, and a stack whose services (conference nodes included)
+/// export their spans to it within 100 ms.
+async fn traced_stack() -> (TraceCollector, Stack) {
+    let collector = TraceCollector::start("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("trace.otlp_endpoint={}", collector.endpoint());
+    let stack = stack_with(&[&endpoint, "trace.export_delay=100"], &[]).await;
+    (collector, stack)
+}
+
+/// Wait (15 s at most) until the trace whose first span `is_root` accepts
+/// has arrived whole: a server span `name` in `service` for each of
+/// `expected`, and the parent of every span but the first. Prints it.
+async fn whole_trace(
+    collector: &TraceCollector,
+    is_root: impl Fn(&CollectedSpan) -> bool,
+    expected: &[(&str, &str)],
+) -> (CollectedSpan, Vec<CollectedSpan>) {
+    let complete = |trace: &[CollectedSpan]| {
+        expected.iter().all(|(service, name)| {
+            trace
+                .iter()
+                .any(|s| s.service == *service && s.name == *name && s.kind == "server")
+        }) && trace.iter().all(|s| {
+            s.parent_span_id.is_empty() || trace.iter().any(|p| p.span_id == s.parent_span_id)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let root = collector
+            .spans()
+            .into_iter()
+            .find(|s| s.parent_span_id.is_empty() && is_root(s));
+        if let Some(root) = root {
+            let trace = collector.trace(&root.trace_id);
+            if complete(&trace) {
+                println!("{}", render_tree(&trace));
+                return (root, trace);
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trace never arrived whole; received:\n{}",
+            render_tree(&collector.spans())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// With `trace.otlp_endpoint` set, one login is one exported trace: a tree
 /// rooted at the portal's `login` span with a server span in each of the
 /// other four services, each the child of its caller's client span, and the
@@ -311,21 +360,11 @@ async fn one_login_is_one_trace_across_every_service() {
 /// (keep-alives, load reports) are not exported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_login_is_one_exported_trace_across_every_service() {
-    use conclave_common::trace_collector::{CollectedSpan, TraceCollector, render_tree};
     if !have_clients() {
         return;
     }
-    let collector = TraceCollector::start("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("trace.otlp_endpoint={}", collector.endpoint());
-    let stack = stack_with(&[&endpoint, "trace.export_delay=100"], &[]).await;
+    let (collector, stack) = traced_stack().await;
     let (room, alice) = log_in_alice(&stack).await;
-
-    let login = |spans: &[CollectedSpan]| {
-        spans
-            .iter()
-            .find(|s| s.name == "login" && s.attributes.get("participant") == Some(&alice.sid))
-            .cloned()
-    };
     let expected = [
         (
             "conclave-management",
@@ -338,34 +377,12 @@ async fn one_login_is_one_exported_trace_across_every_service() {
         ("conclave-conference-agent", "/agent.v1.NodeManager/GetNode"),
         ("conclave-conference", "/conference.v1.Conference/Join"),
     ];
-    let complete = |trace: &[CollectedSpan]| {
-        expected.iter().all(|(service, name)| {
-            trace
-                .iter()
-                .any(|s| s.service == *service && s.name == *name && s.kind == "server")
-        }) && trace.iter().all(|s| {
-            s.parent_span_id.is_empty() || trace.iter().any(|p| p.span_id == s.parent_span_id)
-        })
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let arrived = loop {
-        let whole = login(&collector.spans()).and_then(|root| {
-            let trace = collector.trace(&root.trace_id);
-            complete(&trace).then_some((root, trace))
-        });
-        if whole.is_some() || std::time::Instant::now() > deadline {
-            break whole;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let Some((root, trace)) = arrived else {
-        let spans = collector.spans();
-        panic!(
-            "the login's trace never arrived whole; received:\n{}",
-            render_tree(&spans)
-        );
-    };
-    println!("{}", render_tree(&trace));
+    let (root, trace) = whole_trace(
+        &collector,
+        |s| s.name == "login" && s.attributes.get("participant") == Some(&alice.sid),
+        &expected,
+    )
+    .await;
 
     // The trace id is the one on the portal's log line of the login.
     let outcome = outcome_line(&stack, &alice.sid);
@@ -436,6 +453,72 @@ async fn one_login_is_one_exported_trace_across_every_service() {
         .collect();
     assert!(housekeeping.is_empty(), "{housekeeping:?}");
     alice.quit().await;
+}
+
+/// A text is one exported trace too: from the sender's portal through the
+/// room's conference node to the receiver's portal, whose `Notify` span
+/// hangs under the node's `Text`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_is_one_exported_trace_from_sender_to_receiver() {
+    if !have_clients() {
+        return;
+    }
+    let (collector, stack) = traced_stack().await;
+    let (room, mut alice) = log_in_alice(&stack).await;
+    let mut bob = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        bob.login(&stack.token(&room, "bob", "presenter").await, "1.2")
+            .await[0],
+        "ok"
+    );
+    let ack = alice
+        .emit("text", vec![json!({"to": bob.sid, "message": "hi bob"})])
+        .await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
+    assert_eq!(
+        bob.wait_event("text", 5.0).await.unwrap()["message"],
+        "hi bob"
+    );
+
+    let (root, trace) = whole_trace(
+        &collector,
+        |s| s.name == "text",
+        &[
+            ("conclave-conference", "/conference.v1.Conference/Text"),
+            ("conclave-portal", "/portal.v1.Portal/Notify"),
+        ],
+    )
+    .await;
+    assert_eq!(root.service, "conclave-portal");
+    let span = |name: &str, kind: &str| {
+        trace
+            .iter()
+            .find(|s| s.name == name && s.kind == kind)
+            .unwrap_or_else(|| panic!("{name} ({kind}) in\n{}", render_tree(&trace)))
+    };
+    let parent_of = |child: &CollectedSpan| {
+        trace
+            .iter()
+            .find(|s| s.span_id == child.parent_span_id)
+            .unwrap()
+            .clone()
+    };
+    // portal Notify (server) <- node's client call <- the node's queued
+    // `notify` <- the node's Text (server)
+    let notify = span("/portal.v1.Portal/Notify", "server");
+    let call = parent_of(notify);
+    assert_eq!(
+        (call.service.as_str(), call.kind),
+        ("conclave-conference", "client")
+    );
+    let queued = parent_of(&call);
+    assert_eq!(queued.name, "notify");
+    assert_eq!(
+        parent_of(&queued).span_id,
+        span("/conference.v1.Conference/Text", "server").span_id
+    );
+    alice.quit().await;
+    bob.quit().await;
 }
 
 /// A collector that cannot be reached costs nothing but the lost spans:
