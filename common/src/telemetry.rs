@@ -134,18 +134,22 @@ pub fn init(
     } else {
         fmt.boxed()
     };
+    // The log filter is the log's alone: quiet logs (`warn`) must not empty
+    // the exported traces, whose spans are all at `info`.
+    let fmt = fmt.with_filter(filter);
     let endpoint = trace.endpoint(|k| std::env::var(k).ok());
     let provider = match &endpoint {
         Some(endpoint) => Some(provider(service, endpoint, trace)?),
         None => None,
     };
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("conclave")));
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("conclave"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     let installed = tracing_subscriber::registry()
         .with(fmt)
         .with(otel)
-        .with(filter)
         .try_init()
         .is_ok();
     if !installed {
