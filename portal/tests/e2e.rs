@@ -305,13 +305,7 @@ async fn a_disconnect_in_the_middle_of_a_login_leaves_no_ghost() {
     }
     let stack = stack(&[]).await;
     let room = stack.room(-1).await;
-    let mut watcher = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        watcher
-            .login(&stack.token(&room, "watcher", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let watcher = stack.logged_in(&room, "watcher").await;
     for _ in 0..5 {
         let token = stack.token(&room, "ghost", "presenter").await;
         let mut g = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
@@ -479,12 +473,7 @@ async fn idle_connections_are_closed() {
     let mut idle = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
     assert!(idle.wait_disconnect(5.0).await, "closed without a login");
     let room = stack.room(-1).await;
-    let mut c = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        c.login(&stack.token(&room, "c", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let mut c = stack.logged_in(&room, "c").await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(c.connected().await, "logged-in connections stay");
     assert_eq!(c.emit("logout", vec![]).await, vec![json!("ok")]);
@@ -500,12 +489,7 @@ async fn deleting_a_live_room_destroys_it_and_drops_its_participants() {
     }
     let stack = stack(&[]).await;
     let room = stack.room(-1).await;
-    let mut a = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        a.login(&stack.token(&room, "a", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let mut a = stack.logged_in(&room, "a").await;
     stack
         .management_client()
         .delete_room(conclave_proto::management::v1::DeleteRoomRequest { id: room.clone() })

@@ -36,23 +36,8 @@ async fn cluster_manager_killed_and_restarted_under_a_trickle_of_logins() {
     }
     let mut stack = stack(&[]).await;
     let room = stack.room(-1).await;
-    let mut stayer = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        stayer
-            .login(&stack.token(&room, "stayer", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
-    let agent_before = stack
-        .manager_client()
-        .get_scheduled(cluster::GetScheduledRequest {
-            purpose: "conference".into(),
-            task: room.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let mut stayer = stack.logged_in(&room, "stayer").await;
+    let agent_before = stack.room_agent(&room).await;
     // tokens made while the manager is up: logins during the outage need none
     let mut tokens = Vec::new();
     for i in 0..40 {
@@ -128,16 +113,7 @@ async fn cluster_manager_killed_and_restarted_under_a_trickle_of_logins() {
     );
     assert_eq!(workers(&stack, "portal").await.len(), 1);
     assert_eq!(workers(&stack, "conference").await.len(), 1);
-    let agent_after = stack
-        .manager_client()
-        .get_scheduled(cluster::GetScheduledRequest {
-            purpose: "conference".into(),
-            task: room.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let agent_after = stack.room_agent(&room).await;
     assert_eq!(agent_after, agent_before, "the room kept its agent");
     assert!(
         !stack.portal_tasks().await.is_empty(),
@@ -176,25 +152,8 @@ async fn a_killed_agent_is_dropped_and_its_rooms_move() {
     }
     // rooms land where last-used puts them: find one on each agent
     let first_agent_room = stack.room(-1).await;
-    let mut a = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        a.login(
-            &stack.token(&first_agent_room, "a", "presenter").await,
-            "1.2"
-        )
-        .await[0],
-        "ok"
-    );
-    let agent = stack
-        .manager_client()
-        .get_scheduled(cluster::GetScheduledRequest {
-            purpose: "conference".into(),
-            task: first_agent_room.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let mut a = stack.logged_in(&first_agent_room, "a").await;
+    let agent = stack.room_agent(&first_agent_room).await;
     let victim = agent.clone();
     // which process is the victim (2: the first agent, 4: the added one)? its log names its worker id
     let mut victim_index = None;
@@ -234,25 +193,8 @@ async fn a_killed_agent_is_dropped_and_its_rooms_move() {
         "about 4 s: {lost_after:?}"
     );
     // a new login to the room lands on the other agent
-    let mut b = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        b.login(
-            &stack.token(&first_agent_room, "b", "presenter").await,
-            "1.2"
-        )
-        .await[0],
-        "ok"
-    );
-    let now = stack
-        .manager_client()
-        .get_scheduled(cluster::GetScheduledRequest {
-            purpose: "conference".into(),
-            task: first_agent_room.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .worker_id;
+    let b = stack.logged_in(&first_agent_room, "b").await;
+    let now = stack.room_agent(&first_agent_room).await;
     assert_ne!(now, victim);
     stack
         .assert_participants(&first_agent_room, &[&b.sid])
@@ -287,12 +229,7 @@ async fn a_killed_portal_leaves_its_rooms_and_the_others_hear_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let room = stack.room(-1).await;
-    let mut here = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        here.login(&stack.token(&room, "here", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let mut here = stack.logged_in(&room, "here").await;
     let token = stack.token_in_region(&room, "there", "b").await;
     let host = conclave_common::token::JoinToken::decode(&token)
         .unwrap()
@@ -342,12 +279,7 @@ async fn a_paused_node_is_treated_as_dead_and_resuming_it_duplicates_nothing() {
     }
     let mut stack = stack(&[]).await;
     let room = stack.room(-1).await;
-    let mut a = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        a.login(&stack.token(&room, "a", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let mut a = stack.logged_in(&room, "a").await;
     let mut agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
         conclave_common::grpc::channel(&stack.agent, Duration::from_secs(5)).unwrap(),
     );
@@ -391,12 +323,7 @@ async fn a_paused_node_is_treated_as_dead_and_resuming_it_duplicates_nothing() {
         "no duplicate room"
     );
     // the room opens again on a fresh node
-    let mut b = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        b.login(&stack.token(&room, "b", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let b = stack.logged_in(&room, "b").await;
     stack.assert_participants(&room, &[&b.sid]).await;
     stack.assert_invariants(&[]).await;
     a.quit().await;

@@ -77,13 +77,7 @@ fn futures_executor(
 /// A fresh room and alice logged in to it (protocol 1.2).
 async fn log_in_alice(stack: &Stack) -> (String, PyClient) {
     let room = stack.room(-1).await;
-    let mut alice = PyClient::connect(stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        alice
-            .login(&stack.token(&room, "alice", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let alice = stack.logged_in(&room, "alice").await;
     (room, alice)
 }
 
@@ -465,12 +459,7 @@ async fn a_text_is_one_exported_trace_from_sender_to_receiver() {
     }
     let (collector, stack) = traced_stack().await;
     let (room, mut alice) = log_in_alice(&stack).await;
-    let mut bob = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
-    assert_eq!(
-        bob.login(&stack.token(&room, "bob", "presenter").await, "1.2")
-            .await[0],
-        "ok"
-    );
+    let mut bob = stack.logged_in(&room, "bob").await;
     let ack = alice
         .emit("text", vec![json!({"to": bob.sid, "message": "hi bob"})])
         .await;

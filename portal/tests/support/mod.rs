@@ -418,6 +418,30 @@ impl Stack {
             .id
     }
 
+    /// A client connected over Engine.IO 4 WebSocket and logged in to `room`
+    /// as presenter `user` with protocol 1.2.
+    pub async fn logged_in(&self, room: &str, user: &str) -> PyClient {
+        let mut client = PyClient::connect(self, Flavor::Eio4Websocket).await;
+        let ack = client
+            .login(&self.token(room, user, "presenter").await, "1.2")
+            .await;
+        assert_eq!(ack[0], "ok", "{user}'s login: {ack:?}");
+        client
+    }
+
+    /// The conference agent the cluster manager has `room` scheduled on.
+    pub async fn room_agent(&self, room: &str) -> String {
+        self.manager_client()
+            .get_scheduled(cluster::GetScheduledRequest {
+                purpose: "conference".into(),
+                task: room.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .worker_id
+    }
+
     pub async fn token(&self, room: &str, user: &str, role: &str) -> String {
         self.management_client()
             .create_token(mgmt::CreateTokenRequest {
