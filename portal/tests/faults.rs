@@ -280,15 +280,7 @@ async fn a_paused_node_is_treated_as_dead_and_resuming_it_duplicates_nothing() {
     let mut stack = stack(&[]).await;
     let room = stack.room(-1).await;
     let mut a = stack.logged_in(&room, "a").await;
-    let mut agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
-        conclave_common::grpc::channel(&stack.agent, Duration::from_secs(5)).unwrap(),
-    );
-    let nodes = agent
-        .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes;
+    let nodes = stack.nodes().await;
     let node = nodes.into_iter().find(|n| n.room == room).unwrap();
     let paused = Instant::now();
     std::process::Command::new("kill")
@@ -312,12 +304,7 @@ async fn a_paused_node_is_treated_as_dead_and_resuming_it_duplicates_nothing() {
     let alive = std::fs::read_to_string(format!("/proc/{}/stat", node.pid))
         .is_ok_and(|s| !s.contains(") Z"));
     assert!(!alive, "the paused node was killed, not resumed");
-    let nodes = agent
-        .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes;
+    let nodes = stack.nodes().await;
     assert!(
         nodes.iter().filter(|n| n.room == room).count() <= 1,
         "no duplicate room"

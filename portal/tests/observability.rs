@@ -41,12 +41,10 @@ fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn node_metrics(stack: &Stack) -> String {
-    let agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
-        conclave_common::grpc::channel(&stack.agent, Duration::from_secs(5)).unwrap(),
-    );
-    let nodes = futures_executor(agent);
-    let node = nodes
+async fn node_metrics(stack: &Stack) -> String {
+    let node = stack
+        .nodes()
+        .await
         .into_iter()
         .find(|n| !n.room.is_empty())
         .expect("a node serves the room");
@@ -55,23 +53,6 @@ fn node_metrics(stack: &Stack) -> String {
         "nodes report their metrics endpoint"
     );
     scrape(&node.metrics_endpoint)
-}
-
-fn futures_executor(
-    mut agent: conclave_proto::agent::v1::node_manager_client::NodeManagerClient<
-        conclave_common::grpc::Channel,
-    >,
-) -> Vec<conclave_proto::agent::v1::NodeInfo> {
-    tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(async {
-            agent
-                .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .nodes
-        })
-    })
 }
 
 /// A fresh room and alice logged in to it (protocol 1.2).
@@ -229,7 +210,7 @@ async fn counters_move_by_exactly_one_login_and_one_failure() {
     );
     assert!(metric(&agent, "agent_node_start_seconds_count", &[]).is_some_and(|n| n >= 2.0));
 
-    let node = node_metrics(&stack);
+    let node = node_metrics(&stack).await;
     assert_eq!(
         metric(&node, "conference_participants", &[]),
         Some(1.0),

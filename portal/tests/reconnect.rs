@@ -499,15 +499,7 @@ async fn killing_a_rooms_node_drops_its_clients() {
         "C++",
     )
     .await;
-    let mut agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
-        conclave_common::grpc::channel(&stack.agent, Duration::from_secs(5)).unwrap(),
-    );
-    let nodes = agent
-        .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes;
+    let nodes = stack.nodes().await;
     let node = nodes
         .iter()
         .find(|n| n.room == room)

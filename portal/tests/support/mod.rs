@@ -429,6 +429,18 @@ impl Stack {
         client
     }
 
+    /// The conference nodes of the stack's first agent (`ListNodes`).
+    pub async fn nodes(&self) -> Vec<conclave_proto::agent::v1::NodeInfo> {
+        conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
+            conclave_common::grpc::channel(&self.agent, Duration::from_secs(5)).unwrap(),
+        )
+        .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes
+    }
+
     /// The conference agent the cluster manager has `room` scheduled on.
     pub async fn room_agent(&self, room: &str) -> String {
         self.manager_client()
