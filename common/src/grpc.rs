@@ -211,27 +211,22 @@ where
             worker = tracing::field::Empty,
             node = tracing::field::Empty,
         );
-        let trace_id = crate::trace::start(&span, parent.as_ref());
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        Box::pin(crate::trace::scope(
-            trace_id,
-            async move {
-                let started = std::time::Instant::now();
-                let result = inner.call(request).await;
-                let code = match &result {
-                    Ok(r) => grpc_code(r),
-                    Err(_) => "transport".to_string(),
-                };
-                let elapsed = started.elapsed().as_secs_f64();
-                let method = method_label(method, &code);
-                metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => code.clone()).increment(1);
-                metrics::histogram!("grpc_server_duration_seconds", "method" => method).record(elapsed);
-                tracing::debug!(%code, elapsed_ms = elapsed * 1000.0, "rpc handled");
-                result
-            }
-            .instrument(span),
-        ))
+        Box::pin(crate::trace::within(span, parent, async move {
+            let started = std::time::Instant::now();
+            let result = inner.call(request).await;
+            let code = match &result {
+                Ok(r) => grpc_code(r),
+                Err(_) => "transport".to_string(),
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            let method = method_label(method, &code);
+            metrics::counter!("grpc_server_requests_total", "method" => method.clone(), "code" => code.clone()).increment(1);
+            metrics::histogram!("grpc_server_duration_seconds", "method" => method).record(elapsed);
+            tracing::debug!(%code, elapsed_ms = elapsed * 1000.0, "rpc handled");
+            result
+        }))
     }
 }
 

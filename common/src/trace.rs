@@ -99,8 +99,19 @@ pub fn record(ids: &[(&str, &str)]) {
 /// Run `fut` as a new trace whose first span is `span` (which must declare
 /// `trace_id`): what a client's request to the portal (login, text, ...) is.
 pub async fn root<F: std::future::Future>(span: tracing::Span, fut: F) -> F::Output {
+    within(span, None, fut).await
+}
+
+/// Run `fut` under `span` (declaring `trace_id`) as the continuation of
+/// `parent`, or as a new trace: the trace id is `span`'s field, the current
+/// trace for calls `fut` makes, and on every line it logs.
+pub async fn within<F: std::future::Future>(
+    span: tracing::Span,
+    parent: Option<Parent>,
+    fut: F,
+) -> F::Output {
     use tracing::Instrument;
-    let trace_id = start(&span, None);
+    let trace_id = start(&span, parent.as_ref());
     scope(trace_id, fut.instrument(span)).await
 }
 
@@ -112,12 +123,8 @@ pub async fn resume<F: std::future::Future>(
     span: tracing::Span,
     fut: F,
 ) -> F::Output {
-    use tracing::Instrument;
     match traceparent.and_then(parse_traceparent) {
-        Some(parent) => {
-            let trace_id = start(&span, Some(&parent));
-            scope(trace_id, fut.instrument(span)).await
-        }
+        Some(parent) => within(span, Some(parent), fut).await,
         None => fut.await,
     }
 }
