@@ -443,7 +443,7 @@ async fn joining_an_absent_manager_fails_after_the_retries() {
     let started = tokio::time::Instant::now();
     let err = conclave_common::cluster_worker::ClusterWorker::join(
         cfg,
-        "portal",
+        conclave_common::purpose::Purpose::Portal,
         info(1),
         std::sync::Arc::new(conclave_common::load::ManualLoad::new(0.0)),
     )

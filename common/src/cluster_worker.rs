@@ -185,7 +185,7 @@ struct Local {
 
 struct Shared {
     id: String,
-    purpose: String,
+    purpose: crate::purpose::Purpose,
     info: pb::WorkerInfo,
     config: ClusterConfig,
     client: ClusterManagerClient<Channel>,
@@ -208,11 +208,11 @@ impl ClusterWorker {
     /// `join_retry` times, then keep alive and report load in the background.
     pub async fn join(
         config: ClusterConfig,
-        purpose: &str,
+        purpose: crate::purpose::Purpose,
         mut info: pb::WorkerInfo,
         load: Arc<dyn LoadSource>,
     ) -> Result<ClusterWorker, WorkerError> {
-        let id = crate::net::worker_id(purpose, &info.hostname, &info.ip);
+        let id = crate::net::worker_id(purpose.as_str(), &info.hostname, &info.ip);
         if info.max_load <= 0.0 {
             info.max_load = config.max_load;
         }
@@ -220,7 +220,7 @@ impl ClusterWorker {
         let (events, _) = broadcast::channel(16);
         let shared = Arc::new(Shared {
             id,
-            purpose: purpose.to_string(),
+            purpose,
             info,
             config,
             client: ClusterManagerClient::new(channel),
@@ -263,8 +263,8 @@ impl ClusterWorker {
         &self.shared.id
     }
 
-    pub fn purpose(&self) -> &str {
-        &self.shared.purpose
+    pub fn purpose(&self) -> crate::purpose::Purpose {
+        self.shared.purpose
     }
 
     pub fn is_registered(&self) -> bool {
@@ -433,7 +433,7 @@ impl Shared {
         let mut client = self.client.clone();
         let reply = client
             .join(pb::JoinRequest {
-                purpose: self.purpose.clone(),
+                purpose: self.purpose.to_string(),
                 worker_id: self.id.clone(),
                 info: Some(self.info.clone()),
             })

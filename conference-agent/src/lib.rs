@@ -11,6 +11,7 @@ pub mod supervisor;
 use conclave_common::cluster_worker::{ClusterWorker, WorkerEvent};
 use conclave_common::grpc::{GrpcError, GrpcServer};
 use conclave_common::load::{CpuLoad, LoadSource, ManualLoad};
+use conclave_common::purpose::Purpose;
 use conclave_common::sync::Locked;
 use conclave_proto::agent::v1::node_manager_server::NodeManagerServer;
 use conclave_proto::cluster::v1 as cluster;
@@ -137,7 +138,7 @@ impl Agent {
             let report = cluster::ReportNodeExitRequest {
                 worker_id: worker.id().to_string(),
                 node_id: id.to_string(),
-                purpose: "conference".into(),
+                purpose: Purpose::Conference.to_string(),
                 reason: reason.into(),
                 tasks: Vec::new(),
             };
@@ -264,14 +265,20 @@ pub async fn start(
     } else {
         Arc::new(CpuLoad::new())
     };
-    let worker =
-        match ClusterWorker::join(agent.config.cluster.clone(), "conference", info, load).await {
-            Ok(w) => w,
-            Err(e) => {
-                server_stop.cancel();
-                return Err(e.into());
-            }
-        };
+    let worker = match ClusterWorker::join(
+        agent.config.cluster.clone(),
+        Purpose::Conference,
+        info,
+        load,
+    )
+    .await
+    {
+        Ok(w) => w,
+        Err(e) => {
+            server_stop.cancel();
+            return Err(e.into());
+        }
+    };
     let worker_id = worker.id().to_string();
     *agent.pool() = NodePool::new(
         &worker_id,

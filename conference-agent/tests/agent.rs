@@ -535,7 +535,7 @@ async fn a_lost_portal_takes_its_participants_and_the_others_hear_it() {
             manager: c.manager_addr.clone(),
             ..ClusterConfig::default()
         },
-        "portal",
+        conclave_common::purpose::Purpose::Portal,
         cluster::WorkerInfo {
             ip: "127.0.0.1".into(),
             port: 1,

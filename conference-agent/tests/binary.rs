@@ -3,8 +3,8 @@
 
 mod support;
 
-use conclave_common::testing::run;
 use conclave_common::testing::{ServiceProcess, grpcurl};
+use conclave_common::testing::{expected_services, listed_services, run};
 use std::process::Command;
 use std::time::Duration;
 use support::*;
@@ -88,7 +88,11 @@ async fn grpcurl_lists_nodes_and_participants_and_sigterm_cleans_up() {
         "{out}"
     );
     let (ok, out) = run(Command::new(&grpcurl).args(["-plaintext", &endpoint, "list"]));
-    assert!(ok && out.contains("conference.v1.Conference"), "{out}");
+    assert!(ok, "{out}");
+    assert_eq!(
+        listed_services(&out),
+        expected_services("conference.v1.Conference")
+    );
 
     let pids: Vec<u32> = nodes(&addr)
         .iter()

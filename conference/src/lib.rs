@@ -8,10 +8,9 @@ pub mod notifier;
 pub mod room;
 pub mod service;
 
+use conclave_common::cluster_watch::{ClusterChange, ClusterWatch};
 use conclave_common::grpc::{GrpcError, GrpcServer};
-use conclave_proto::cluster::v1 as cluster;
-use conclave_proto::cluster::v1::cluster_event::Kind;
-use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use conclave_common::purpose::Purpose;
 use conclave_proto::conference::v1::conference_server::ConferenceServer;
 use conclave_proto::management::v1::management_client::ManagementClient;
 use std::io::Write;
@@ -19,7 +18,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -99,11 +97,16 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         Duration::from_millis(config.self_clean_timeout),
         exit.clone(),
     ));
-    let manager = ClusterManagerClient::new(conclave_common::grpc::channel(
-        &config.cluster.manager,
-        Duration::from_millis(config.cluster.rpc_timeout),
-    )?);
-    tokio::spawn(watch_portals(manager, service.clone(), exit.clone()));
+    // A lost portal's participants are dropped (OWT §12.9).
+    let watched = service.clone();
+    ClusterWatch::new(&config.cluster.manager, &[Purpose::Portal])?.spawn(
+        exit.clone(),
+        move |change| {
+            if let ClusterChange::WorkerLost { worker, .. } = change {
+                watched.portal_lost(&worker);
+            }
+        },
+    );
     if config.exit_with_stdin {
         conclave_common::shutdown::watch_stdin(exit.clone(), "the agent is gone, exiting");
     }
@@ -152,52 +155,6 @@ async fn self_clean(
                     return;
                 }
             }
-        }
-    }
-}
-
-/// Follow portal losses on the cluster manager's Watch stream, resubscribing
-/// when the manager restarts.
-async fn watch_portals(
-    manager: ClusterManagerClient<conclave_common::grpc::Channel>,
-    service: service::ConferenceService,
-    exit: CancellationToken,
-) {
-    loop {
-        let mut client = manager.clone();
-        let watch = client.watch(cluster::WatchRequest {
-            purposes: vec!["portal".into()],
-        });
-        let stream = tokio::select! {
-            _ = exit.cancelled() => return,
-            s = watch => s,
-        };
-        match stream {
-            Ok(stream) => {
-                let mut stream = stream.into_inner();
-                loop {
-                    let item = tokio::select! {
-                        _ = exit.cancelled() => return,
-                        item = stream.next() => item,
-                    };
-                    match item {
-                        Some(Ok(event)) if event.kind == Kind::WorkerLost as i32 => {
-                            service.portal_lost(&event.id);
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(status)) => {
-                            tracing::debug!(error = %status.message(), "watch ended");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-            }
-            Err(status) => tracing::debug!(error = %status.message(), "cannot watch the cluster"),
-        }
-        tokio::select! {
-            _ = exit.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }

@@ -76,7 +76,7 @@ pub async fn schedule_portal(
     let mut budget = RetryBudget::new(budget);
     loop {
         let req = pb::ScheduleRequest {
-            purpose: "portal".into(),
+            purpose: conclave_common::purpose::Purpose::Portal.to_string(),
             task: code.to_string(),
             preference: Some(preference.clone()),
             reserve_time_ms: reserve_ms.min(i64::MAX as u64) as i64,

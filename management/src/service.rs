@@ -70,7 +70,7 @@ impl ManagementService {
         let mut cluster = self.cluster.clone();
         let Ok(scheduled) = cluster
             .get_scheduled(cluster::GetScheduledRequest {
-                purpose: "conference".into(),
+                purpose: conclave_common::purpose::Purpose::Conference.to_string(),
                 task: room.to_string(),
             })
             .await

@@ -39,9 +39,14 @@ async fn portal(manager: &str, info: cluster::WorkerInfo) -> ClusterWorker {
         report_load_interval: 100,
         ..ClusterConfig::default()
     };
-    ClusterWorker::join(config, "portal", info, Arc::new(ManualLoad::new(0.1)))
-        .await
-        .unwrap()
+    ClusterWorker::join(
+        config,
+        conclave_common::purpose::Purpose::Portal,
+        info,
+        Arc::new(ManualLoad::new(0.1)),
+    )
+    .await
+    .unwrap()
 }
 
 async fn stack(portal_infos: Vec<cluster::WorkerInfo>) -> Stack {

@@ -1,25 +1,28 @@
-//! The participants this portal hosts (OWT's `participants` and `clients`
-//! maps): which socket, room and conference node each one has.
+//! Every connection and every participant this portal holds (OWT's
+//! `clients` and `participants` maps), in one plain structure: the
+//! [`Delivery`](crate::delivery::Delivery) owns it behind its one lock.
+//!
+//! A connection stays here from its socket's connect until its socket is gone
+//! and it holds no participant waiting for a relogin. A participant stays
+//! from its login until it leaves, whatever connection it is on.
 
-use crate::connection::Connection;
+use crate::connection::{Connection, State};
 use crate::dialect::Protocol;
-use crate::outbox::Outbox;
+use crate::outbox::{Message, Outbox};
+use crate::remote::Controller;
+use serde_json::Value;
 use socketioxide::socket::Sid;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use tokio::time::Instant;
 
-pub type SharedConnection = Arc<Mutex<Connection>>;
-
-#[derive(Clone)]
-pub struct ClientEntry {
+/// A logged-in participant.
+#[derive(Debug)]
+pub struct Client {
     pub participant: String,
+    /// The socket (connection) it is on now; relogins move it.
     pub socket: Sid,
-    pub connection: SharedConnection,
     pub room: String,
-    /// The conference node id (the controller broadcasts name).
-    pub controller: String,
-    /// The node's gRPC address.
-    pub endpoint: String,
+    pub controller: Controller,
     /// The token code: this portal's cluster task for the login.
     pub token_code: String,
     pub user: String,
@@ -31,59 +34,150 @@ pub struct ClientEntry {
     pub reconnection: bool,
     /// Sequence numbers, replay buffer and queue: they follow the client
     /// across relogins.
-    pub outbox: Arc<Mutex<Outbox>>,
-}
-
-impl ClientEntry {
-    /// Whether `connection` is the one this client is on now.
-    pub fn owned_by(&self, connection: &SharedConnection) -> bool {
-        Arc::ptr_eq(&self.connection, connection)
-    }
+    pub outbox: Outbox,
+    /// Its login or relogin answer is on the way: notifications are queued
+    /// until it has been sent, so none overtakes it.
+    pub held: bool,
 }
 
 #[derive(Default)]
-pub struct Clients {
-    map: HashMap<String, ClientEntry>,
+pub struct Registry {
+    connections: HashMap<Sid, Connection>,
+    clients: HashMap<String, Client>,
 }
 
-impl Clients {
+impl Registry {
+    pub fn add_connection(&mut self, sid: Sid, connection: Connection) {
+        self.connections.insert(sid, connection);
+    }
+
+    pub fn connection(&self, sid: Sid) -> Option<&Connection> {
+        self.connections.get(&sid)
+    }
+
+    pub fn connection_mut(&mut self, sid: Sid) -> Option<&mut Connection> {
+        self.connections.get_mut(&sid)
+    }
+
+    pub fn remove_connection(&mut self, sid: Sid) -> Option<Connection> {
+        self.connections.remove(&sid)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// The server closes connection `sid` (drop, relogin elsewhere): it
+    /// forgets its participant without leaving. Returns whether its socket
+    /// is still open (the caller closes it; its disconnect then removes the
+    /// connection); a connection whose socket is already gone goes now.
+    pub fn close_connection(&mut self, sid: Sid) -> bool {
+        let Some(connection) = self.connections.get_mut(&sid) else {
+            return false;
+        };
+        let socket_gone = connection.state() == State::WaitingForReconnecting;
+        connection.close();
+        if socket_gone {
+            self.connections.remove(&sid);
+        }
+        !socket_gone
+    }
+
     pub fn contains(&self, participant: &str) -> bool {
-        self.map.contains_key(participant)
+        self.clients.contains_key(participant)
     }
 
-    pub fn get(&self, participant: &str) -> Option<&ClientEntry> {
-        self.map.get(participant)
+    pub fn client(&self, participant: &str) -> Option<&Client> {
+        self.clients.get(participant)
     }
 
-    pub fn get_mut(&mut self, participant: &str) -> Option<&mut ClientEntry> {
-        self.map.get_mut(participant)
+    pub fn client_mut(&mut self, participant: &str) -> Option<&mut Client> {
+        self.clients.get_mut(participant)
     }
 
-    pub fn insert(&mut self, entry: ClientEntry) {
-        self.map.insert(entry.participant.clone(), entry);
+    pub fn insert(&mut self, client: Client) {
+        self.clients.insert(client.participant.clone(), client);
     }
 
-    pub fn remove(&mut self, participant: &str) -> Option<ClientEntry> {
-        self.map.remove(participant)
+    pub fn remove(&mut self, participant: &str) -> Option<Client> {
+        self.clients.remove(participant)
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &ClientEntry> {
-        self.map.values()
+    pub fn clients(&self) -> impl Iterator<Item = &Client> {
+        self.clients.values()
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.clients.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.clients.is_empty()
     }
 
-    /// Participants whose controller is `node` (OWT `getParticipantsByController('node', …)`).
-    pub fn on_node(&self, node: &str) -> Vec<String> {
-        self.map
+    /// The state of the connection a participant is on (`initialized` once
+    /// that connection is gone).
+    pub fn state_of(&self, client: &Client) -> State {
+        self.connections
+            .get(&client.socket)
+            .map_or(State::Initialized, Connection::state)
+    }
+
+    /// Whether messages to `participant` can be sent now: its connection is
+    /// `connected` and no answer is pending.
+    fn deliverable(&self, client: &Client) -> bool {
+        !client.held && self.state_of(client) == State::Connected
+    }
+
+    /// Record a notification for `participant` in its dialect, and return
+    /// it with its socket when it can be sent now (otherwise it is queued).
+    pub fn record(
+        &mut self,
+        participant: &str,
+        event: &str,
+        data: Value,
+        now: Instant,
+    ) -> Option<(Sid, Option<Message>)> {
+        let client = self.clients.get(participant)?;
+        let deliverable = self.deliverable(client);
+        let client = self.clients.get_mut(participant)?;
+        let (event, data) = crate::dialect::translate(client.protocol, event, data);
+        let message = client.outbox.record(&event, data, deliverable, now);
+        Some((client.socket, deliverable.then_some(message)))
+    }
+
+    /// A message that could not be sent after all: it waits for a relogin.
+    pub fn requeue(&mut self, participant: &str, message: Message) {
+        if let Some(client) = self.clients.get_mut(participant) {
+            client.outbox.requeue(message);
+        }
+    }
+
+    /// The answer to `participant` on `sid` was sent: lift the hold and hand
+    /// back what was queued meanwhile, to send now.
+    pub fn release(&mut self, participant: &str, sid: Sid) -> Vec<Message> {
+        let connected = self
+            .connections
+            .get(&sid)
+            .is_some_and(|c| c.state() == State::Connected);
+        match self.clients.get_mut(participant) {
+            Some(client) if client.socket == sid => {
+                client.held = false;
+                if connected {
+                    client.outbox.take_pending()
+                } else {
+                    Vec::new()
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Participants here whose controller is `node`, except `exclude`.
+    pub fn on_controller(&self, node: &str, exclude: &[String]) -> Vec<String> {
+        self.clients
             .values()
-            .filter(|c| c.controller == node)
+            .filter(|c| c.controller.node == node && !exclude.contains(&c.participant))
             .map(|c| c.participant.clone())
             .collect()
     }
@@ -92,10 +186,94 @@ impl Clients {
     /// agent's worker id (OWT `getParticipantsByController('worker', …)`).
     pub fn on_agent(&self, worker: &str) -> Vec<String> {
         let prefix = format!("{worker}_");
-        self.map
+        self.clients
             .values()
-            .filter(|c| c.controller.starts_with(&prefix))
+            .filter(|c| c.controller.node.starts_with(&prefix))
             .map(|c| c.participant.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn client(participant: &str, socket: Sid, node: &str) -> Client {
+        Client {
+            participant: participant.into(),
+            socket,
+            room: "r".into(),
+            controller: Controller {
+                node: node.into(),
+                endpoint: "127.0.0.1:1".into(),
+            },
+            token_code: "code".into(),
+            user: "u".into(),
+            role: "presenter".into(),
+            protocol: Protocol::V1_2,
+            sdk_type: "C++".into(),
+            reconnection: true,
+            outbox: Outbox::new(Duration::from_secs(46), 16),
+            held: true,
+        }
+    }
+
+    fn connected(r: &mut Registry, sid: Sid, participant: &str) {
+        let mut c = Connection::new(Instant::now(), Duration::from_secs(60));
+        let e = c.begin_login().unwrap();
+        c.login_done(e, participant);
+        r.add_connection(sid, c);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_wait_for_the_answer_then_flow() {
+        let mut r = Registry::default();
+        let sid = Sid::new();
+        connected(&mut r, sid, "p");
+        r.insert(client("p", sid, "agent-1_0"));
+        let (_, now) = r.record("p", "text", json!(1), Instant::now()).unwrap();
+        assert!(now.is_none(), "held until the answer is sent");
+        let queued = r.release("p", sid);
+        assert_eq!(queued.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
+        let (to, now) = r.record("p", "text", json!(2), Instant::now()).unwrap();
+        assert_eq!((to, now.map(|m| m.seq)), (sid, Some(2)));
+        assert!(
+            r.record("nobody", "text", json!(3), Instant::now())
+                .is_none()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_a_connection_whose_socket_is_gone_removes_it() {
+        let mut r = Registry::default();
+        let (open, gone) = (Sid::new(), Sid::new());
+        connected(&mut r, open, "a");
+        connected(&mut r, gone, "b");
+        r.connection_mut(gone)
+            .unwrap()
+            .disconnected(Some(Duration::from_secs(60)), Instant::now());
+        assert!(r.close_connection(open), "its socket must still be closed");
+        assert!(r.connection(open).is_some(), "until its disconnect");
+        assert!(!r.close_connection(gone));
+        assert!(r.connection(gone).is_none());
+        assert!(!r.close_connection(Sid::new()));
+    }
+
+    #[test]
+    fn controllers_by_node_and_agent() {
+        let mut r = Registry::default();
+        r.insert(client("a", Sid::new(), "conference-1@h_0"));
+        r.insert(client("b", Sid::new(), "conference-1@h_1"));
+        r.insert(client("c", Sid::new(), "conference-2@h_0"));
+        assert_eq!(r.on_controller("conference-1@h_0", &[]), ["a"]);
+        assert!(
+            r.on_controller("conference-1@h_0", &["a".into()])
+                .is_empty()
+        );
+        let mut on = r.on_agent("conference-1@h");
+        on.sort();
+        assert_eq!(on, ["a", "b"]);
     }
 }

@@ -122,8 +122,10 @@ pub fn translate(protocol: Protocol, event: &str, data: Value) -> (String, Value
     }
 }
 
-/// The login result in the client's dialect. 1.x: `{id, user, role,
-/// permission, room}`; legacy: `{clientId, id: roomId, streams, users}`.
+/// The login result in the client's dialect, complete. 1.x: `{id, user,
+/// role, permission, room}` and `reconnectionTicket` when the client gets
+/// one; legacy: `{clientId, id: roomId, streams, users}` (legacy clients get
+/// no ticket).
 pub fn login_result(
     protocol: Protocol,
     id: &str,
@@ -131,6 +133,7 @@ pub fn login_result(
     role: &str,
     permission: Value,
     room: Value,
+    ticket: Option<String>,
 ) -> Value {
     if protocol == Protocol::Legacy {
         let users: Vec<Value> = room["participants"]
@@ -151,6 +154,9 @@ pub fn login_result(
     result.insert("role".into(), role.into());
     result.insert("permission".into(), permission);
     result.insert("room".into(), room);
+    if let Some(ticket) = ticket {
+        result.insert("reconnectionTicket".into(), ticket.into());
+    }
     Value::Object(result)
 }
 
@@ -303,12 +309,23 @@ mod tests {
             "presenter",
             perm.clone(),
             room.clone(),
+            None,
         );
         assert_eq!(
             v12,
             json!({"id": "a", "user": "u", "role": "presenter", "permission": perm, "room": room})
         );
-        let legacy = login_result(Protocol::Legacy, "a", "u", "presenter", perm, room);
+        let with_ticket = login_result(
+            Protocol::V1_1,
+            "a",
+            "u",
+            "presenter",
+            perm.clone(),
+            room.clone(),
+            Some("t".into()),
+        );
+        assert_eq!(with_ticket["reconnectionTicket"], "t");
+        let legacy = login_result(Protocol::Legacy, "a", "u", "presenter", perm, room, None);
         assert_eq!(
             legacy,
             json!({"clientId": "a", "id": "r", "streams": [], "users": [{"id": "a", "name": "u", "role": "presenter"}]})

@@ -3,8 +3,8 @@
 
 use crate::connection::ConnError;
 use crate::dialect::DialectError;
+use crate::remote::RemoteError;
 use conclave_common::token::TokenError;
-use tonic::{Code, Status};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PortalError {
@@ -36,9 +36,11 @@ pub enum PortalError {
     InvalidMessage,
     #[error("{0} is not supported: this portal has no media plane")]
     Unsupported(String),
+    #[error("Participant has NOT joined")]
+    NotJoined,
     /// An error another service answered, or a failed call to it.
-    #[error("{0}")]
-    Remote(String),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
 }
 
 impl PortalError {
@@ -65,31 +67,17 @@ impl PortalError {
             PortalError::EarlyLeft => "early_left",
             PortalError::InvalidReceiver | PortalError::InvalidMessage => "bad_request",
             PortalError::Unsupported(_) => "unsupported",
-            PortalError::Remote(m) => match m.as_str() {
+            PortalError::NotJoined => "client_not_exist",
+            PortalError::Remote(RemoteError::Timeout { .. }) => "timeout",
+            PortalError::Remote(RemoteError::Unreachable { .. }) => "unreachable",
+            // OWT's refusals, by the words management and the node answer.
+            PortalError::Remote(RemoteError::Refused(m)) => match m.as_str() {
                 "Unknown" => "token_unknown",
                 "Expired" => "token_expired",
                 "Room is full" => "room_full",
                 "Invalid role" => "invalid_role",
-                m if m.starts_with("Timeout to make rpc") => "timeout",
-                m if m.ends_with("is not reachable") => "unreachable",
                 _ => "refused",
             },
-        }
-    }
-
-    /// A failed call to `target.method`, worded as OWT words RPC failures.
-    pub fn remote(target: &str, method: &str, status: Status) -> PortalError {
-        match status.code() {
-            Code::DeadlineExceeded | Code::Cancelled => {
-                PortalError::Remote(format!("Timeout to make rpc to {target}.{method}"))
-            }
-            Code::Unavailable if std::error::Error::source(&status).is_some() => {
-                PortalError::Remote(format!("{target} is not reachable"))
-            }
-            _ if status.message().is_empty() => {
-                PortalError::Remote(format!("{target}.{method} failed: {}", status.code()))
-            }
-            _ => PortalError::Remote(status.message().to_string()),
         }
     }
 }

@@ -6,18 +6,25 @@
 pub mod clients;
 pub mod config;
 pub mod connection;
+pub mod delivery;
 pub mod dialect;
 pub mod error;
+pub mod login;
 pub mod outbox;
 pub mod portal;
+pub mod remote;
+pub mod requests;
 pub mod service;
 pub mod socket;
+pub mod stages;
 pub mod ticket;
 
 use axum::serve::ListenerExt;
+use conclave_common::cluster_watch::{ClusterChange, ClusterWatch};
 use conclave_common::cluster_worker::{ClusterWorker, WorkerEvent};
 use conclave_common::grpc::{GrpcError, GrpcServer};
 use conclave_common::load::{CpuLoad, LoadSource, ManualLoad};
+use conclave_common::purpose::Purpose;
 use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::portal::v1::portal_server::PortalServer;
 use socketioxide::SocketIo;
@@ -51,6 +58,7 @@ pub struct RunningPortal {
     socket_addr: SocketAddr,
     grpc: GrpcServer,
     portal: Arc<portal::Portal>,
+    remotes: Arc<remote::GrpcRemotes>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -70,7 +78,7 @@ impl RunningPortal {
     }
 
     pub fn worker_id(&self) -> &str {
-        self.portal.worker_id()
+        self.remotes.worker().map(|w| w.id()).unwrap_or_default()
     }
 
     /// Wait until the portal has dropped its clients, left the cluster and
@@ -152,7 +160,18 @@ pub async fn start(
 
     // gRPC first: its address goes into the portal's worker info.
     let grpc_stop = CancellationToken::new();
-    let portal = Arc::new(portal::Portal::new(config.clone(), key)?);
+    let remotes = Arc::new(remote::GrpcRemotes::new(
+        &config.management,
+        &config.cluster.manager,
+        remote::Deadlines::from_config(&config.portal),
+    )?);
+    let sockets = Arc::new(delivery::SocketIoSockets::default());
+    let portal = Arc::new(portal::Portal::new(
+        config.clone(),
+        key,
+        remotes.clone(),
+        sockets.clone(),
+    ));
     let grpc = GrpcServer::start(
         &config.portal.grpc_listen,
         tonic::service::Routes::new(PortalServer::new(service::PortalService::new(
@@ -162,9 +181,7 @@ pub async fn start(
         grpc_stop.clone(),
     )
     .await?;
-    let _ = portal
-        .grpc_endpoint
-        .set(format!("{ip}:{}", grpc.local_addr().port()));
+    remotes.set_endpoint(format!("{ip}:{}", grpc.local_addr().port()));
 
     let (layer, io) = SocketIo::builder()
         .with_state(portal.clone())
@@ -173,7 +190,7 @@ pub async fn start(
         .max_payload(config.portal.max_payload)
         .build_layer();
     io.ns("/", socket::connected.with(socket::on_connect));
-    let _ = portal.io.set(io.clone());
+    sockets.set(io.clone());
     let app = axum::Router::new()
         .layer(layer)
         .layer(cors(&config.portal.cors));
@@ -206,7 +223,7 @@ pub async fn start(
         ip: ip.clone(),
         hostname,
         port: u32::from(public_port),
-        grpc_endpoint: portal.grpc_endpoint().to_string(),
+        grpc_endpoint: remotes.endpoint().to_string(),
         max_load: config.cluster.max_load,
         capacity: Some(cluster::Capacity {
             isps: config.portal.isps.clone(),
@@ -222,27 +239,35 @@ pub async fn start(
     } else {
         Arc::new(CpuLoad::new())
     };
-    let worker = match ClusterWorker::join(config.cluster.clone(), "portal", info, load).await {
-        Ok(w) => w,
-        Err(e) => {
-            grpc_stop.cancel();
-            http_stop.cancel();
-            return Err(e.into());
-        }
-    };
+    let worker =
+        match ClusterWorker::join(config.cluster.clone(), Purpose::Portal, info, load).await {
+            Ok(w) => w,
+            Err(e) => {
+                grpc_stop.cancel();
+                http_stop.cancel();
+                return Err(e.into());
+            }
+        };
     let mut events = worker.subscribe();
     tracing::info!(worker = %worker.id(), socket_addr = %socket_addr, grpc_addr = %grpc.local_addr(), "portal serving");
-    let _ = portal.worker.set(worker);
+    remotes.set_worker(worker);
 
-    tokio::spawn(watch_conference_faults(portal.clone(), shutdown.clone()));
+    // A node that exits drops the participants it served, a lost agent
+    // those of all its nodes (OWT §9.5).
+    let watched = portal.clone();
+    ClusterWatch::new(&config.cluster.manager, &[Purpose::Conference])?
+        .spawn(shutdown.clone(), move |change: ClusterChange| {
+            watched.controller_lost(&change)
+        });
     let p = portal.clone();
+    let r = remotes.clone();
     let max_clients = config.portal.max_clients as f64;
     let done = tokio::spawn(async move {
         let mut load_tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = load_tick.tick() => client_load.set(p.clients().len() as f64 / max_clients),
+                _ = load_tick.tick() => client_load.set(p.participants() as f64 / max_clients),
                 e = events.recv() => if let Ok(WorkerEvent::Lost) = e {
                     let n = p.drop_all().await;
                     tracing::warn!(dropped = n, "the cluster lost this portal; its clients were dropped");
@@ -255,7 +280,7 @@ pub async fn start(
             tracing::info!(dropped = n, "clients dropped");
         }
         io.close().await;
-        if let Some(worker) = p.worker.get()
+        if let Some(worker) = r.worker()
             && let Err(e) = worker.quit().await
         {
             tracing::warn!(error = %e, "quitting the cluster failed");
@@ -268,58 +293,9 @@ pub async fn start(
         socket_addr,
         grpc,
         portal,
+        remotes,
         done,
     })
-}
-
-/// Follow conference faults on the cluster manager's Watch stream (OWT §9.5):
-/// a node that exits drops the participants it served, a lost agent those of
-/// all its nodes. Resubscribes when the manager restarts.
-async fn watch_conference_faults(portal: Arc<portal::Portal>, shutdown: CancellationToken) {
-    use conclave_proto::cluster::v1::cluster_event::Kind;
-    use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
-    use tokio_stream::StreamExt;
-    let Ok(channel) =
-        conclave_common::grpc::channel(&portal.config.cluster.manager, Duration::from_secs(2))
-    else {
-        return;
-    };
-    let manager = ClusterManagerClient::new(channel);
-    loop {
-        let mut client = manager.clone();
-        let subscribed = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            s = client.watch(cluster::WatchRequest { purposes: vec!["conference".into()] }) => s,
-        };
-        if let Ok(stream) = subscribed {
-            let mut stream = stream.into_inner();
-            loop {
-                let item = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    item = stream.next() => item,
-                };
-                let Some(Ok(event)) = item else { break };
-                let participants = if event.kind == Kind::NodeExited as i32 {
-                    portal.clients().on_node(&event.id)
-                } else if event.kind == Kind::WorkerLost as i32 {
-                    portal.clients().on_agent(&event.id)
-                } else {
-                    continue;
-                };
-                if !participants.is_empty() {
-                    tracing::warn!(controller = %event.id, kind = %event.r#type, count = participants.len(), "conference lost; dropping its participants");
-                }
-                for participant in participants {
-                    let portal = portal.clone();
-                    tokio::spawn(async move { portal.drop_participant(&participant).await });
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
 }
 
 /// Run until `shutdown` is cancelled.

@@ -1,7 +1,6 @@
 //! The gRPC adapter: `portal.v1.Portal`, how conference nodes reach clients.
 
 use crate::portal::Portal;
-use conclave_common::sync::Locked;
 use conclave_proto::portal::v1 as pb;
 use serde_json::Value;
 use std::sync::Arc;
@@ -44,7 +43,9 @@ impl pb::portal_server::Portal for PortalService {
         event(&r.event)?;
         let data = data(&r.data)?;
         // OWT answers "ok" even when the participant is not here.
-        self.portal.notify(&r.participant_id, &r.event, data);
+        self.portal
+            .delivery()
+            .notify(&r.participant_id, &r.event, data);
         Ok(Response::new(pb::NotifyReply {}))
     }
 
@@ -56,6 +57,7 @@ impl pb::portal_server::Portal for PortalService {
         event(&r.event)?;
         let data = data(&r.data)?;
         self.portal
+            .delivery()
             .broadcast(&r.controller, &r.exclude_list, &r.event, &data);
         Ok(Response::new(pb::BroadcastReply {}))
     }
@@ -74,19 +76,18 @@ impl pb::portal_server::Portal for PortalService {
         &self,
         _req: Request<pb::ListClientsRequest>,
     ) -> Result<Response<pb::ListClientsReply>, Status> {
-        let clients = self
-            .portal
-            .clients()
-            .all()
-            .map(|c| pb::ClientInfo {
-                participant_id: c.participant.clone(),
-                room: c.room.clone(),
-                controller: c.controller.clone(),
-                state: c.connection.locked().state().as_str().to_string(),
-                user: c.user.clone(),
-                role: c.role.clone(),
-            })
-            .collect();
+        let clients = self.portal.delivery().with(|r| {
+            r.clients()
+                .map(|c| pb::ClientInfo {
+                    participant_id: c.participant.clone(),
+                    room: c.room.clone(),
+                    controller: c.controller.node.clone(),
+                    state: r.state_of(c).as_str().to_string(),
+                    user: c.user.clone(),
+                    role: c.role.clone(),
+                })
+                .collect()
+        });
         Ok(Response::new(pb::ListClientsReply { clients }))
     }
 }

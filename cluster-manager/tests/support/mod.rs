@@ -79,7 +79,7 @@ pub async fn worker(
     let load_source = ManualLoad::new(load);
     let w = ClusterWorker::join(
         worker_config(addr),
-        purpose,
+        purpose.parse().expect("a Conclave purpose"),
         info(port),
         Arc::new(load_source.clone()),
     )

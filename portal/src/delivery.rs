@@ -1,0 +1,141 @@
+//! Getting notifications to clients: `notify` (one participant),
+//! `broadcast` (everyone here on a conference node), each in the client's
+//! dialect, numbered, buffered for replay, and queued while the client is
+//! away or its answer is pending.
+//!
+//! [`Delivery`] is the one owner of connection and client state: a single
+//! lock over the [`Registry`]. Lock order: the registry, then the ticket
+//! book ([`crate::ticket::Tickets`]), then socketioxide's own locks (an emit
+//! looks the socket up). Nothing awaits and no callback runs under the
+//! registry lock; emits happen under it so that a client's messages leave in
+//! sequence order. Sockets are closed only outside it, since a close runs
+//! socketioxide's disconnect path.
+
+use crate::clients::Registry;
+use conclave_common::sync::Locked;
+use serde_json::Value;
+use socketioxide::SocketIo;
+use socketioxide::socket::Sid;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::time::Instant;
+
+/// The sockets clients are on, as delivery needs them; tests give a fake.
+pub trait Sockets: Send + Sync {
+    /// Send an event; false when the socket is gone or its buffer is full.
+    fn emit(&self, sid: Sid, event: &str, data: &Value) -> bool;
+    /// Close the socket (its disconnect handler then runs).
+    fn close(&self, sid: Sid);
+}
+
+/// The portal's Socket.IO server (set once it is built).
+#[derive(Default)]
+pub struct SocketIoSockets {
+    io: OnceLock<SocketIo>,
+}
+
+impl SocketIoSockets {
+    pub fn set(&self, io: SocketIo) {
+        let _ = self.io.set(io);
+    }
+}
+
+impl Sockets for SocketIoSockets {
+    fn emit(&self, sid: Sid, event: &str, data: &Value) -> bool {
+        let Some(socket) = self.io.get().and_then(|io| io.get_socket(sid)) else {
+            return false;
+        };
+        match socket.emit(event, data) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(socket = %sid, error = %e, "emit failed");
+                false
+            }
+        }
+    }
+
+    fn close(&self, sid: Sid) {
+        if let Some(socket) = self.io.get().and_then(|io| io.get_socket(sid)) {
+            let _ = socket.disconnect();
+        }
+    }
+}
+
+pub struct Delivery {
+    registry: Mutex<Registry>,
+    sockets: Arc<dyn Sockets>,
+}
+
+impl Delivery {
+    pub fn new(sockets: Arc<dyn Sockets>) -> Self {
+        Delivery {
+            registry: Mutex::new(Registry::default()),
+            sockets,
+        }
+    }
+
+    /// Run `f` on the registry under its lock (synchronous: no await, no
+    /// callback can run inside).
+    pub fn with<R>(&self, f: impl FnOnce(&mut Registry) -> R) -> R {
+        f(&mut self.registry.locked())
+    }
+
+    /// Send an event as it is, outside the outbox (`drop`).
+    pub fn emit(&self, sid: Sid, event: &str, data: &Value) -> bool {
+        self.sockets.emit(sid, event, data)
+    }
+
+    pub fn close(&self, sid: Sid) {
+        self.sockets.close(sid);
+    }
+
+    /// Record and, when possible, send one notification. Under the lock.
+    fn deliver(&self, r: &mut Registry, participant: &str, event: &str, data: Value) -> bool {
+        let Some((sid, ready)) = r.record(participant, event, data, Instant::now()) else {
+            return false;
+        };
+        match ready {
+            Some(message) => {
+                if !self.sockets.emit(sid, &message.event, &message.data) {
+                    r.requeue(participant, message);
+                }
+            }
+            None => conclave_common::metrics::counter!("portal_messages_queued_total").increment(1),
+        }
+        true
+    }
+
+    /// A notification to one participant; false when it is not here (OWT
+    /// answers the node "ok" all the same).
+    pub fn notify(&self, participant: &str, event: &str, data: Value) -> bool {
+        let mut r = self.registry.locked();
+        self.deliver(&mut r, participant, event, data)
+    }
+
+    /// OWT `broadcast`: every participant here on `controller`, except
+    /// `exclude`, each in its own dialect. Returns how many.
+    pub fn broadcast(
+        &self,
+        controller: &str,
+        exclude: &[String],
+        event: &str,
+        data: &Value,
+    ) -> usize {
+        let mut r = self.registry.locked();
+        let targets = r.on_controller(controller, exclude);
+        for participant in &targets {
+            self.deliver(&mut r, participant, event, data.clone());
+        }
+        targets.len()
+    }
+
+    /// The answer to `participant` on `sid` has been sent: what was queued
+    /// meanwhile follows it, in order.
+    pub fn release(&self, participant: &str, sid: Sid) {
+        let mut r = self.registry.locked();
+        for message in r.release(participant, sid) {
+            if !self.sockets.emit(sid, &message.event, &message.data) {
+                r.requeue(participant, message);
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The login core (OWT `portal.js` and the socket's `login`/`relogin`/
+//! `logout`/`disconnect` handlers): one orchestration over the
+//! [`Remotes`](crate::remote::Remotes) trait and the
+//! [`Delivery`](crate::delivery::Delivery), with no socket of its own, so
+//! tests drive it with fakes.
+//!
+//! Login stages, in order: dialect and user agent, token signature,
+//! one-time consumption, getController (schedule, then get node), conference
+//! join, reconnection ticket, registration (client and token task), answer.
+//! A connection that closed or logged out meanwhile ends the login as
+//! "Participant early left" and leaves the conference again.
+
+use crate::clients::Client;
+use crate::connection::{Completion, ConnError, Connection};
+use crate::dialect::{self, Protocol};
+use crate::error::PortalError;
+use crate::outbox::Outbox;
+use crate::portal::Portal;
+use crate::remote::{Admission, Controller, Grant, Joiner};
+use crate::stages::Stages;
+use conclave_common::token::JoinToken;
+use serde_json::Value;
+use socketioxide::socket::Sid;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// An ack in OWT's `(status[, data])` shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Ok(&'static str),
+    OkWith(&'static str, Value),
+    Error(String),
+}
+
+impl Answer {
+    pub fn error(e: impl std::fmt::Display) -> Answer {
+        Answer::Error(e.to_string())
+    }
+}
+
+/// A finished conference join, before it is registered.
+struct Joined {
+    protocol: Protocol,
+    reconnection: bool,
+    sdk_type: String,
+    grant: Grant,
+    controller: Controller,
+    admission: Admission,
+}
+
+impl Portal {
+    /// A socket connected: its connection starts `initialized`, closed if it
+    /// has not logged in by the idle deadline.
+    pub fn connected(self: &Arc<Self>, sid: Sid) {
+        let connection = Connection::new(Instant::now(), self.idle_timeout());
+        self.delivery.with(|r| r.add_connection(sid, connection));
+        self.arm_idle_timer(sid);
+    }
+
+    pub(super) fn arm_idle_timer(self: &Arc<Self>, sid: Sid) {
+        let Some(deadline) = self
+            .delivery
+            .with(|r| r.connection(sid).map(Connection::idle_deadline))
+        else {
+            return;
+        };
+        let portal = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(deadline).await;
+            let expired = portal.delivery.with(|r| {
+                r.connection(sid)
+                    .is_some_and(|c| c.idle_expired(Instant::now()))
+            });
+            if expired {
+                tracing::info!(socket = %sid, "no login in time; closing the connection");
+                portal.delivery.close(sid);
+            }
+        });
+    }
+
+    /// Start a login or relogin on `sid`: the attempt's epoch. `None` when
+    /// the socket is already gone.
+    pub(super) fn begin_attempt(&self, sid: Sid) -> Option<Result<u64, ConnError>> {
+        self.delivery
+            .with(|r| r.connection_mut(sid).map(Connection::begin_login))
+    }
+
+    /// A login or relogin failed: back to `initialized`, the reason
+    /// answered, the socket closed (OWT §10.4).
+    pub(super) fn fail_attempt(
+        &self,
+        sid: Sid,
+        epoch: u64,
+        e: PortalError,
+        answer: impl FnOnce(Answer),
+    ) {
+        self.delivery.with(|r| {
+            if let Some(c) = r.connection_mut(sid) {
+                c.login_failed(epoch, Instant::now());
+            }
+        });
+        answer(Answer::error(e));
+        self.delivery.close(sid);
+    }
+
+    /// `login(info)` on socket `sid`; the participant id is the socket id.
+    pub async fn login(self: &Arc<Self>, sid: Sid, info: Value, answer: impl FnOnce(Answer)) {
+        let epoch = match self.begin_attempt(sid) {
+            None => return,
+            Some(Err(e)) => return answer(Answer::error(e)),
+            Some(Ok(epoch)) => epoch,
+        };
+        let participant = sid.to_string();
+        let started = std::time::Instant::now();
+        let mut stages = Stages::default();
+        let outcome = self.join(&participant, &info, &mut stages).await;
+        let class = outcome.as_ref().map_or_else(PortalError::class, |_| "ok");
+        stages.log(&participant, class, started.elapsed());
+        let joined = match outcome {
+            Ok(joined) => joined,
+            Err(e) => {
+                tracing::info!(%participant, reason = %e, "login failed");
+                return self.fail_attempt(sid, epoch, e, answer);
+            }
+        };
+        let ticket = (joined.reconnection && joined.protocol != Protocol::Legacy)
+            .then(|| self.issue_ticket(&participant));
+        let result = dialect::login_result(
+            joined.protocol,
+            &participant,
+            &joined.grant.user,
+            &joined.grant.role,
+            joined.admission.permission,
+            joined.admission.room,
+            ticket,
+        );
+        let ok = joined.protocol.ok_word();
+        let code = joined.grant.code.clone();
+        let room = joined.grant.room.clone();
+        let controller = joined.controller.clone();
+        let client = Client {
+            participant: participant.clone(),
+            socket: sid,
+            room: joined.grant.room,
+            controller: joined.controller,
+            token_code: joined.grant.code,
+            user: joined.grant.user,
+            role: joined.grant.role,
+            protocol: joined.protocol,
+            sdk_type: joined.sdk_type,
+            reconnection: joined.reconnection,
+            outbox: Outbox::new(self.message_keep(), self.config.portal.message_buffer_size),
+            held: true,
+        };
+        let count = self.delivery.with(|r| {
+            let done = r
+                .connection_mut(sid)
+                .map(|c| c.login_done(epoch, &participant));
+            (done == Some(Completion::Registered)).then(|| {
+                r.insert(client);
+                r.len()
+            })
+        });
+        let Some(count) = count else {
+            tracing::info!(%participant, "participant left during its login");
+            self.leave_conference(&controller, &participant).await;
+            answer(Answer::error(PortalError::EarlyLeft));
+            return self.delivery.close(sid);
+        };
+        conclave_common::metrics::gauge!("portal_participants").set(count as f64);
+        if let Err(e) = self.remotes.add_task(&code).await {
+            tracing::warn!(task = %code, error = %e, "announcing the token task failed");
+        }
+        tracing::info!(%participant, %room, "login ok");
+        answer(Answer::OkWith(ok, result));
+        self.delivery.release(&participant, sid);
+    }
+
+    /// The login stages up to the conference join.
+    async fn join(
+        &self,
+        participant: &str,
+        info: &Value,
+        stages: &mut Stages,
+    ) -> Result<Joined, PortalError> {
+        let started = std::time::Instant::now();
+        if !info.is_object() {
+            return Err(PortalError::BadLogin("not an object"));
+        }
+        let protocol = dialect::protocol(info)?;
+        let user_agent = dialect::user_agent(info, protocol)?;
+        let token_text = info
+            .get("token")
+            .and_then(Value::as_str)
+            .ok_or(PortalError::BadLogin("no token string"))?;
+        let token = JoinToken::decode(token_text)?;
+        if self.delivery.with(|r| r.contains(participant)) {
+            return Err(PortalError::AlreadyInRoom);
+        }
+        token.verify(&self.key)?;
+        Stages::done(&mut stages.token_check, "token_check", started);
+
+        let started = std::time::Instant::now();
+        let grant = self.remotes.consume_token(&token.token_id).await?;
+        Stages::done(&mut stages.token_consumption, "token_consumption", started);
+        conclave_common::trace::record(&[("room", &grant.room)]);
+
+        // OWT getController: the room's agent from the scheduler, then the
+        // node serving the room from that agent.
+        let started = std::time::Instant::now();
+        let agent = self.remotes.schedule_room(&grant.room).await?;
+        Stages::done(&mut stages.schedule, "schedule", started);
+        let started = std::time::Instant::now();
+        let controller = self.remotes.get_node(&agent, &grant.room).await?;
+        Stages::done(&mut stages.get_node, "get_node", started);
+
+        let started = std::time::Instant::now();
+        let joiner = Joiner {
+            participant: participant.to_string(),
+            user: grant.user.clone(),
+            role: grant.role.clone(),
+            origin: grant.origin.clone(),
+        };
+        let admission = self.remotes.join(&controller, &grant.room, &joiner).await?;
+        Stages::done(&mut stages.join, "join", started);
+        Ok(Joined {
+            protocol,
+            reconnection: user_agent.reconnection_enabled(),
+            sdk_type: user_agent.sdk_type,
+            grant,
+            controller,
+            admission,
+        })
+    }
+}
+
+/// The connection-state error a request on a connection that is not logged
+/// in gets.
+pub(crate) fn not_logged_in() -> PortalError {
+    PortalError::Connection(ConnError::IllegalRequest)
+}
+
+mod leave;
+mod relogin;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! The login core with a fake remote and fake sockets, on paused time:
+//! every stage's OWT error strings, and the races between login, relogin,
+//! logout, disconnect and the reconnection grace period.
+
+mod fake;
+mod races;
+
+use super::Answer;
+use crate::remote::RemoteError;
+use crate::remote::RemoteError::{Refused, Timeout, Unreachable};
+use fake::{Harness, Stage};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const GRACE: Duration = Duration::from_secs(60);
+
+fn error_of(answer: &Answer) -> &str {
+    match answer {
+        Answer::Error(m) => m,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_login_is_answered_once_with_the_complete_reply() {
+    let h = Harness::new();
+    let sid = h.connect();
+    let answer = h.login(sid, h.info("1.2", "C++")).await;
+    let Answer::OkWith("ok", reply) = &answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(reply["id"], sid.to_string());
+    assert_eq!(reply["user"], "alice");
+    assert_eq!(reply["role"], "presenter");
+    assert_eq!(reply["permission"]["publish"]["audio"], true);
+    assert_eq!(reply["room"]["id"], "room-1");
+    assert!(reply["reconnectionTicket"].is_string(), "{reply}");
+    assert_eq!(
+        h.remotes.calls(),
+        [
+            "consume token-1",
+            "schedule room-1",
+            "get_node agent-1 room-1",
+            "join node-1 room-1 alice",
+            "add_task code-1",
+        ]
+    );
+    assert_eq!(h.portal.participants(), 1);
+    // OWT's legacy and non-SDK clients get no ticket.
+    let other = h.connect();
+    let answer = h
+        .login(other, h.info_with_token(None, "C++", "token-2"))
+        .await;
+    let Answer::OkWith("success", legacy) = &answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(legacy["clientId"], other.to_string());
+    assert!(legacy.get("reconnectionTicket").is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_login_requests_get_owts_errors_and_a_closed_socket() {
+    let h = Harness::new();
+    let mut cases: Vec<(Value, &str)> = vec![
+        (json!("token"), "Invalid login request: not an object"),
+        (h.info("2.0", "C++"), "Unknown client protocol"),
+        (
+            json!({"token": h.token("t"), "protocol": "1.2"}),
+            "User agent info is incorrect",
+        ),
+        (
+            json!({"token": h.token("t"), "protocol": "1.2", "userAgent": {"sdk": {"type": "C++", "version": "3.5"}}}),
+            "Deprecated client version",
+        ),
+        (
+            json!({"protocol": "1.2", "userAgent": {"sdk": {"type": "C++", "version": "5.1"}}}),
+            "Invalid login request: no token string",
+        ),
+    ];
+    let mut info = h.info("1.2", "C++");
+    info["token"] = json!("%%%");
+    cases.push((info, "Invalid token: not base64"));
+    let mut info = h.info("1.2", "C++");
+    info["token"] = json!(fake::token_signed_with("another key", "token-1"));
+    cases.push((info, "Invalid token signature"));
+    for (info, expected) in cases {
+        let sid = h.connect();
+        let answer = h.login(sid, info).await;
+        assert_eq!(error_of(&answer), expected);
+        assert!(h.sockets.closed(sid), "{expected}: the socket is closed");
+        assert_eq!(h.connection_state(sid), Some("initialized"));
+    }
+    assert!(h.remotes.calls().is_empty(), "no remote was called");
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_remote_stage_fails_with_owts_words() {
+    let timeout = |target: &str, method| Timeout {
+        target: target.into(),
+        method,
+    };
+    let cases: Vec<(Stage, RemoteError, &str)> = vec![
+        (Stage::Consume, Refused("Unknown".into()), "Unknown"),
+        (Stage::Consume, Refused("Expired".into()), "Expired"),
+        (
+            Stage::Consume,
+            timeout("management", "ConsumeToken"),
+            "Timeout to make rpc to management.ConsumeToken",
+        ),
+        (
+            Stage::Consume,
+            Unreachable {
+                target: "management".into(),
+            },
+            "management is not reachable",
+        ),
+        (
+            Stage::Schedule,
+            Refused("No worker available".into()),
+            "No worker available",
+        ),
+        (
+            Stage::Schedule,
+            timeout("cluster manager", "schedule"),
+            "Timeout to make rpc to cluster manager.schedule",
+        ),
+        (
+            Stage::GetNode,
+            timeout("agent-1", "getNode"),
+            "Timeout to make rpc to agent-1.getNode",
+        ),
+        (Stage::Join, Refused("Room is full".into()), "Room is full"),
+        (Stage::Join, Refused("Invalid role".into()), "Invalid role"),
+        (
+            Stage::Join,
+            timeout("node-1", "join"),
+            "Timeout to make rpc to node-1.join",
+        ),
+    ];
+    for (stage, error, expected) in cases {
+        let h = Harness::new();
+        h.remotes.fail(stage, error);
+        let sid = h.connect();
+        let answer = h.login(sid, h.info("1.2", "C++")).await;
+        assert_eq!(error_of(&answer), expected, "{stage:?}");
+        assert!(h.sockets.closed(sid));
+        assert_eq!(h.connection_state(sid), Some("initialized"));
+        assert_eq!(h.portal.participants(), 0);
+        let calls = h.remotes.calls();
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("add_task") || c.starts_with("leave")),
+            "{calls:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn connection_state_errors_keep_the_socket_open() {
+    let h = Harness::new();
+    let sid = h.connect();
+    assert_eq!(
+        error_of(&h.portal.text(sid, &json!({"to": "all"})).await),
+        "Illegal request"
+    );
+    assert_eq!(error_of(&h.logout(sid).await), "Illegal request");
+    assert!(matches!(
+        h.login(sid, h.info("1.2", "C++")).await,
+        Answer::OkWith(..)
+    ));
+    assert_eq!(
+        error_of(&h.login(sid, h.info("1.2", "C++")).await),
+        "Connection is in service"
+    );
+    assert_eq!(
+        error_of(&h.portal.media_request(sid, "publish")),
+        "publish is not supported: this portal has no media plane"
+    );
+    assert!(!h.sockets.closed(sid));
+    assert_eq!(
+        h.portal
+            .text(sid, &json!({"to": "all", "message": "hi"}))
+            .await,
+        Answer::Ok("ok")
+    );
+    assert_eq!(
+        error_of(&h.portal.text(sid, &json!({"to": ""})).await),
+        "Invalid receiver"
+    );
+    assert_eq!(
+        error_of(
+            &h.portal
+                .text(sid, &json!({"to": "all", "message": 1}))
+                .await
+        ),
+        "Invalid message"
+    );
+}

@@ -1,0 +1,255 @@
+//! Races between login, relogin, logout, disconnect and the grace period.
+
+use super::fake::{Harness, Stage};
+use super::{GRACE, error_of};
+use crate::login::Answer;
+use serde_json::{Value, json};
+use socketioxide::socket::Sid;
+use std::time::Duration;
+
+#[tokio::test(start_paused = true)]
+async fn a_disconnect_during_login_leaves_the_conference_again() {
+    let h = Harness::new();
+    let sid = h.connect();
+    let gate = h.remotes.gate(Stage::Join);
+    let login = h.spawn_login(sid, h.info("1.2", "C++"));
+    gate.entered().await;
+    h.portal.disconnected(sid).await;
+    gate.open();
+    let answer = login.await.unwrap();
+    assert_eq!(error_of(&answer), "Participant early left");
+    let calls = h.remotes.calls();
+    assert!(calls.contains(&format!("leave node-1 {sid}")), "{calls:?}");
+    assert!(!calls.iter().any(|c| c.starts_with("add_task")));
+    assert_eq!(h.portal.participants(), 0);
+    assert_eq!(h.connections(), 0, "nothing left behind");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_logout_during_login_makes_it_early_left() {
+    let h = Harness::new();
+    let sid = h.connect();
+    let gate = h.remotes.gate(Stage::Join);
+    let login = h.spawn_login(sid, h.info("1.2", "C++"));
+    gate.entered().await;
+    assert_eq!(h.logout(sid).await, Answer::Ok("ok"));
+    gate.open();
+    assert_eq!(error_of(&login.await.unwrap()), "Participant early left");
+    assert_eq!(h.portal.participants(), 0);
+    // the connection can log in again
+    assert!(matches!(
+        h.login(sid, h.info_with_token(Some("1.2"), "C++", "token-2"))
+            .await,
+        Answer::OkWith(..)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_reaches_a_client_before_its_login_answer() {
+    let h = Harness::new();
+    let sid = h.connect();
+    let gate = h.remotes.gate(Stage::AddTask);
+    let login = h.spawn_login(sid, h.info("1.2", "C++"));
+    gate.entered().await;
+    // registered, its answer not sent yet: a notification waits
+    assert!(
+        h.portal
+            .delivery()
+            .notify(&sid.to_string(), "text", json!({"message": "early"}))
+    );
+    assert!(h.sockets.emitted(sid).is_empty());
+    gate.open();
+    login.await.unwrap();
+    assert_eq!(
+        h.sockets.emitted(sid),
+        [("text".to_string(), json!({"message": "early"}))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_grace_period_ends_in_a_forced_leave() {
+    let h = Harness::new();
+    let sid = h.connect();
+    h.login(sid, h.info("1.2", "C++")).await;
+    h.portal.disconnected(sid).await;
+    assert_eq!(h.connection_state(sid), Some("waiting_for_reconnecting"));
+    tokio::time::sleep(GRACE - Duration::from_millis(10)).await;
+    assert_eq!(h.portal.participants(), 1, "still waiting");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(h.portal.participants(), 0);
+    let calls = h.remotes.calls();
+    assert!(calls.contains(&format!("leave node-1 {sid}")));
+    assert!(calls.contains(&"remove_task code-1".to_string()));
+    assert_eq!(h.connections(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clients_without_reconnection_leave_at_once() {
+    let h = Harness::new();
+    let sid = h.connect();
+    h.login(sid, h.info("1.2", "conclave-test")).await;
+    h.portal.disconnected(sid).await;
+    assert_eq!(h.portal.participants(), 0);
+    assert_eq!(h.connections(), 0);
+    let ticket = h.portal.issue_ticket(&sid.to_string());
+    let again = h.connect();
+    h.login(
+        again,
+        h.info_with_token(Some("1.2"), "conclave-test", "token-2"),
+    )
+    .await;
+    let other = h.connect();
+    let forged = h.portal.issue_ticket(&again.to_string());
+    assert_eq!(
+        error_of(&h.relogin(other, &forged).await),
+        "Reconnection is not allowed"
+    );
+    let other = h.connect();
+    assert_eq!(
+        error_of(&h.relogin(other, &ticket).await),
+        "Client does NOT exist"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relogin_that_beats_the_grace_period_is_never_undone() {
+    let h = Harness::new();
+    let old = h.connect();
+    let Answer::OkWith(_, reply) = h.login(old, h.info("1.2", "C++")).await else {
+        panic!()
+    };
+    let ticket = reply["reconnectionTicket"].as_str().unwrap().to_string();
+    h.portal.disconnected(old).await;
+    let participant = old.to_string();
+    h.portal
+        .delivery()
+        .notify(&participant, "text", json!({"n": 1}));
+    h.portal
+        .delivery()
+        .notify(&participant, "text", json!({"n": 2}));
+    let new = h.connect();
+    let answer = h.relogin(new, &ticket).await;
+    let Answer::OkWith("ok", body) = &answer else {
+        panic!("{answer:?}")
+    };
+    let seqs: Vec<u64> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2], "1.2 replays what was missed: {body}");
+    assert_ne!(body["ticket"], ticket.as_str());
+    assert_eq!(h.connections(), 1, "the old connection is gone");
+    tokio::time::sleep(GRACE * 2).await;
+    assert_eq!(
+        h.portal.participants(),
+        1,
+        "the grace timer found nothing to do"
+    );
+    assert!(!h.remotes.calls().iter().any(|c| c.starts_with("leave")));
+    assert_eq!(
+        error_of(&h.relogin(h.connect(), &ticket).await),
+        "Ticket has been used"
+    );
+    let mut tampered = ticket.clone();
+    tampered.insert(4, 'x');
+    assert!(
+        error_of(&h.relogin(h.connect(), &tampered).await)
+            .starts_with("Invalid reconnection ticket")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn string_reply_sdks_get_the_ticket_first_then_the_missed_messages() {
+    let h = Harness::new();
+    let old = h.connect();
+    let Answer::OkWith(_, reply) = h.login(old, h.info("1.1", "JavaScript")).await else {
+        panic!()
+    };
+    let ticket = reply["reconnectionTicket"].as_str().unwrap().to_string();
+    h.portal.disconnected(old).await;
+    h.portal
+        .delivery()
+        .notify(&old.to_string(), "text", json!({"n": 1}));
+    let new = h.connect();
+    let log = h.sockets.log.clone();
+    h.portal
+        .relogin(new, Some(json!(ticket)), |a| {
+            log.lock().unwrap().push(format!("answer {a:?}"))
+        })
+        .await;
+    let log = h.sockets.log.lock().unwrap().clone();
+    assert!(
+        log[log.len() - 2].starts_with("answer OkWith(\"ok\", String("),
+        "{log:?}"
+    );
+    assert_eq!(log[log.len() - 1], format!("emit {new} text {{\"n\":1}}"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relogin_before_the_old_socket_is_noticed_dead_closes_it_without_a_leave() {
+    let h = Harness::new();
+    let old = h.connect();
+    let Answer::OkWith(_, reply) = h.login(old, h.info("1.2", "C++")).await else {
+        panic!()
+    };
+    let new = h.connect();
+    h.relogin(new, reply["reconnectionTicket"].as_str().unwrap())
+        .await;
+    assert!(h.sockets.closed(old), "the old socket is closed");
+    // a logout racing on the old socket finds nothing to undo
+    assert_eq!(error_of(&h.logout(old).await), "Illegal request");
+    // its disconnect comes later and changes nothing
+    h.portal.disconnected(old).await;
+    assert_eq!(h.portal.participants(), 1);
+    assert_eq!(h.connections(), 1);
+    assert_eq!(h.connection_state(new), Some("connected"));
+    assert_eq!(h.logout(new).await, Answer::Ok("ok"));
+    assert_eq!(h.portal.participants(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_logout_before_the_relogin_leaves_nothing_to_take_over() {
+    let h = Harness::new();
+    let old = h.connect();
+    let Answer::OkWith(_, reply) = h.login(old, h.info("1.2", "C++")).await else {
+        panic!()
+    };
+    assert_eq!(h.logout(old).await, Answer::Ok("ok"));
+    let new = h.connect();
+    let answer = h
+        .relogin(new, reply["reconnectionTicket"].as_str().unwrap())
+        .await;
+    assert_eq!(error_of(&answer), "Client does NOT exist");
+    assert!(h.sockets.closed(new));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_node_drops_its_participants() {
+    let h = Harness::new();
+    let sid = h.connect();
+    h.login(sid, h.info("1.2", "C++")).await;
+    let other = Sid::new();
+    h.portal
+        .controller_lost(&conclave_common::cluster_watch::ClusterChange::NodeExited {
+            node: "node-2".into(),
+            worker: "agent-1".into(),
+            reason: "abnormal".into(),
+        });
+    tokio::task::yield_now().await;
+    assert_eq!(h.portal.participants(), 1, "another node's loss");
+    h.portal
+        .controller_lost(&conclave_common::cluster_watch::ClusterChange::NodeExited {
+            node: "node-1".into(),
+            worker: "agent-1".into(),
+            reason: "abnormal".into(),
+        });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(h.portal.participants(), 0);
+    assert_eq!(h.sockets.emitted(sid), [("drop".to_string(), Value::Null)]);
+    assert!(h.sockets.closed(sid));
+    assert!(!h.sockets.closed(other));
+}

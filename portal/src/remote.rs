@@ -1,0 +1,183 @@
+//! The services a portal calls, as typed clients: management (token
+//! consumption), the cluster manager (scheduling, the portal's own tasks), a
+//! conference agent (`GetNode`) and a conference node (join, leave, text).
+//! Each owns its channels and deadlines and converts proto to domain types
+//! here, at the edge; the login core sees only the [`Remotes`] trait, so its
+//! tests give it a fake.
+
+use crate::config::PortalConfig;
+use serde_json::Value;
+use std::time::Duration;
+use tonic::{Code, Status};
+
+/// How a call to another service failed, worded as OWT words it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// The deadline passed (OWT's RPC timeout).
+    #[error("Timeout to make rpc to {target}.{method}")]
+    Timeout {
+        target: String,
+        method: &'static str,
+    },
+    /// No connection could be made.
+    #[error("{target} is not reachable")]
+    Unreachable { target: String },
+    /// The service answered with an error; OWT's message is passed through.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl RemoteError {
+    /// A failed call to `target.method`.
+    pub fn from_status(target: &str, method: &'static str, status: Status) -> RemoteError {
+        match status.code() {
+            Code::DeadlineExceeded | Code::Cancelled => RemoteError::Timeout {
+                target: target.to_string(),
+                method,
+            },
+            Code::Unavailable if std::error::Error::source(&status).is_some() => {
+                RemoteError::Unreachable {
+                    target: target.to_string(),
+                }
+            }
+            _ if status.message().is_empty() => {
+                RemoteError::Refused(format!("{target}.{method} failed: {}", status.code()))
+            }
+            _ => RemoteError::Refused(status.message().to_string()),
+        }
+    }
+}
+
+/// What a consumed token grants (management's `ConsumeToken`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Grant {
+    /// The token code: this portal's cluster task for the login.
+    pub code: String,
+    pub user: String,
+    pub role: String,
+    pub room: String,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub isp: String,
+    pub region: String,
+}
+
+/// The conference agent the scheduler placed a room on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRef {
+    pub id: String,
+    pub endpoint: String,
+}
+
+/// The conference node serving a room (OWT's controller).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Controller {
+    /// The node id, which broadcasts name.
+    pub node: String,
+    /// The node's gRPC address.
+    pub endpoint: String,
+}
+
+/// Who joins a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joiner {
+    pub participant: String,
+    pub user: String,
+    pub role: String,
+    pub origin: Origin,
+}
+
+/// The conference's answer to a join: permission and room, as the client sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admission {
+    pub permission: Value,
+    pub room: Value,
+}
+
+/// Every call the login, relogin and leave path makes to other services.
+#[tonic::async_trait]
+pub trait Remotes: Send + Sync {
+    /// Management `ConsumeToken`: one use of a token.
+    async fn consume_token(&self, token_id: &str) -> Result<Grant, RemoteError>;
+    /// Cluster manager `Schedule("conference", room)`: the room's agent.
+    async fn schedule_room(&self, room: &str) -> Result<AgentRef, RemoteError>;
+    /// Agent `GetNode`: the node serving the room.
+    async fn get_node(&self, agent: &AgentRef, room: &str) -> Result<Controller, RemoteError>;
+    /// Conference `Join`.
+    async fn join(
+        &self,
+        controller: &Controller,
+        room: &str,
+        joiner: &Joiner,
+    ) -> Result<Admission, RemoteError>;
+    /// Conference `Leave`.
+    async fn leave(&self, controller: &Controller, participant: &str) -> Result<(), RemoteError>;
+    /// Conference `Text`.
+    async fn text(
+        &self,
+        controller: &Controller,
+        from: &str,
+        to: &str,
+        message: &str,
+    ) -> Result<(), RemoteError>;
+    /// Announce a token code as this portal's task (`PickUpTasks`).
+    async fn add_task(&self, code: &str) -> Result<(), RemoteError>;
+    /// Lay a token code down (`LayDownTask`).
+    async fn remove_task(&self, code: &str) -> Result<(), RemoteError>;
+}
+
+/// Deadlines of the portal's calls (OWT: 2 s default, 6 s join, 4 s text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadlines {
+    /// Management and cluster manager calls, conference leave.
+    pub rpc: Duration,
+    /// Agent `GetNode`: it may wait for a node to start.
+    pub get_node: Duration,
+    pub join: Duration,
+    pub text: Duration,
+}
+
+impl Deadlines {
+    pub fn from_config(c: &PortalConfig) -> Deadlines {
+        Deadlines {
+            rpc: Duration::from_millis(c.rpc_timeout),
+            get_node: Duration::from_millis(c.get_node_timeout),
+            join: Duration::from_millis(c.join_timeout),
+            text: Duration::from_millis(c.text_timeout),
+        }
+    }
+}
+
+mod grpc;
+pub use grpc::GrpcRemotes;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_become_owt_wording() {
+        let e = RemoteError::from_status("n1", "join", Status::deadline_exceeded("late"));
+        assert_eq!(e.to_string(), "Timeout to make rpc to n1.join");
+        let e =
+            RemoteError::from_status("management", "ConsumeToken", Status::not_found("Unknown"));
+        assert_eq!(e, RemoteError::Refused("Unknown".into()));
+        let e = RemoteError::from_status("n1", "text", Status::internal(""));
+        assert_eq!(e.to_string(), "n1.text failed: Internal error");
+        // Unavailable with no transport cause is the service's own answer.
+        let e = RemoteError::from_status("n1", "join", Status::unavailable("Room is gone"));
+        assert_eq!(e, RemoteError::Refused("Room is gone".into()));
+    }
+
+    #[test]
+    fn deadlines_come_from_configuration() {
+        let d = Deadlines::from_config(&PortalConfig::default());
+        assert_eq!(d.rpc, Duration::from_secs(2));
+        assert_eq!(d.join, Duration::from_secs(6));
+        assert_eq!(d.text, Duration::from_secs(4));
+        assert_eq!(d.get_node, Duration::from_secs(6));
+    }
+}

@@ -1,0 +1,132 @@
+//! What a logged-in client asks for besides login (`text`,
+//! `refreshReconnectionTicket`, media requests), and how the portal drops
+//! clients (node or agent loss, `Portal/Drop`, shutdown).
+
+use crate::error::PortalError;
+use crate::login::{Answer, not_logged_in};
+use crate::portal::Portal;
+use conclave_common::cluster_watch::ClusterChange;
+use serde_json::Value;
+use socketioxide::socket::Sid;
+use std::sync::Arc;
+
+impl Portal {
+    /// The participant logged in on `sid`, or the connection-state error.
+    fn logged_in(&self, sid: Sid) -> Result<String, PortalError> {
+        self.delivery.with(|r| {
+            r.connection(sid)
+                .ok_or_else(not_logged_in)?
+                .logged_in()
+                .map(str::to_string)
+                .map_err(PortalError::from)
+        })
+    }
+
+    /// `text({to, message})` (4 s deadline to the conference).
+    pub async fn text(&self, sid: Sid, data: &Value) -> Answer {
+        match self.try_text(sid, data).await {
+            Ok(()) => Answer::Ok("ok"),
+            Err(e) => Answer::error(e),
+        }
+    }
+
+    async fn try_text(&self, sid: Sid, data: &Value) -> Result<(), PortalError> {
+        let participant = self.logged_in(sid)?;
+        let to = match data.get("to") {
+            Some(Value::String(to)) if !to.is_empty() => to,
+            _ => return Err(PortalError::InvalidReceiver),
+        };
+        let message = match data.get("message") {
+            Some(Value::String(m)) => m.as_str(),
+            None | Some(Value::Null) => "",
+            Some(_) => return Err(PortalError::InvalidMessage),
+        };
+        let controller = self
+            .delivery
+            .with(|r| r.client(&participant).map(|c| c.controller.clone()))
+            .ok_or(PortalError::NotJoined)?;
+        self.remotes
+            .text(&controller, &participant, to, message)
+            .await?;
+        Ok(())
+    }
+
+    /// `refreshReconnectionTicket`: a new ticket for a client that may relogin.
+    pub fn refresh_ticket(&self, sid: Sid) -> Answer {
+        let participant = match self.logged_in(sid) {
+            Ok(p) => p,
+            Err(e) => return Answer::error(e),
+        };
+        let client = self
+            .delivery
+            .with(|r| r.client(&participant).map(|c| (c.reconnection, c.protocol)));
+        match client {
+            Some((true, protocol)) => {
+                Answer::OkWith(protocol.ok_word(), self.issue_ticket(&participant).into())
+            }
+            Some((false, _)) => Answer::error(PortalError::ReconnectionNotEnabled),
+            None => Answer::error(not_logged_in()),
+        }
+    }
+
+    /// A request that needs a media plane, which this portal does not have.
+    pub fn media_request(&self, sid: Sid, event: &str) -> Answer {
+        match self.logged_in(sid) {
+            Ok(_) => Answer::error(PortalError::Unsupported(event.to_string())),
+            Err(e) => Answer::error(e),
+        }
+    }
+
+    /// Drop a participant: it gets `drop`, its socket closes, it leaves.
+    pub async fn drop_participant(&self, participant: &str) -> bool {
+        let sid = self.delivery.with(|r| {
+            let sid = r.client(participant)?.socket;
+            Some((sid, r.close_connection(sid)))
+        });
+        let Some((sid, open)) = sid else {
+            return false;
+        };
+        if open {
+            self.delivery.emit(sid, "drop", &Value::Null);
+            self.delivery.close(sid);
+        }
+        tracing::warn!(%participant, "participant dropped");
+        conclave_common::metrics::counter!("portal_drops_total").increment(1);
+        self.leave(participant).await
+    }
+
+    /// Drop every participant (cluster loss, shutdown, `Drop{"all"}`).
+    pub async fn drop_all(&self) -> usize {
+        let all: Vec<String> = self
+            .delivery
+            .with(|r| r.clients().map(|c| c.participant.clone()).collect());
+        let mut n = 0;
+        for p in all {
+            if self.drop_participant(&p).await {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// A conference node exited or an agent was lost (OWT §9.5): the
+    /// participants it served are dropped.
+    pub fn controller_lost(self: &Arc<Self>, change: &ClusterChange) {
+        let (controller, participants) = match change {
+            ClusterChange::NodeExited { node, .. } => {
+                (node, self.delivery.with(|r| r.on_controller(node, &[])))
+            }
+            ClusterChange::WorkerLost { worker, .. } => {
+                (worker, self.delivery.with(|r| r.on_agent(worker)))
+            }
+            ClusterChange::WorkerJoined { .. } => return,
+        };
+        if !participants.is_empty() {
+            tracing::warn!(%controller, count = participants.len(), "conference lost; dropping its participants");
+        }
+        for participant in participants {
+            let portal = self.clone();
+            tokio::spawn(async move { portal.drop_participant(&participant).await });
+        }
+    }
+}
