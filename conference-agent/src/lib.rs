@@ -3,6 +3,7 @@
 //! portal which node serves a room (`GetNode`). `main.rs` parses configuration
 //! and calls [`run`]; tests call [`start`].
 
+pub mod agent;
 pub mod config;
 pub mod pool;
 pub mod service;
@@ -10,24 +11,17 @@ pub mod supervisor;
 
 use conclave_common::cluster_worker::{ClusterWorker, WorkerEvent};
 use conclave_common::grpc::{GrpcError, GrpcServer};
-use conclave_common::load::{CpuLoad, LoadSource, ManualLoad};
+use conclave_common::load::{CpuLoad, LoadSource};
 use conclave_common::purpose::Purpose;
-use conclave_common::sync::Locked;
 use conclave_proto::agent::v1::node_manager_server::NodeManagerServer;
 use conclave_proto::cluster::v1 as cluster;
-use pool::NodePool;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitStatus;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
-use supervisor::Control;
-use tokio::sync::mpsc;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
+pub use agent::Agent;
 pub use config::Config;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,136 +32,6 @@ pub enum StartError {
     Grpc(#[from] GrpcError),
     #[error(transparent)]
     Worker(#[from] conclave_common::cluster_worker::WorkerError),
-}
-
-/// The agent's shared state.
-pub struct Agent {
-    config: Config,
-    node_binary: PathBuf,
-    advertised_host: String,
-    pool: Mutex<NodePool>,
-    controls: Mutex<HashMap<String, mpsc::UnboundedSender<Control>>>,
-    worker: OnceLock<ClusterWorker>,
-    node_load: ManualLoad,
-    spawning: AtomicBool,
-    shutting_down: AtomicBool,
-}
-
-impl Agent {
-    pub fn pool(&self) -> MutexGuard<'_, NodePool> {
-        self.pool.locked()
-    }
-
-    fn controls(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Control>>> {
-        self.controls.locked()
-    }
-
-    pub fn worker(&self) -> Option<&ClusterWorker> {
-        self.worker.get()
-    }
-
-    fn set_spawning(&self, on: bool) {
-        self.spawning.store(on, Ordering::SeqCst);
-    }
-
-    fn shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::SeqCst)
-    }
-
-    /// Start nodes until `prerunProcesses` are idle, within `maxProcesses`.
-    pub fn fill(self: &Arc<Self>) {
-        if !self.spawning.load(Ordering::SeqCst) {
-            return;
-        }
-        let ids: Vec<String> = {
-            let mut pool = self.pool();
-            (0..pool.to_spawn()).map(|_| pool.add_node()).collect()
-        };
-        for id in ids {
-            self.spawn_node(id);
-        }
-    }
-
-    fn update_load(&self) {
-        {
-            use conclave_common::metrics::gauge;
-            let pool = self.pool();
-            let starting = pool
-                .nodes()
-                .filter(|n| n.state == pool::NodeState::Starting && n.room.is_none())
-                .count();
-            gauge!("agent_nodes", "state" => "idle")
-                .set(pool.idle().saturating_sub(starting) as f64);
-            gauge!("agent_nodes", "state" => "starting").set(starting as f64);
-            gauge!("agent_nodes", "state" => "in_use").set(pool.in_use() as f64);
-        }
-        if let Some(load) = self.pool().load()
-            && self.config.counts_nodes()
-        {
-            self.node_load.set(load);
-        }
-    }
-
-    /// A node process ended: forget it, lay down its room task, tell the
-    /// cluster (unless the agent itself is stopping), refill the pool.
-    async fn node_exited(self: &Arc<Self>, id: &str, status: Option<ExitStatus>, asked: bool) {
-        self.controls().remove(id);
-        let Some(node) = self.pool().remove(id) else {
-            return;
-        };
-        let clean = asked || status.is_some_and(|s| s.success());
-        let reason = if clean { "quit" } else { "abnormal" };
-        conclave_common::metrics::counter!("agent_node_exits_total", "reason" => reason)
-            .increment(1);
-        if clean {
-            tracing::info!(node = %id, room = ?node.room, ?status, "conference node exited");
-        } else {
-            tracing::warn!(node = %id, room = ?node.room, ?status, "conference node exited abnormally");
-        }
-        self.update_load();
-        if self.shutting_down() {
-            return;
-        }
-        if let Some(worker) = self.worker() {
-            for task in &node.tasks {
-                if let Err(e) = worker.remove_task(task).await {
-                    tracing::warn!(task = %task, error = %e, "laying down the room task failed");
-                }
-            }
-            let mut manager = worker.manager();
-            let report = cluster::ReportNodeExitRequest {
-                worker_id: worker.id().to_string(),
-                node_id: id.to_string(),
-                purpose: Purpose::Conference.to_string(),
-                reason: reason.into(),
-                tasks: Vec::new(),
-            };
-            if let Err(status) = manager.report_node_exit(report).await {
-                tracing::warn!(node = %id, error = %status.message(), "reporting the node exit failed");
-            }
-        }
-        self.fill();
-    }
-
-    /// Kill every node (cluster loss, OWT `dropAllNodes`).
-    fn drop_all_nodes(&self) {
-        for id in self.pool().ids() {
-            self.control(&id, Control::Kill);
-        }
-    }
-
-    /// Stop every node gracefully and wait (bounded) until they are gone.
-    async fn stop_all_nodes(&self) {
-        let ids = self.pool().ids();
-        for id in &ids {
-            self.pool().mark_stopping(id);
-            self.control(id, Control::Stop);
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
-        while !self.controls().is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }
 
 /// A running agent.
@@ -225,21 +89,7 @@ pub async fn start(
     if !node_binary.is_file() {
         tracing::warn!(binary = %node_binary.display(), "conference binary not found; nodes will fail to start");
     }
-    let agent = Arc::new(Agent {
-        pool: Mutex::new(NodePool::new(
-            "",
-            config.agent.prerun_processes as usize,
-            config.max_processes(),
-        )),
-        node_binary,
-        advertised_host: advertised_host.clone(),
-        controls: Mutex::new(HashMap::new()),
-        worker: OnceLock::new(),
-        node_load: ManualLoad::new(0.0),
-        spawning: AtomicBool::new(true),
-        shutting_down: AtomicBool::new(false),
-        config,
-    });
+    let agent = Arc::new(Agent::new(config, node_binary, advertised_host.clone()));
     let server_stop = CancellationToken::new();
     let server = GrpcServer::start(
         &agent.config.listen,
@@ -280,13 +130,9 @@ pub async fn start(
         }
     };
     let worker_id = worker.id().to_string();
-    *agent.pool() = NodePool::new(
-        &worker_id,
-        agent.config.agent.prerun_processes as usize,
-        agent.config.max_processes(),
-    );
+    agent.name_nodes_after(&worker_id);
     let mut events = worker.subscribe();
-    let _ = agent.worker.set(worker);
+    agent.set_worker(worker);
     tracing::info!(worker = %worker_id, endpoint = %format!("{advertised_host}:{port}"), "conference agent serving");
     agent.fill();
 
@@ -310,8 +156,7 @@ pub async fn start(
             }
         }
         tracing::info!("conference agent stopping");
-        a.shutting_down.store(true, Ordering::SeqCst);
-        a.set_spawning(false);
+        a.begin_shutdown();
         a.stop_all_nodes().await;
         if let Some(worker) = a.worker() {
             for task in worker.tasks() {

@@ -67,10 +67,13 @@ impl pb::node_manager_server::NodeManager for NodeManagerService {
             let refill = agent.clone();
             tokio::spawn(async move { refill.fill() });
         }
-        // Wait for the node to be ready (OWT polls for 1.5 s).
+        // Wait for the node to be ready (OWT polls for 1.5 s): the pool
+        // signals every change, so this wakes as soon as the node is ready.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(agent.config.agent.node_ready_timeout);
+        let mut changes = agent.pool_changes();
         let endpoint = loop {
+            changes.borrow_and_update();
             let endpoint = match agent.pool().node(&node_id) {
                 None => return Err(Status::unavailable("node early recycled")),
                 Some(n) if n.state == NodeState::Stopping => {
@@ -81,12 +84,12 @@ impl pb::node_manager_server::NodeManager for NodeManagerService {
             if let Some(endpoint) = endpoint {
                 break endpoint;
             }
-            if tokio::time::Instant::now() >= deadline {
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
                 tracing::warn!(node = %node_id, "node not ready in time; killing it");
                 agent.control(&node_id, Control::Kill);
                 return Err(Status::unavailable("node not ready"));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         };
         if agent.pool().add_task(&node_id, &r.task)
             && let Err(e) = worker.add_task(&r.task).await
