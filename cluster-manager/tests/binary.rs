@@ -1,8 +1,8 @@
 //! The real `cluster-manager` binary: start-up on an OS-assigned port, grpcurl
 //! against its reflection, health, SIGTERM shutdown.
 
-use conclave_common::testing::{ServiceProcess, grpcurl};
-use conclave_common::testing::{expected_services, listed_services, run};
+use conclave_stack::testing::{ServiceProcess, grpcurl};
+use conclave_stack::testing::{expected_services, listed_services, run};
 use std::process::Command;
 use std::time::Duration;
 

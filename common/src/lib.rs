@@ -11,14 +11,11 @@ pub mod handshake;
 pub mod load;
 pub mod metrics;
 pub mod net;
-pub mod process;
 pub mod purpose;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
-pub mod testing;
 pub mod token;
 pub mod trace;
-pub mod trace_collector;
 
 pub use conclave_proto as proto;

@@ -3,8 +3,8 @@
 
 mod support;
 
-use conclave_common::testing::{ServiceProcess, grpcurl};
-use conclave_common::testing::{expected_services, listed_services, run};
+use conclave_stack::testing::{ServiceProcess, grpcurl};
+use conclave_stack::testing::{expected_services, listed_services, run};
 use std::process::Command;
 use std::time::Duration;
 use support::*;
@@ -25,7 +25,7 @@ async fn grpcurl_lists_nodes_and_participants_and_sigterm_cleans_up() {
         format!("node.management={}", c.management_addr),
         format!(
             "agent.conference_binary={}",
-            conclave_common::testing::workspace_bin("conference").display()
+            conclave_stack::testing::workspace_bin("conference").display()
         ),
     ];
     let args: Vec<String> = sets
@@ -118,7 +118,7 @@ async fn nodes_die_with_a_killed_agent() {
         format!("cluster.manager={}", c.manager_addr),
         format!(
             "agent.conference_binary={}",
-            conclave_common::testing::workspace_bin("conference").display()
+            conclave_stack::testing::workspace_bin("conference").display()
         ),
     ];
     let args: Vec<String> = sets

@@ -2,8 +2,8 @@
 //! run the scenarios, print a table, write JSON.
 
 use clap::Parser;
-use conclave_common::handshake::field;
-use conclave_common::process::ServiceProcess;
+use conclave_stack::process::ServiceProcess;
+use conclave_stack::{Options, Topology};
 use loadgen::{Report, Target};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -71,40 +71,25 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Logs the stack must still print (its addresses) while staying quiet per login.
-const QUIET: &str = "warn,conclave_common::grpc=info,conference_agent=info,portal=info,portal::socket=warn,portal::portal=warn";
+const QUIET: &str = "warn,conclave_common::grpc=info,conference_agent=info,portal=info,portal::login=warn,portal::stages=warn,portal::requests=warn";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let want = |s: &str| args.scenarios.iter().any(|x| x == s);
     let data = std::env::temp_dir().join(format!("conclave-bench-{}", std::process::id()));
-    let stack_bin = sibling("conclave-stack")?;
-    let data_arg = data.display().to_string();
-    let (mut stack, line) = tokio::task::spawn_blocking(move || {
-        ServiceProcess::start_until(
-            "stack",
-            stack_bin.to_str().unwrap_or_default(),
-            &[
-                "--any-ports",
-                "--data-dir",
-                &data_arg,
-                "--hostname",
-                "127.0.0.1",
-                "--socket-listen",
-                "127.0.0.1:0",
-            ],
-            &[("RUST_LOG", QUIET)],
-            &|l| l.contains("conclave-stack ready"),
-        )
-    })
-    .await?
-    .map_err(|e| anyhow::anyhow!(e))?;
-    let get = |k: &str| field(&line, k).unwrap_or_default();
+    let mut options = Options::beside_this_executable();
+    options.data_dir = data.clone();
+    options.any_ports = true;
+    options.socket_listen = "127.0.0.1:0".into();
+    options.hostname = "127.0.0.1".into();
+    options.env = vec![("RUST_LOG".into(), QUIET.into())];
+    let stack = Topology::launch(options).await?;
     let target = Target {
-        portal: get("portal").trim_start_matches("http://").to_string(),
-        management: get("management"),
-        cluster: get("cluster"),
-        portal_pid: get("portal_pid").parse().ok(),
+        portal: stack.portal_socket.clone(),
+        management: stack.management.clone(),
+        cluster: stack.manager.clone(),
+        portal_pid: Some(stack.processes[3].child.id()),
     };
     eprintln!(
         "stack ready: portal {} (pid {:?})",
@@ -189,8 +174,7 @@ async fn main() -> anyhow::Result<()> {
     }
     .await;
 
-    stack.signal("INT");
-    stack.wait_exit(Duration::from_secs(30));
+    tokio::task::spawn_blocking(move || drop(stack)).await?;
     let _ = std::fs::remove_dir_all(&data);
     println!("{}", loadgen::table(&report));
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;

@@ -1,7 +1,7 @@
 //! A small run of every scenario against the real stack: the tool works and
 //! nothing is lost (timings are for BENCHMARKS.md, not asserted here).
 
-use conclave_common::testing::workspace_bin;
+use conclave_stack::testing::workspace_bin;
 use std::process::Command;
 
 #[test]

@@ -2,10 +2,10 @@
 
 use conclave_common::cluster_worker::{ClusterConfig, ClusterWorker};
 use conclave_common::load::ManualLoad;
-use conclave_common::testing::{ServiceProcess, grpcurl};
-use conclave_common::testing::{expected_services, listed_services, run};
 use conclave_common::token::JoinToken;
 use conclave_proto::cluster::v1 as cluster;
+use conclave_stack::testing::{ServiceProcess, grpcurl};
+use conclave_stack::testing::{expected_services, listed_services, run};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,6 @@
 
 use conclave_common::grpc::Channel;
 use conclave_common::grpc::GrpcServer;
-pub use conclave_common::testing::eventually;
 use conclave_proto::agent::v1 as agent_pb;
 use conclave_proto::agent::v1::node_manager_client::NodeManagerClient;
 use conclave_proto::cluster::v1 as cluster;
@@ -15,6 +14,7 @@ use conclave_proto::conference::v1::conference_client::ConferenceClient;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
 use conclave_proto::portal::v1 as portal;
+pub use conclave_stack::testing::eventually;
 use conference_agent::ConferenceAgent;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -181,7 +181,7 @@ pub fn agent_config(c: &Cluster) -> conference_agent::Config {
     // a bounded pool makes the load count nodes, not CPU: deterministic on a busy machine
     a.agent.max_processes = 64;
     a.node.management = c.management_addr.clone();
-    a.agent.conference_binary = conclave_common::testing::workspace_bin("conference")
+    a.agent.conference_binary = conclave_stack::testing::workspace_bin("conference")
         .display()
         .to_string();
     a

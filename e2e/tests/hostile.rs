@@ -3,12 +3,10 @@
 //! The portal answers with an error ack or closes that one socket; it stays
 //! up and other clients keep logging in.
 
-mod support;
-
+use conclave_e2e::*;
 use loadgen::sio::Client;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-use support::*;
 
 const ACK: Duration = Duration::from_secs(10);
 

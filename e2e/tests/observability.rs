@@ -2,13 +2,11 @@
 //! login every service's counters moved by exactly that, and the login is one
 //! trace whose id shows in the logs of every service it touched.
 
-mod support;
-
-use conclave_common::trace_collector::{CollectedSpan, TraceCollector, render_tree};
+use conclave_e2e::*;
+use conclave_stack::trace_collector::{CollectedSpan, TraceCollector, render_tree};
 use serde_json::json;
 use std::io::{Read, Write};
 use std::time::Duration;
-use support::*;
 
 /// GET http://addr/metrics.
 fn scrape(addr: &str) -> String {

@@ -4,7 +4,7 @@
 //! launcher prints each trace it receives as a tree (`--print-traces`), for
 //! a machine without Jaeger or an OpenTelemetry Collector.
 
-use crate::sync::Locked;
+use conclave_common::sync::Locked;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };

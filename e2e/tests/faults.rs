@@ -4,12 +4,10 @@
 //! measured detection and recovery times are printed (`FAULT-TIMING` lines)
 //! and written down in RELIABILITY.md.
 
-mod support;
-
+use conclave_e2e::*;
 use conclave_proto::cluster::v1 as cluster;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn timing(scenario: &str, what: &str, d: Duration) {
     eprintln!(

@@ -2,11 +2,9 @@
 //! messages, the disconnect grace period and fault drops, with real
 //! python-socketio clients against the real binaries.
 
-mod support;
-
+use conclave_e2e::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::*;
 
 /// Log `sdk`/`protocol` in as `user` and return (client, participant id, ticket).
 async fn logged_in(

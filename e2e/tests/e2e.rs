@@ -1,11 +1,9 @@
 //! End to end: the real binaries on loopback, real Socket.IO clients from
 //! PyPI (python-socketio 5.x over Engine.IO 4, 4.x over Engine.IO 3).
 
-mod support;
-
+use conclave_e2e::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::*;
 
 const FLAVORS: [Flavor; 3] = [Flavor::Eio4Websocket, Flavor::Eio4Polling, Flavor::Eio3];
 
@@ -399,7 +397,7 @@ async fn portal_drop_and_grpcurl_list_clients() {
         a.wait_event("participant", 5.0).await.unwrap()["action"],
         "join"
     );
-    if let Some(grpcurl) = conclave_common::testing::grpcurl() {
+    if let Some(grpcurl) = conclave_stack::testing::grpcurl() {
         let out = std::process::Command::new(grpcurl)
             .args([
                 "-plaintext",

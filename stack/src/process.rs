@@ -1,7 +1,7 @@
 //! Starting a Conclave service as a child process and learning the address
 //! it bound from its log (services bind port 0 in tests and the local stack).
 
-use crate::handshake::field;
+use conclave_common::handshake::field;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -65,7 +65,7 @@ impl ServiceProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
-            .env(crate::shutdown::EXIT_WITH_STDIN_ENV, "true")
+            .env(conclave_common::shutdown::EXIT_WITH_STDIN_ENV, "true")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::piped());

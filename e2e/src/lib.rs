@@ -1,20 +1,19 @@
-//! The whole stack as real processes on loopback ports (cluster manager,
-//! management, a conference agent spawning conference nodes, portal), real
-//! Socket.IO clients from PyPI driven through `clients/driver.py`, and gRPC
-//! helpers to look inside.
-#![allow(dead_code)]
+//! What the end-to-end tests share: the whole stack as real processes on
+//! loopback ports (cluster manager, management, a conference agent spawning
+//! conference nodes, portal), started as [`Topology`]; real Socket.IO
+//! clients from PyPI (python-socketio 5.x and 4.x) driven through
+//! `clients/driver.py`; and gRPC helpers to look inside.
 
 use conclave_common::grpc::Channel;
-use conclave_common::testing::{ServiceProcess, workspace_bin};
 use conclave_common::token::JoinToken;
 use conclave_proto::cluster::v1 as cluster;
-use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::conference::v1 as conf;
 use conclave_proto::conference::v1::conference_client::ConferenceClient;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
 use conclave_proto::portal::v1 as portal_pb;
 use conclave_proto::portal::v1::portal_client::PortalClient;
+use conclave_stack::{Options, Topology};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -24,50 +23,37 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 pub const KEY: &str = "e2e-test-service-key";
 
-pub struct Stack {
-    pub manager: String,
-    pub management: String,
-    pub agent: String,
-    pub portal_grpc: String,
-    pub portal_socket: String,
-    pub portal_worker: String,
-    pub processes: Vec<ServiceProcess>,
-    data_dir: PathBuf,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        // portal and agent first, so nodes exit with their agent
-        while let Some(mut p) = self.processes.pop() {
-            p.signal("TERM");
-            if p.wait_exit(Duration::from_secs(10)).is_none() {
-                let _ = p.child.kill();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
-    }
-}
-
 /// Logs every test stack keeps: info, plus each RPC's line in its span
 /// (method and trace id).
 const LOG: &str = "info,conclave_common::grpc=debug";
 
-pub fn start(bin: &str, sets: &[String], marker: &str, key: &str) -> (ServiceProcess, String) {
-    let args: Vec<String> = sets
-        .iter()
-        .chain(std::iter::once(&"metrics.listen=127.0.0.1:0".to_string()))
-        .flat_map(|s| ["--set".to_string(), s.clone()])
-        .collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let path = workspace_bin(bin);
-    ServiceProcess::start(
-        path.to_str().unwrap(),
-        &args,
-        &[("CONCLAVE_SERVICE_KEY", KEY), ("RUST_LOG", LOG)],
-        marker,
-        key,
-    )
-    .unwrap_or_else(|e| panic!("{bin}: {e}"))
+/// A test's stack: the [`Topology`] every launcher starts, on free ports,
+/// with a data directory of its own, and helpers to look inside it.
+pub struct Stack {
+    topology: Option<Topology>,
+    data_dir: PathBuf,
+}
+
+impl std::ops::Deref for Stack {
+    type Target = Topology;
+
+    fn deref(&self) -> &Topology {
+        self.topology.as_ref().expect("a running stack")
+    }
+}
+
+impl std::ops::DerefMut for Stack {
+    fn deref_mut(&mut self) -> &mut Topology {
+        self.topology.as_mut().expect("a running stack")
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        // portals and agents first, so nodes exit with their agent
+        drop(self.topology.take());
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
 }
 
 /// Start the stack. `extra_portal` adds portal `--set` flags.
@@ -78,81 +64,32 @@ pub async fn stack(extra_portal: &[&str]) -> Stack {
 /// A stack whose every service (and every conference node, through its
 /// agent) also gets the `--set` flags `all`.
 pub async fn stack_with(all: &[&str], extra_portal: &[&str]) -> Stack {
-    let extra: Vec<String> = extra_portal.iter().map(|s| s.to_string()).collect();
-    let all: Vec<String> = all.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let start = |bin: &str, sets: &[String], marker: &str, key: &str| {
-            let sets: Vec<String> = sets.iter().chain(&all).cloned().collect();
-            start(bin, &sets, marker, key)
-        };
-        let data_dir = std::env::temp_dir().join(format!(
-            "conclave-e2e-{}",
-            std::process::id() as u64 * 1000 + rand_suffix()
-        ));
-        let (m, manager) = start(
-            "cluster-manager",
-            &["listen=127.0.0.1:0".into(), "manager.initial_time=0".into()],
-            "gRPC server listening",
-            "local_addr",
-        );
-        let (g, management) = start(
-            "management",
-            &[
-                "listen=127.0.0.1:0".into(),
-                format!("data_dir={}", data_dir.display()),
-                format!("cluster.manager={manager}"),
-            ],
-            "gRPC server listening",
-            "local_addr",
-        );
-        let (a, agent) = start(
-            "conference-agent",
-            &[
-                "listen=127.0.0.1:0".into(),
-                "advertised_host=127.0.0.1".into(),
-                format!("cluster.manager={manager}"),
-                "cluster.report_load_interval=100".into(),
-                format!("node.management={management}"),
-                "agent.maxProcesses=64".into(),
-            ],
-            "conference agent serving",
-            "endpoint",
-        );
-        let mut portal_sets = vec![
-            "portal.listen=127.0.0.1:0".to_string(),
-            "portal.grpc_listen=127.0.0.1:0".into(),
-            "portal.hostname=127.0.0.1".into(),
-            "portal.ip_address=127.0.0.1".into(),
-            "portal.load=clients".into(),
-            format!("cluster.manager={manager}"),
-            "cluster.report_load_interval=100".into(),
-            format!("management={management}"),
-        ];
-        portal_sets.extend(extra);
-        let (p, line_addr) = start("portal", &portal_sets, "portal serving", "socket_addr");
-        // the portal's gRPC address and worker id come from the cluster manager (resolve)
-        Stack {
-            manager,
-            management,
-            agent,
-            portal_grpc: String::new(),
-            portal_socket: line_addr,
-            portal_worker: String::new(),
-            processes: vec![m, g, a, p],
-            data_dir,
-        }
-    })
-    .await
-    .unwrap()
-    .resolve()
-    .await
-}
-
-fn rand_suffix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let data_dir = std::env::temp_dir().join(format!("conclave-e2e-{}-{n}", std::process::id()));
+    let mut options = Options::beside_this_executable();
+    options.data_dir = data_dir.clone();
+    options.any_ports = true;
+    options.socket_listen = "127.0.0.1:0".into();
+    options.hostname = "127.0.0.1".into();
+    options.service_key = KEY.into();
+    options.env = vec![("RUST_LOG".into(), LOG.into())];
+    options.all = all.iter().map(|s| s.to_string()).collect();
+    options.agent = vec![
+        "cluster.report_load_interval=100".into(),
+        "agent.maxProcesses=64".into(),
+    ];
+    options.portal = vec!["cluster.report_load_interval=100".into()];
+    options
+        .portal
+        .extend(extra_portal.iter().map(|s| s.to_string()));
+    let topology = Topology::launch(options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    Stack {
+        topology: Some(topology),
+        data_dir,
+    }
 }
 
 impl Stack {
@@ -167,67 +104,36 @@ impl Stack {
     /// Start a cluster manager again on the same address (after
     /// [`kill_manager`](Self::kill_manager)), with OWT-like initial time.
     pub async fn restart_manager(&mut self, initial_time_ms: u64) {
-        let sets = vec![
-            format!("listen={}", self.manager),
-            format!("manager.initial_time={initial_time_ms}"),
-        ];
-        let (m, _) = tokio::task::spawn_blocking(move || {
-            start(
-                "cluster-manager",
-                &sets,
-                "gRPC server listening",
-                "local_addr",
-            )
-        })
-        .await
-        .unwrap();
-        self.processes[0] = m;
+        let sets = vec![format!("manager.initial_time={initial_time_ms}")];
+        self.blocking(move |t| t.restart_manager(&sets).map(drop))
+            .await;
     }
 
     /// Another conference agent in the cluster; its gRPC address.
     pub async fn add_agent(&mut self) -> String {
-        let sets = vec![
-            "listen=127.0.0.1:0".into(),
-            "advertised_host=127.0.0.1".into(),
-            format!("cluster.manager={}", self.manager),
-            "cluster.report_load_interval=100".into(),
-            format!("node.management={}", self.management),
-            "agent.maxProcesses=64".into(),
-        ];
-        let (a, addr) = tokio::task::spawn_blocking(move || {
-            start(
-                "conference-agent",
-                &sets,
-                "conference agent serving",
-                "endpoint",
-            )
-        })
-        .await
-        .unwrap();
-        self.processes.push(a);
-        addr
+        self.blocking(|t| t.add_agent(&[])).await
     }
 
     /// Another portal serving `region`; its Socket.IO address.
     pub async fn add_portal(&mut self, region: &str) -> String {
-        let sets = vec![
-            "portal.listen=127.0.0.1:0".to_string(),
-            "portal.grpc_listen=127.0.0.1:0".into(),
-            "portal.hostname=127.0.0.1".into(),
-            "portal.ip_address=127.0.0.1".into(),
-            "portal.load=clients".into(),
-            format!("portal.regions=[\"{region}\"]"),
-            format!("cluster.manager={}", self.manager),
-            "cluster.report_load_interval=100".into(),
-            format!("management={}", self.management),
-        ];
-        let (p, addr) = tokio::task::spawn_blocking(move || {
-            start("portal", &sets, "portal serving", "socket_addr")
+        let sets = vec![format!("portal.regions=[\"{region}\"]")];
+        self.blocking(move |t| t.add_portal(&sets)).await
+    }
+
+    /// Run a blocking topology change off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &mut self,
+        change: impl FnOnce(&mut Topology) -> Result<T, conclave_stack::TopologyError> + Send + 'static,
+    ) -> T {
+        let mut topology = self.topology.take().expect("a running stack");
+        let (topology, result) = tokio::task::spawn_blocking(move || {
+            let result = change(&mut topology);
+            (topology, result)
         })
         .await
         .unwrap();
-        self.processes.push(p);
-        addr
+        self.topology = Some(topology);
+        result.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A token placed by region preference (with [`add_portal`](Self::add_portal)).
@@ -339,58 +245,8 @@ impl Stack {
         out
     }
 
-    /// Find the portal's worker id and gRPC address from the cluster, and
-    /// wait until a portal and an agent are schedulable.
-    async fn resolve(mut self) -> Stack {
-        let mut m = self.manager_client();
-        for _ in 0..200 {
-            let portals = m
-                .get_workers(cluster::GetWorkersRequest {
-                    purpose: "portal".into(),
-                })
-                .await
-                .map(|r| r.into_inner().workers)
-                .unwrap_or_default();
-            let agents = m
-                .get_workers(cluster::GetWorkersRequest {
-                    purpose: "conference".into(),
-                })
-                .await
-                .map(|r| r.into_inner().workers)
-                .unwrap_or_default();
-            if let (Some(p), Some(a)) = (portals.first(), agents.first()) {
-                let pa = m
-                    .get_worker_attr(cluster::GetWorkerAttrRequest {
-                        worker_id: p.clone(),
-                    })
-                    .await;
-                let aa = m
-                    .get_worker_attr(cluster::GetWorkerAttrRequest {
-                        worker_id: a.clone(),
-                    })
-                    .await;
-                if let (Ok(pa), Ok(aa)) = (pa, aa) {
-                    let (pa, aa) = (pa.into_inner(), aa.into_inner());
-                    if pa.load < 0.85 && aa.load < 0.85 {
-                        self.portal_worker = p.clone();
-                        self.portal_grpc = pa.info.unwrap().grpc_endpoint;
-                        return self;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("the stack did not become ready");
-    }
-
     pub fn url(&self) -> String {
         format!("http://{}", self.portal_socket)
-    }
-
-    pub fn manager_client(&self) -> ClusterManagerClient<Channel> {
-        ClusterManagerClient::new(
-            conclave_common::grpc::channel(&self.manager, Duration::from_secs(5)).unwrap(),
-        )
     }
 
     pub fn management_client(&self) -> ManagementClient<Channel> {
@@ -566,6 +422,14 @@ impl Stack {
     }
 }
 
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// Tamper with a token's signature.
 pub fn tampered(token: &str) -> String {
     let mut t = JoinToken::decode(token).unwrap();
@@ -619,7 +483,7 @@ pub fn have_clients() -> bool {
 impl PyClient {
     pub async fn spawn(flavor: Flavor) -> PyClient {
         let py = python(flavor).expect("python client");
-        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/driver.py");
+        let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/driver.py");
         let mut child = Command::new(py)
             .arg(driver)
             .stdin(Stdio::piped())

@@ -3,7 +3,7 @@
 
 use conclave_common::grpc::GrpcServer;
 use conclave_common::telemetry::{LogConfig, TraceConfig};
-use conclave_common::trace_collector::{TraceCollector, render_tree};
+use conclave_stack::trace_collector::{TraceCollector, render_tree};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

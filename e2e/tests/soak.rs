@@ -6,14 +6,12 @@
 //! scenario of 500 participants for 60 s is opt-in:
 //!     CONCLAVE_SOAK_CLIENTS=500 CONCLAVE_SOAK_SECONDS=60 bash scripts/test.sh -p portal --test soak
 
-mod support;
-
+use conclave_e2e::*;
 use loadgen::sio::Client;
 use rand::Rng;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use support::*;
 
 const ACK: Duration = Duration::from_secs(20);
 

@@ -1,8 +1,8 @@
 //! Helpers for tests that start the real binaries: find a third-party tool,
 //! start a service process and read the address it bound from its log.
 
-pub use crate::handshake::field;
 pub use crate::process::ServiceProcess;
+pub use conclave_common::handshake::field;
 use std::path::PathBuf;
 
 /// A binary of this workspace, built next to the running test's target

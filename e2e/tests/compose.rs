@@ -4,14 +4,12 @@
 //! everything torn down. Runs when CONCLAVE_DOCKER_TESTS=1 (scripts/test.sh
 //! sets it when a Docker engine answers); skipped with a reason otherwise.
 
-mod support;
-
-use conclave_common::testing::run;
+use conclave_e2e::{Flavor, PyClient, free_port, have_clients};
+use conclave_stack::testing::run;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Driver, python};
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -47,14 +45,6 @@ impl Drop for Compose {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn grpcurl_json(grpcurl: &Path, addr: &str, method: &str, body: &str) -> Value {
     let (ok, out) = run(Command::new(grpcurl).args(["-plaintext", "-d", body, addr, method]));
     assert!(ok, "{method}: {out}");
@@ -72,16 +62,18 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     false
 }
 
-#[test]
-fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     if std::env::var("CONCLAVE_DOCKER_TESTS").as_deref() != Ok("1") {
         eprintln!(
             "SKIPPED: the docker compose test runs from scripts/test.sh when a Docker engine is available"
         );
         return;
     }
-    let Some(python) = python() else { return };
-    let grpcurl = conclave_common::testing::grpcurl().expect("grpcurl");
+    if !have_clients() {
+        return;
+    }
+    let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
 
     let (ok, out) = run(Command::new("bash").arg(format!("{ROOT}/scripts/docker-build.sh")));
     assert!(ok, "image build: {out}");
@@ -161,9 +153,9 @@ fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
             }
             ok
         }));
-        let mut c = Driver::spawn(&python);
-        let ack = c.login(&url, token.as_str().unwrap());
-        assert_eq!(ack[0], "ok", "{ack}");
+        let mut c = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
+        let ack = c.login_as(token.as_str().unwrap(), "1.2", "C++").await;
+        assert_eq!(ack[0], "ok", "{ack:?}");
         rooms.push(room);
         clients.push(c);
     }
@@ -194,11 +186,14 @@ fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     let (ok, out) = run(Command::new("docker").args(["stop", "-t", "10", container]));
     assert!(ok, "docker stop {container}: {out}");
     assert!(
-        clients[0].wait_event("drop", 15.0).is_some(),
+        clients[0].wait_event("drop", 15.0).await.is_some(),
         "the stopped agent's participant is dropped"
     );
-    assert!(clients[0].wait_disconnect(10.0));
-    assert!(clients[1].wait_event("drop", 1.0).is_none(), "others stay");
+    assert!(clients[0].wait_disconnect(10.0).await);
+    assert!(
+        clients[1].wait_event("drop", 1.0).await.is_none(),
+        "others stay"
+    );
     assert!(
         eventually(Duration::from_secs(15), || agents().len() == 2),
         "the manager drops the agent"
@@ -217,9 +212,9 @@ fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
         .as_str()
         .unwrap()
         .to_string();
-    let mut again = Driver::spawn(&python);
-    let ack = again.login(&url, &token);
-    assert_eq!(ack[0], "ok", "{ack}");
+    let mut again = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
+    let ack = again.login_as(&token, "1.2", "C++").await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
     let now = agent_of(&rooms[0]);
     assert_ne!(&now, victim);
     let listed = grpcurl_json(
@@ -233,8 +228,10 @@ fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
         Some(3),
         "{listed}"
     );
-    drop(again);
-    drop(clients);
+    again.quit().await;
+    for c in clients {
+        c.quit().await;
+    }
 
     // tear down and check nothing is left
     let project = compose.project.clone();

@@ -1,16 +1,19 @@
 //! The one-command local stack: start it, log in once with a real
 //! python-socketio client, stop it with Ctrl-C (SIGINT).
 
-mod support;
-
-use conclave_common::process::ServiceProcess;
-use conclave_common::testing::workspace_bin;
+use conclave_e2e::{Flavor, PyClient, free_port, have_clients};
+use conclave_stack::process::ServiceProcess;
+use conclave_stack::testing::workspace_bin;
 use std::time::Duration;
 
-/// Start the launcher on free ports with `extra` flags and a data directory
-/// of its own for `test`; the launcher, its demo token, the portal's
-/// host:port and the data directory.
-fn launch(test: &str, extra: &[&str]) -> (ServiceProcess, String, String, std::path::PathBuf) {
+/// Start the launcher on free ports (Socket.IO on `socket_listen`) with
+/// `extra` flags and a data directory of its own for `test`; the launcher,
+/// its demo token, the portal's host:port and the data directory.
+fn launch(
+    test: &str,
+    socket_listen: &str,
+    extra: &[&str],
+) -> (ServiceProcess, String, String, std::path::PathBuf) {
     let data =
         std::env::temp_dir().join(format!("conclave-stack-test-{}-{test}", std::process::id()));
     let data_arg = data.display().to_string();
@@ -21,6 +24,8 @@ fn launch(test: &str, extra: &[&str]) -> (ServiceProcess, String, String, std::p
         &data_arg,
         "--hostname",
         "127.0.0.1",
+        "--socket-listen",
+        socket_listen,
     ];
     args.extend_from_slice(extra);
     let (stack, token) = ServiceProcess::start_named(
@@ -39,19 +44,21 @@ fn launch(test: &str, extra: &[&str]) -> (ServiceProcess, String, String, std::p
     (stack, token, host, data)
 }
 
-#[test]
-fn the_local_stack_starts_serves_a_login_and_stops() {
-    let Some(python) = support::python() else {
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_stack_starts_serves_a_login_and_stops() {
+    if !have_clients() {
         return;
-    };
-    let (mut stack, token, host, data) = launch("login", &[]);
+    }
+    let listen = format!("127.0.0.1:{}", free_port());
+    let (mut stack, token, host, data) = launch("login", &listen, &[]);
+    assert_eq!(host, listen, "--any-ports keeps --socket-listen");
     let url = format!("http://{host}");
 
-    let mut client = support::Driver::spawn(&python);
-    let ack = client.login(&url, &token);
-    assert_eq!(ack[0], "ok", "{ack}");
+    let mut client = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
+    let ack = client.login_as(&token, "1.2", "C++").await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
     assert_eq!(ack[1]["user"], "demo");
-    drop(client);
+    client.quit().await;
 
     stack.signal("INT");
     let status = stack
@@ -71,15 +78,15 @@ fn the_local_stack_starts_serves_a_login_and_stops() {
     let _ = std::fs::remove_dir_all(data);
 }
 
-#[test]
-fn the_local_stack_prints_a_logins_trace() {
-    let Some(python) = support::python() else {
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_stack_prints_a_logins_trace() {
+    if !have_clients() {
         return;
-    };
-    let (mut stack, token, host, data) = launch("traces", &["--print-traces"]);
-    let mut client = support::Driver::spawn(&python);
-    let ack = client.login(&format!("http://{host}"), &token);
-    assert_eq!(ack[0], "ok", "{ack}");
+    }
+    let (mut stack, token, host, data) = launch("traces", "127.0.0.1:0", &["--print-traces"]);
+    let mut client = PyClient::connect_url(&format!("http://{host}"), Flavor::Eio4Websocket).await;
+    let ack = client.login_as(&token, "1.2", "C++").await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
 
     // The login's trace comes out as one tree: the portal's login span at the
     // top, the other services' spans under it.
@@ -121,7 +128,7 @@ fn the_local_stack_prints_a_logins_trace() {
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
-    drop(client);
+    client.quit().await;
     stack.signal("INT");
     assert!(stack.wait_exit(Duration::from_secs(30)).is_some());
     let _ = std::fs::remove_dir_all(data);
@@ -132,7 +139,7 @@ fn the_local_stack_prints_a_logins_trace() {
 /// launcher, and the kernel closes it.
 #[test]
 fn services_stop_when_the_launcher_is_killed() {
-    let (mut stack, _token, _host, data) = launch("killed", &[]);
+    let (mut stack, _token, _host, data) = launch("killed", "127.0.0.1:0", &[]);
     let ready = stack
         .history
         .iter()

@@ -1,0 +1,12 @@
+//! Development and test tooling, kept out of the services' runtime
+//! (`conclave-common`): the one way to start a whole stack as processes
+//! ([`topology`]), service processes and their logs ([`process`]), test
+//! helpers ([`testing`]), and an in-memory OTLP trace collector
+//! ([`trace_collector`]).
+
+pub mod process;
+pub mod testing;
+pub mod topology;
+pub mod trace_collector;
+
+pub use topology::{Options, Topology, TopologyError};
