@@ -432,7 +432,7 @@ async fn two_agents_share_rooms_by_strategy() {
     let c = cluster("round-robin").await;
     let a = start_agent(agent_config(&c)).await;
     let b = start_agent(agent_config(&c)).await;
-    let mut m = manager(&c);
+    let m = manager(&c);
     // both schedulable before scheduling rooms
     assert!(
         eventually(Duration::from_secs(5), || {
@@ -463,15 +463,13 @@ async fn two_agents_share_rooms_by_strategy() {
         join(&c, &node.endpoint, room, "p", "presenter")
             .await
             .unwrap();
-        let scheduled = m
-            .get_scheduled(cluster::GetScheduledRequest {
-                purpose: "conference".into(),
-                task: room.to_string(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .worker_id;
+        let scheduled = conclave_stack::testing::grpc::scheduled(
+            &c.manager_addr,
+            conclave_common::purpose::Purpose::Conference,
+            room,
+        )
+        .await
+        .unwrap();
         assert_eq!(&scheduled, worker);
     }
     a.stop().await;

@@ -5,14 +5,15 @@
 //! `clients/driver.py`; and gRPC helpers to look inside.
 
 use conclave_common::grpc::Channel;
+use conclave_common::purpose::Purpose;
 use conclave_common::token::JoinToken;
 use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::conference::v1 as conf;
-use conclave_proto::conference::v1::conference_client::ConferenceClient;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
 use conclave_proto::portal::v1 as portal_pb;
 use conclave_proto::portal::v1::portal_client::PortalClient;
+use conclave_stack::testing::grpc;
 use conclave_stack::{Options, Topology};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -250,28 +251,15 @@ impl Stack {
     }
 
     pub fn management_client(&self) -> ManagementClient<Channel> {
-        ManagementClient::new(
-            conclave_common::grpc::channel(&self.management, Duration::from_secs(5)).unwrap(),
-        )
+        grpc::management(&self.management)
     }
 
     pub fn portal_client(&self) -> PortalClient<Channel> {
-        PortalClient::new(
-            conclave_common::grpc::channel(&self.portal_grpc, Duration::from_secs(5)).unwrap(),
-        )
+        grpc::portal(&self.portal_grpc)
     }
 
     pub async fn room(&self, limit: i32) -> String {
-        self.management_client()
-            .create_room(mgmt::CreateRoomRequest {
-                name: "e2e".into(),
-                participant_limit: Some(limit),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .id
+        grpc::create_room(&self.management, "e2e", limit).await
     }
 
     /// A client connected over Engine.IO 4 WebSocket and logged in to `room`
@@ -287,41 +275,23 @@ impl Stack {
 
     /// The conference nodes of the stack's first agent (`ListNodes`).
     pub async fn nodes(&self) -> Vec<conclave_proto::agent::v1::NodeInfo> {
-        conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
-            conclave_common::grpc::channel(&self.agent, Duration::from_secs(5)).unwrap(),
-        )
-        .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes
+        grpc::node_manager(&self.agent)
+            .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes
     }
 
     /// The conference agent the cluster manager has `room` scheduled on.
     pub async fn room_agent(&self, room: &str) -> String {
-        self.manager_client()
-            .get_scheduled(cluster::GetScheduledRequest {
-                purpose: "conference".into(),
-                task: room.to_string(),
-            })
+        grpc::scheduled(&self.manager, Purpose::Conference, room)
             .await
             .unwrap()
-            .into_inner()
-            .worker_id
     }
 
     pub async fn token(&self, room: &str, user: &str, role: &str) -> String {
-        self.management_client()
-            .create_token(mgmt::CreateTokenRequest {
-                room_id: room.into(),
-                user: user.into(),
-                role: role.into(),
-                preference: None,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .token
+        grpc::create_token(&self.management, room, user, role).await
     }
 
     pub async fn clients(&self) -> Vec<portal_pb::ClientInfo> {
@@ -334,14 +304,7 @@ impl Stack {
     }
 
     pub async fn portal_tasks(&self) -> Vec<String> {
-        self.manager_client()
-            .get_tasks(cluster::GetTasksRequest {
-                worker_id: self.portal_worker.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .tasks
+        grpc::tasks_of(&self.manager, &self.portal_worker).await
     }
 
     /// Participant ids the room's conference node holds (empty if none
@@ -350,7 +313,7 @@ impl Stack {
         let mut m = self.manager_client();
         let agents = m
             .get_workers(cluster::GetWorkersRequest {
-                purpose: "conference".into(),
+                purpose: Purpose::Conference.to_string(),
             })
             .await
             .map(|r| r.into_inner().workers)
@@ -363,20 +326,14 @@ impl Stack {
                 continue;
             };
             let endpoint = attr.into_inner().info.unwrap_or_default().grpc_endpoint;
-            let mut agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
-                conclave_common::grpc::channel(&endpoint, Duration::from_secs(5)).unwrap(),
-            );
-            let Ok(node) = agent
+            let Ok(node) = grpc::node_manager(&endpoint)
                 .query_node(conclave_proto::agent::v1::QueryNodeRequest { room: room.into() })
                 .await
             else {
                 continue;
             };
             let endpoint = node.into_inner().endpoint;
-            let mut c = ConferenceClient::new(
-                conclave_common::grpc::channel(&endpoint, Duration::from_secs(5)).unwrap(),
-            );
-            let mut ids: Vec<String> = c
+            let mut ids: Vec<String> = grpc::conference(&endpoint)
                 .get_participants(conf::GetParticipantsRequest {})
                 .await
                 .map(|r| {

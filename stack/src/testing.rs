@@ -96,3 +96,100 @@ pub fn expected_services(service: &str) -> Vec<String> {
     names.sort();
     names
 }
+
+/// gRPC clients and look-ups the tests of every crate share.
+pub mod grpc {
+    use conclave_common::grpc::Channel;
+    use conclave_common::purpose::Purpose;
+    use conclave_proto::agent::v1::node_manager_client::NodeManagerClient;
+    use conclave_proto::cluster::v1 as cluster;
+    use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+    use conclave_proto::conference::v1::conference_client::ConferenceClient;
+    use conclave_proto::management::v1 as mgmt;
+    use conclave_proto::management::v1::management_client::ManagementClient;
+    use conclave_proto::portal::v1::portal_client::PortalClient;
+    use std::time::Duration;
+
+    /// Tests wait longer than OWT's 2 s: a busy CI machine is slow.
+    const DEADLINE: Duration = Duration::from_secs(6);
+
+    fn channel(addr: &str) -> Channel {
+        conclave_common::grpc::channel(addr, DEADLINE).expect("a valid address")
+    }
+
+    pub fn manager(addr: &str) -> ClusterManagerClient<Channel> {
+        ClusterManagerClient::new(channel(addr))
+    }
+
+    pub fn management(addr: &str) -> ManagementClient<Channel> {
+        ManagementClient::new(channel(addr))
+    }
+
+    pub fn node_manager(addr: &str) -> NodeManagerClient<Channel> {
+        NodeManagerClient::new(channel(addr))
+    }
+
+    pub fn conference(addr: &str) -> ConferenceClient<Channel> {
+        ConferenceClient::new(channel(addr))
+    }
+
+    pub fn portal(addr: &str) -> PortalClient<Channel> {
+        PortalClient::new(channel(addr))
+    }
+
+    /// A room named `name` for at most `limit` participants; its id.
+    pub async fn create_room(management_addr: &str, name: &str, limit: i32) -> String {
+        management(management_addr)
+            .create_room(mgmt::CreateRoomRequest {
+                name: name.into(),
+                participant_limit: Some(limit),
+                ..Default::default()
+            })
+            .await
+            .expect("CreateRoom")
+            .into_inner()
+            .id
+    }
+
+    /// A join token for `user` as `role` in `room`.
+    pub async fn create_token(management_addr: &str, room: &str, user: &str, role: &str) -> String {
+        management(management_addr)
+            .create_token(mgmt::CreateTokenRequest {
+                room_id: room.into(),
+                user: user.into(),
+                role: role.into(),
+                preference: None,
+            })
+            .await
+            .expect("CreateToken")
+            .into_inner()
+            .token
+    }
+
+    /// The worker the manager has `task` of `purpose` scheduled on.
+    pub async fn scheduled(
+        manager_addr: &str,
+        purpose: Purpose,
+        task: &str,
+    ) -> Result<String, tonic::Status> {
+        manager(manager_addr)
+            .get_scheduled(cluster::GetScheduledRequest {
+                purpose: purpose.to_string(),
+                task: task.into(),
+            })
+            .await
+            .map(|r| r.into_inner().worker_id)
+    }
+
+    /// The tasks the manager lists for `worker`.
+    pub async fn tasks_of(manager_addr: &str, worker: &str) -> Vec<String> {
+        manager(manager_addr)
+            .get_tasks(cluster::GetTasksRequest {
+                worker_id: worker.into(),
+            })
+            .await
+            .expect("GetTasks")
+            .into_inner()
+            .tasks
+    }
+}

@@ -111,6 +111,7 @@ pub async fn schedule(addr: &str, purpose: &str, task: &str) -> Result<String, t
         .map(|r| r.into_inner().id)
 }
 
+/// Any purpose string, as the manager accepts (and refuses) them.
 pub async fn get_scheduled(addr: &str, purpose: &str, task: &str) -> Result<String, tonic::Status> {
     client(addr)
         .get_scheduled(pb::GetScheduledRequest {

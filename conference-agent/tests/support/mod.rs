@@ -11,10 +11,10 @@ use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::conference::v1 as conf;
 use conclave_proto::conference::v1::conference_client::ConferenceClient;
-use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
 use conclave_proto::portal::v1 as portal;
 pub use conclave_stack::testing::eventually;
+use conclave_stack::testing::grpc;
 use conference_agent::ConferenceAgent;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -246,32 +246,19 @@ pub fn alive(pid: u32) -> bool {
 }
 
 pub fn manager(c: &Cluster) -> ClusterManagerClient<Channel> {
-    ClusterManagerClient::new(
-        conclave_common::grpc::channel(&c.manager_addr, Duration::from_secs(5)).unwrap(),
-    )
+    grpc::manager(&c.manager_addr)
 }
 
 pub fn management(c: &Cluster) -> ManagementClient<Channel> {
-    ManagementClient::new(
-        conclave_common::grpc::channel(&c.management_addr, Duration::from_secs(5)).unwrap(),
-    )
+    grpc::management(&c.management_addr)
 }
 
 pub fn conference(endpoint: &str) -> ConferenceClient<Channel> {
-    ConferenceClient::new(conclave_common::grpc::channel(endpoint, Duration::from_secs(6)).unwrap())
+    grpc::conference(endpoint)
 }
 
 pub async fn create_room(c: &Cluster, limit: i32) -> String {
-    management(c)
-        .create_room(mgmt::CreateRoomRequest {
-            name: "test room".into(),
-            participant_limit: Some(limit),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .id
+    grpc::create_room(&c.management_addr, "test room", limit).await
 }
 
 /// Schedule a room's agent the way a portal does, waiting for agents to be schedulable.
@@ -317,14 +304,7 @@ pub async fn list_nodes(agent: &RunningAgent) -> Vec<agent_pb::NodeInfo> {
 }
 
 pub async fn tasks_of(c: &Cluster, worker: &str) -> Vec<String> {
-    manager(c)
-        .get_tasks(cluster::GetTasksRequest {
-            worker_id: worker.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks
+    grpc::tasks_of(&c.manager_addr, worker).await
 }
 
 pub fn spec(c: &Cluster, id: &str, role: &str) -> conf::ParticipantSpec {
