@@ -398,7 +398,7 @@ async fn portal_drop_and_grpcurl_list_clients() {
         "join"
     );
     if let Some(grpcurl) = conclave_stack::testing::grpcurl() {
-        let out = std::process::Command::new(grpcurl)
+        let out = std::process::Command::new(&grpcurl)
             .args([
                 "-plaintext",
                 "-d",
@@ -414,6 +414,15 @@ async fn portal_drop_and_grpcurl_list_clients() {
                 && text.contains(&a.sid)
                 && text.contains("\"state\": \"connected\""),
             "{text}"
+        );        );
+        // reflection lists exactly what the portal serves
+        let (ok, list) = conclave_stack::testing::run(
+            std::process::Command::new(grpcurl).args(["-plaintext", &stack.portal_grpc, "list"]),
+        );
+        assert!(ok, "{list}");
+        assert_eq!(
+            conclave_stack::testing::listed_services(&list),
+            conclave_stack::testing::expected_services("portal.v1.Portal")
         );
     }
     // the conference (or an operator) drops b through the portal
