@@ -414,11 +414,13 @@ async fn portal_drop_and_grpcurl_list_clients() {
                 && text.contains(&a.sid)
                 && text.contains("\"state\": \"connected\""),
             "{text}"
-        );        );
-        // reflection lists exactly what the portal serves
-        let (ok, list) = conclave_stack::testing::run(
-            std::process::Command::new(grpcurl).args(["-plaintext", &stack.portal_grpc, "list"]),
         );
+        // reflection lists exactly what the portal serves
+        let (ok, list) = conclave_stack::testing::run(std::process::Command::new(grpcurl).args([
+            "-plaintext",
+            &stack.portal_grpc,
+            "list",
+        ]));
         assert!(ok, "{list}");
         assert_eq!(
             conclave_stack::testing::listed_services(&list),

@@ -1,11 +1,12 @@
-//! The remotes over gRPC: lazy channels (cached by address), deadlines
-//! from configuration, proto to domain types.
+//! The remotes over gRPC, one client per service: each owns its channels and
+//! its deadlines (from configuration) and converts proto to domain types.
+//! [`GrpcRemotes`] puts the four together behind the [`Remotes`] trait.
 
 use super::{
     Admission, AgentRef, Controller, Deadlines, Grant, Joiner, Origin, RemoteError, Remotes,
 };
 use conclave_common::cluster_worker::ClusterWorker;
-use conclave_common::grpc::{Channel, request};
+use conclave_common::grpc::{Channel, GrpcError, request};
 use conclave_common::purpose::Purpose;
 use conclave_common::sync::Locked;
 use conclave_proto::agent::v1 as agent;
@@ -19,60 +20,29 @@ use conclave_proto::management::v1::management_client::ManagementClient;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-/// The real remotes over gRPC.
-pub struct GrpcRemotes {
-    deadlines: Deadlines,
-    management: ManagementClient<Channel>,
-    manager: ClusterManagerClient<Channel>,
-    /// Lazy channels to agents and nodes, by address.
-    channels: Mutex<HashMap<String, Channel>>,
-    /// This portal as nodes know it: its worker (set once it joined the
-    /// cluster) and its `portal.v1` address.
-    worker: OnceLock<ClusterWorker>,
-    endpoint: OnceLock<String>,
+/// Lazy channels to services that come and go (agents, nodes), by address.
+struct Channels {
+    connect_deadline: Duration,
+    by_address: Mutex<HashMap<String, Channel>>,
 }
 
-impl GrpcRemotes {
-    pub fn new(
-        management: &str,
-        manager: &str,
-        deadlines: Deadlines,
-    ) -> Result<GrpcRemotes, conclave_common::grpc::GrpcError> {
-        let rpc = deadlines.rpc;
-        Ok(GrpcRemotes {
-            deadlines,
-            management: ManagementClient::new(conclave_common::grpc::channel(management, rpc)?),
-            manager: ClusterManagerClient::new(conclave_common::grpc::channel(manager, rpc)?),
-            channels: Mutex::new(HashMap::new()),
-            worker: OnceLock::new(),
-            endpoint: OnceLock::new(),
-        })
+impl Channels {
+    fn new(connect_deadline: Duration) -> Channels {
+        Channels {
+            connect_deadline,
+            by_address: Mutex::new(HashMap::new()),
+        }
     }
 
-    /// This portal's `portal.v1` address, as nodes reach it.
-    pub fn set_endpoint(&self, endpoint: String) {
-        let _ = self.endpoint.set(endpoint);
-    }
-
-    pub fn endpoint(&self) -> &str {
-        self.endpoint.get().map(String::as_str).unwrap_or_default()
-    }
-
-    pub fn set_worker(&self, worker: ClusterWorker) {
-        let _ = self.worker.set(worker);
-    }
-
-    pub fn worker(&self) -> Option<&ClusterWorker> {
-        self.worker.get()
-    }
-
-    fn channel(&self, endpoint: &str, target: &str) -> Result<Channel, RemoteError> {
-        let mut channels = self.channels.locked();
+    /// The channel to `endpoint`; `target` names it in errors.
+    fn to(&self, endpoint: &str, target: &str) -> Result<Channel, RemoteError> {
+        let mut channels = self.by_address.locked();
         if let Some(c) = channels.get(endpoint) {
             return Ok(c.clone());
         }
-        let c = conclave_common::grpc::channel(endpoint, self.deadlines.rpc).map_err(|_| {
+        let c = conclave_common::grpc::channel(endpoint, self.connect_deadline).map_err(|_| {
             RemoteError::Unreachable {
                 target: target.to_string(),
             }
@@ -80,40 +50,33 @@ impl GrpcRemotes {
         channels.insert(endpoint.to_string(), c.clone());
         Ok(c)
     }
+}
 
-    fn conference(
-        &self,
-        controller: &Controller,
-    ) -> Result<ConferenceClient<Channel>, RemoteError> {
-        Ok(ConferenceClient::new(
-            self.channel(&controller.endpoint, &controller.node)?,
-        ))
-    }
+/// Management: token consumption.
+pub struct ManagementRemote {
+    client: ManagementClient<Channel>,
+    deadline: Duration,
+}
 
-    fn task_worker(&self) -> Result<&ClusterWorker, RemoteError> {
-        self.worker.get().ok_or_else(|| RemoteError::Unreachable {
-            target: "cluster manager".into(),
+impl ManagementRemote {
+    pub fn new(address: &str, deadline: Duration) -> Result<Self, GrpcError> {
+        Ok(ManagementRemote {
+            client: ManagementClient::new(conclave_common::grpc::channel(address, deadline)?),
+            deadline,
         })
     }
-}
 
-fn media(m: Option<conf::MediaPermission>) -> Value {
-    let m = m.unwrap_or_default();
-    json!({"audio": m.audio, "video": m.video})
-}
-
-#[tonic::async_trait]
-impl Remotes for GrpcRemotes {
-    async fn consume_token(&self, token_id: &str) -> Result<Grant, RemoteError> {
+    pub async fn consume_token(&self, token_id: &str) -> Result<Grant, RemoteError> {
+        let request = request(
+            mgmt::ConsumeTokenRequest {
+                token_id: token_id.to_string(),
+            },
+            self.deadline,
+        );
         let grant = self
-            .management
+            .client
             .clone()
-            .consume_token(request(
-                mgmt::ConsumeTokenRequest {
-                    token_id: token_id.to_string(),
-                },
-                self.deadlines.rpc,
-            ))
+            .consume_token(request)
             .await
             .map_err(|s| RemoteError::from_status("management", "ConsumeToken", s))?
             .into_inner();
@@ -129,20 +92,39 @@ impl Remotes for GrpcRemotes {
             },
         })
     }
+}
 
-    async fn schedule_room(&self, room: &str) -> Result<AgentRef, RemoteError> {
+/// The cluster manager: where a room runs, and this portal's own tasks
+/// (through its cluster membership, set once it joined).
+pub struct ManagerRemote {
+    client: ClusterManagerClient<Channel>,
+    deadline: Duration,
+    worker: OnceLock<ClusterWorker>,
+}
+
+impl ManagerRemote {
+    pub fn new(address: &str, deadline: Duration) -> Result<Self, GrpcError> {
+        Ok(ManagerRemote {
+            client: ClusterManagerClient::new(conclave_common::grpc::channel(address, deadline)?),
+            deadline,
+            worker: OnceLock::new(),
+        })
+    }
+
+    pub async fn schedule_room(&self, room: &str) -> Result<AgentRef, RemoteError> {
+        let request = request(
+            cluster::ScheduleRequest {
+                purpose: Purpose::Conference.to_string(),
+                task: room.to_string(),
+                preference: None,
+                reserve_time_ms: 30_000,
+            },
+            self.deadline,
+        );
         let scheduled = self
-            .manager
+            .client
             .clone()
-            .schedule(request(
-                cluster::ScheduleRequest {
-                    purpose: Purpose::Conference.to_string(),
-                    task: room.to_string(),
-                    preference: None,
-                    reserve_time_ms: 30_000,
-                },
-                self.deadlines.rpc,
-            ))
+            .schedule(request)
             .await
             .map_err(|s| RemoteError::from_status("cluster manager", "schedule", s))?
             .into_inner();
@@ -158,15 +140,44 @@ impl Remotes for GrpcRemotes {
         })
     }
 
-    async fn get_node(&self, agent: &AgentRef, room: &str) -> Result<Controller, RemoteError> {
-        let node = NodeManagerClient::new(self.channel(&agent.endpoint, &agent.id)?)
-            .get_node(request(
-                agent::GetNodeRequest {
-                    room: room.to_string(),
-                    task: room.to_string(),
-                },
-                self.deadlines.get_node,
-            ))
+    fn worker(&self) -> Result<&ClusterWorker, RemoteError> {
+        self.worker.get().ok_or_else(|| RemoteError::Unreachable {
+            target: "cluster manager".into(),
+        })
+    }
+
+    pub async fn add_task(&self, code: &str) -> Result<(), RemoteError> {
+        self.worker()?
+            .add_task(code)
+            .await
+            .map_err(|e| RemoteError::Refused(e.to_string()))
+    }
+
+    pub async fn remove_task(&self, code: &str) -> Result<(), RemoteError> {
+        self.worker()?
+            .remove_task(code)
+            .await
+            .map_err(|e| RemoteError::Refused(e.to_string()))
+    }
+}
+
+/// Conference agents: `GetNode`.
+pub struct AgentRemote {
+    channels: Channels,
+    deadline: Duration,
+}
+
+impl AgentRemote {
+    pub async fn get_node(&self, agent: &AgentRef, room: &str) -> Result<Controller, RemoteError> {
+        let request = request(
+            agent::GetNodeRequest {
+                room: room.to_string(),
+                task: room.to_string(),
+            },
+            self.deadline,
+        );
+        let node = NodeManagerClient::new(self.channels.to(&agent.endpoint, &agent.id)?)
+            .get_node(request)
             .await
             .map_err(|s| RemoteError::from_status(&agent.id, "getNode", s))?
             .into_inner();
@@ -175,32 +186,55 @@ impl Remotes for GrpcRemotes {
             endpoint: node.endpoint,
         })
     }
+}
 
-    async fn join(
+/// Conference nodes: join, leave, text. Joins tell the node which portal
+/// holds the participant (this one's worker id and `portal.v1` address).
+pub struct ConferenceRemote {
+    channels: Channels,
+    deadlines: Deadlines,
+    portal_worker: OnceLock<String>,
+    portal_endpoint: OnceLock<String>,
+}
+
+fn media(m: Option<conf::MediaPermission>) -> Value {
+    let m = m.unwrap_or_default();
+    json!({"audio": m.audio, "video": m.video})
+}
+
+impl ConferenceRemote {
+    fn client(&self, controller: &Controller) -> Result<ConferenceClient<Channel>, RemoteError> {
+        Ok(ConferenceClient::new(
+            self.channels.to(&controller.endpoint, &controller.node)?,
+        ))
+    }
+
+    pub async fn join(
         &self,
         controller: &Controller,
         room: &str,
         joiner: &Joiner,
     ) -> Result<Admission, RemoteError> {
-        let reply = self
-            .conference(controller)?
-            .join(request(
-                conf::JoinRequest {
-                    room_id: room.to_string(),
-                    participant: Some(conf::ParticipantSpec {
-                        id: joiner.participant.clone(),
-                        user: joiner.user.clone(),
-                        role: joiner.role.clone(),
-                        portal: self.worker.get().map(|w| w.id()).unwrap_or_default().into(),
-                        origin: Some(conf::Origin {
-                            isp: joiner.origin.isp.clone(),
-                            region: joiner.origin.region.clone(),
-                        }),
-                        portal_endpoint: self.endpoint().to_string(),
+        let request = request(
+            conf::JoinRequest {
+                room_id: room.to_string(),
+                participant: Some(conf::ParticipantSpec {
+                    id: joiner.participant.clone(),
+                    user: joiner.user.clone(),
+                    role: joiner.role.clone(),
+                    portal: self.portal_worker.get().cloned().unwrap_or_default(),
+                    origin: Some(conf::Origin {
+                        isp: joiner.origin.isp.clone(),
+                        region: joiner.origin.region.clone(),
                     }),
-                },
-                self.deadlines.join,
-            ))
+                    portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
+                }),
+            },
+            self.deadlines.join,
+        );
+        let reply = self
+            .client(controller)?
+            .join(request)
             .await
             .map_err(|s| RemoteError::from_status(&controller.node, "join", s))?
             .into_inner();
@@ -214,51 +248,131 @@ impl Remotes for GrpcRemotes {
         Ok(Admission { permission, room })
     }
 
-    async fn leave(&self, controller: &Controller, participant: &str) -> Result<(), RemoteError> {
-        self.conference(controller)?
-            .leave(request(
-                conf::LeaveRequest {
-                    participant_id: participant.to_string(),
-                },
-                self.deadlines.rpc,
-            ))
+    pub async fn leave(
+        &self,
+        controller: &Controller,
+        participant: &str,
+    ) -> Result<(), RemoteError> {
+        let request = request(
+            conf::LeaveRequest {
+                participant_id: participant.to_string(),
+            },
+            self.deadlines.rpc,
+        );
+        self.client(controller)?
+            .leave(request)
             .await
             .map_err(|s| RemoteError::from_status(&controller.node, "leave", s))?;
         Ok(())
     }
 
-    async fn text(
+    pub async fn text(
         &self,
         controller: &Controller,
         from: &str,
         to: &str,
         message: &str,
     ) -> Result<(), RemoteError> {
-        self.conference(controller)?
-            .text(request(
-                conf::TextRequest {
-                    from: from.to_string(),
-                    to: to.to_string(),
-                    message: message.to_string(),
-                },
-                self.deadlines.text,
-            ))
+        let request = request(
+            conf::TextRequest {
+                from: from.to_string(),
+                to: to.to_string(),
+                message: message.to_string(),
+            },
+            self.deadlines.text,
+        );
+        self.client(controller)?
+            .text(request)
             .await
             .map_err(|s| RemoteError::from_status(&controller.node, "text", s))?;
         Ok(())
     }
+}
+
+/// The four remotes of a portal.
+pub struct GrpcRemotes {
+    pub management: ManagementRemote,
+    pub manager: ManagerRemote,
+    pub agents: AgentRemote,
+    pub conferences: ConferenceRemote,
+}
+
+impl GrpcRemotes {
+    /// Remotes for management at `management` and the cluster manager at
+    /// `manager`; agents and nodes are reached at the addresses the
+    /// scheduler and agents name.
+    pub fn new(management: &str, manager: &str, deadlines: Deadlines) -> Result<Self, GrpcError> {
+        Ok(GrpcRemotes {
+            management: ManagementRemote::new(management, deadlines.rpc)?,
+            manager: ManagerRemote::new(manager, deadlines.rpc)?,
+            agents: AgentRemote {
+                channels: Channels::new(deadlines.rpc),
+                deadline: deadlines.get_node,
+            },
+            conferences: ConferenceRemote {
+                channels: Channels::new(deadlines.rpc),
+                deadlines,
+                portal_worker: OnceLock::new(),
+                portal_endpoint: OnceLock::new(),
+            },
+        })
+    }
+
+    /// This portal's `portal.v1` address, as nodes reach it.
+    pub fn set_endpoint(&self, endpoint: String) {
+        let _ = self.conferences.portal_endpoint.set(endpoint);
+    }
+
+    pub fn endpoint(&self) -> &str {
+        self.conferences
+            .portal_endpoint
+            .get()
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// This portal joined the cluster as `worker`.
+    pub fn set_worker(&self, worker: ClusterWorker) {
+        let _ = self.conferences.portal_worker.set(worker.id().to_string());
+        let _ = self.manager.worker.set(worker);
+    }
+
+    pub fn worker(&self) -> Option<&ClusterWorker> {
+        self.manager.worker.get()
+    }
+}
+
+#[tonic::async_trait]
+impl Remotes for GrpcRemotes {
+    async fn consume_token(&self, token_id: &str) -> Result<Grant, RemoteError> {
+        self.management.consume_token(token_id).await
+    }
+
+    async fn schedule_room(&self, room: &str) -> Result<AgentRef, RemoteError> {
+        self.manager.schedule_room(room).await
+    }
+
+    async fn get_node(&self, agent: &AgentRef, room: &str) -> Result<Controller, RemoteError> {
+        self.agents.get_node(agent, room).await
+    }
+
+    async fn join(&self, c: &Controller, room: &str, j: &Joiner) -> Result<Admission, RemoteError> {
+        self.conferences.join(c, room, j).await
+    }
+
+    async fn leave(&self, c: &Controller, participant: &str) -> Result<(), RemoteError> {
+        self.conferences.leave(c, participant).await
+    }
+
+    async fn text(&self, c: &Controller, from: &str, to: &str, m: &str) -> Result<(), RemoteError> {
+        self.conferences.text(c, from, to, m).await
+    }
 
     async fn add_task(&self, code: &str) -> Result<(), RemoteError> {
-        self.task_worker()?
-            .add_task(code)
-            .await
-            .map_err(|e| RemoteError::Refused(e.to_string()))
+        self.manager.add_task(code).await
     }
 
     async fn remove_task(&self, code: &str) -> Result<(), RemoteError> {
-        self.task_worker()?
-            .remove_task(code)
-            .await
-            .map_err(|e| RemoteError::Refused(e.to_string()))
+        self.manager.remove_task(code).await
     }
 }
