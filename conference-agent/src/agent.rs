@@ -19,6 +19,17 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// Why a node taken for a room cannot serve it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NodeWait {
+    /// It exited or is being stopped.
+    #[error("node early recycled")]
+    EarlyRecycled,
+    /// It did not report ready within `node_ready_timeout`; it is killed.
+    #[error("node not ready")]
+    NotReady,
+}
+
 /// The node pool, locked. Changing it (any `&mut` use) signals the pool's
 /// watchers when the lock is released, so a `GetNode` waiting for its node
 /// to be ready wakes at once instead of polling.
@@ -98,6 +109,34 @@ impl Agent {
     /// A receiver that sees every later change of the pool.
     pub fn pool_changes(&self) -> watch::Receiver<u64> {
         self.pool_changed.subscribe()
+    }
+
+    /// Wait until node `id` is ready (OWT polls for 1.5 s; here the pool's
+    /// change signal wakes the wait), within `node_ready_timeout`; its
+    /// endpoint. A node not ready in time is killed.
+    pub async fn node_ready(&self, id: &str) -> Result<String, NodeWait> {
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.config.agent.node_ready_timeout);
+        let mut changes = self.pool_changes();
+        loop {
+            changes.borrow_and_update();
+            match self.pool().node(id) {
+                None => return Err(NodeWait::EarlyRecycled),
+                Some(n) if n.state == pool::NodeState::Stopping => {
+                    return Err(NodeWait::EarlyRecycled);
+                }
+                Some(n) => {
+                    if let Some(endpoint) = &n.endpoint {
+                        return Ok(endpoint.clone());
+                    }
+                }
+            }
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
+                self.control(id, Control::Kill);
+                return Err(NodeWait::NotReady);
+            }
+        }
     }
 
     /// Node ids are `<worker id>_<n>`: known once the agent joined.
@@ -247,6 +286,61 @@ mod tests {
             PathBuf::from("conference"),
             "127.0.0.1".into(),
         )
+    }
+
+    /// An agent with one node taken for "room", not ready yet, and the
+    /// control channel its supervisor would read.
+    fn with_starting_node() -> (Arc<Agent>, String, mpsc::UnboundedReceiver<Control>) {
+        let agent = Arc::new(agent());
+        agent.name_nodes_after("conference-1@h");
+        let id = agent.pool().add_node();
+        agent.pool().take_for_room("room", "room").unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        agent.controls().insert(id.clone(), tx);
+        (agent, id, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn get_node_waits_for_readiness_without_polling() {
+        let (agent, id, _controls) = with_starting_node();
+        let ready = agent.clone();
+        let node = id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            ready.pool().mark_ready(&node, "127.0.0.1:9".into());
+        });
+        let started = tokio::time::Instant::now();
+        assert_eq!(agent.node_ready(&id).await, Ok("127.0.0.1:9".to_string()));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(300),
+            "woken at once"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_not_ready_in_time_is_killed() {
+        let (agent, id, mut controls) = with_starting_node();
+        let timeout = Duration::from_millis(agent.config.agent.node_ready_timeout);
+        let started = tokio::time::Instant::now();
+        assert_eq!(agent.node_ready(&id).await, Err(NodeWait::NotReady));
+        assert_eq!(started.elapsed(), timeout);
+        assert_eq!(controls.try_recv(), Ok(Control::Kill));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_that_exits_while_starting_is_early_recycled() {
+        let (agent, id, _controls) = with_starting_node();
+        let gone = agent.clone();
+        let node = id.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            gone.pool().remove(&node);
+        });
+        assert_eq!(agent.node_ready(&id).await, Err(NodeWait::EarlyRecycled));
+        let (agent, id, _controls) = with_starting_node();
+        agent.pool().mark_stopping(&id);
+        assert_eq!(agent.node_ready(&id).await, Err(NodeWait::EarlyRecycled));
     }
 
     #[tokio::test]

@@ -1,11 +1,11 @@
 //! The gRPC adapter: `agent.v1.NodeManager` over the agent's node pool.
 
 use crate::Agent;
+use crate::agent::NodeWait;
 use crate::pool::{NodeState, PoolError};
 use crate::supervisor::Control;
 use conclave_proto::agent::v1 as pb;
 use std::sync::Arc;
-use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Longest room or task id accepted.
@@ -67,30 +67,12 @@ impl pb::node_manager_server::NodeManager for NodeManagerService {
             let refill = agent.clone();
             tokio::spawn(async move { refill.fill() });
         }
-        // Wait for the node to be ready (OWT polls for 1.5 s): the pool
-        // signals every change, so this wakes as soon as the node is ready.
-        let deadline = tokio::time::Instant::now()
-            + Duration::from_millis(agent.config.agent.node_ready_timeout);
-        let mut changes = agent.pool_changes();
-        let endpoint = loop {
-            changes.borrow_and_update();
-            let endpoint = match agent.pool().node(&node_id) {
-                None => return Err(Status::unavailable("node early recycled")),
-                Some(n) if n.state == NodeState::Stopping => {
-                    return Err(Status::unavailable("node early recycled"));
-                }
-                Some(n) => n.endpoint.clone(),
-            };
-            if let Some(endpoint) = endpoint {
-                break endpoint;
-            }
-            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
-            if !matches!(changed, Ok(Ok(()))) {
+        let endpoint = agent.node_ready(&node_id).await.map_err(|e| {
+            if e == NodeWait::NotReady {
                 tracing::warn!(node = %node_id, "node not ready in time; killing it");
-                agent.control(&node_id, Control::Kill);
-                return Err(Status::unavailable("node not ready"));
             }
-        };
+            Status::unavailable(e.to_string())
+        })?;
         if agent.pool().add_task(&node_id, &r.task)
             && let Err(e) = worker.add_task(&r.task).await
         {
