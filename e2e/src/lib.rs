@@ -68,11 +68,7 @@ pub async fn stack_with(all: &[&str], extra_portal: &[&str]) -> Stack {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data_dir = std::env::temp_dir().join(format!("conclave-e2e-{}-{n}", std::process::id()));
-    let mut options = Options::beside_this_executable();
-    options.data_dir = data_dir.clone();
-    options.any_ports = true;
-    options.socket_listen = "127.0.0.1:0".into();
-    options.hostname = "127.0.0.1".into();
+    let mut options = Options::on_free_ports(data_dir.clone());
     options.service_key = KEY.into();
     options.env = vec![("RUST_LOG".into(), LOG.into())];
     options.all = all.iter().map(|s| s.to_string()).collect();

@@ -78,11 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let want = |s: &str| args.scenarios.iter().any(|x| x == s);
     let data = std::env::temp_dir().join(format!("conclave-bench-{}", std::process::id()));
-    let mut options = Options::beside_this_executable();
-    options.data_dir = data.clone();
-    options.any_ports = true;
-    options.socket_listen = "127.0.0.1:0".into();
-    options.hostname = "127.0.0.1".into();
+    let mut options = Options::on_free_ports(data.clone());
     options.env = vec![("RUST_LOG".into(), QUIET.into())];
     let stack = Topology::launch(options).await?;
     let target = Target {

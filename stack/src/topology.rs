@@ -76,6 +76,19 @@ impl Options {
         }
     }
 
+    /// Everything on free loopback ports (tokens name 127.0.0.1), the
+    /// database in `data_dir`: for tests and benchmarks, which may run
+    /// beside another stack.
+    pub fn on_free_ports(data_dir: PathBuf) -> Options {
+        Options {
+            data_dir,
+            any_ports: true,
+            socket_listen: "127.0.0.1:0".into(),
+            hostname: "127.0.0.1".into(),
+            ..Options::beside_this_executable()
+        }
+    }
+
     fn listen(&self, default_port: u16) -> String {
         format!(
             "127.0.0.1:{}",
