@@ -85,6 +85,10 @@ pub struct NodeConfig {
     pub management: String,
     /// Idle time after which a room's node exits. Default 30000 (OWT).
     pub self_clean_timeout: u64,
+    /// How long a participant whose connection is lost keeps its seat for
+    /// a relogin on any portal, in ms. Default 60000 (the portal's
+    /// reconnection_timeout).
+    pub reconnection_timeout: u64,
 }
 
 impl Default for NodeConfig {
@@ -92,6 +96,7 @@ impl Default for NodeConfig {
         NodeConfig {
             management: "127.0.0.1:7000".into(),
             self_clean_timeout: 30_000,
+            reconnection_timeout: 60_000,
         }
     }
 }

@@ -54,6 +54,11 @@ impl Agent {
             .arg(format!("cluster.manager={}", self.config.cluster.manager))
             .arg("--set")
             .arg(format!("self_clean_timeout={}", node.self_clean_timeout))
+            .arg("--set")
+            .arg(format!(
+                "reconnection_timeout={}",
+                node.reconnection_timeout
+            ))
             .args(trace_settings(&self.config.trace))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -56,6 +56,7 @@ async fn getnode_join_text_leave_through_real_nodes() {
         calls.contains(&Call::Broadcast {
             controller: node.node_id.clone(),
             exclude: vec!["p2".into()],
+            recipients: vec![("p1".into(), 1)],
             event: "participant".into(),
             data: json!({"action": "join", "data": {"id": "p2", "user": "user-p2", "role": "viewer"}}),
         }),
@@ -84,14 +85,18 @@ async fn getnode_join_text_leave_through_real_nodes() {
     assert_eq!(
         calls,
         vec![
-            Call::Notify {
-                participant: "p2".into(),
+            // to one: its recipient only, with its own sequence number
+            Call::Broadcast {
+                controller: node.node_id.clone(),
+                exclude: vec![],
+                recipients: vec![("p2".into(), 1)],
                 event: "text".into(),
                 data: json!({"from": "p1", "to": "me", "message": "hi"}),
             },
             Call::Broadcast {
                 controller: node.node_id.clone(),
                 exclude: vec![],
+                recipients: vec![("p1".into(), 2), ("p2".into(), 2)],
                 event: "text".into(),
                 data: json!({"from": "p2", "to": "all", "message": "hello"}),
             },
@@ -129,6 +134,7 @@ async fn getnode_join_text_leave_through_real_nodes() {
         vec![Call::Broadcast {
             controller: node.node_id.clone(),
             exclude: vec!["p1".into()],
+            recipients: vec![("p2".into(), 3)],
             event: "participant".into(),
             data: json!({"action": "leave", "data": "p1"}),
         }]
@@ -567,6 +573,7 @@ async fn a_lost_portal_takes_its_participants_and_the_others_hear_it() {
         calls.contains(&Call::Broadcast {
             controller: node.node_id.clone(),
             exclude: vec!["goes".into()],
+            recipients: vec![("stays".into(), 2)],
             event: "participant".into(),
             data: json!({"action": "leave", "data": "goes"}),
         }),
@@ -583,4 +590,85 @@ async fn a_lost_portal_takes_its_participants_and_the_others_hear_it() {
         .collect();
     assert_eq!(left, ["stays"]);
     a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_seat_is_kept_with_its_messages_and_reattached_elsewhere() {
+    let c = cluster("last-used").await;
+    let a = start_agent(agent_config(&c)).await;
+    let room = create_room(&c, -1).await;
+    schedule_room(&c, &room).await;
+    let node = get_node(&a, &room).await;
+    let mut away = spec(&c, "away", "presenter");
+    away.client = Some(conf::ClientSpec {
+        protocol: "1.2".into(),
+        sdk_type: "C++".into(),
+        reconnection: true,
+        token_code: "code-away".into(),
+    });
+    let mut node_client = conference(&node.endpoint);
+    node_client
+        .join(conf::JoinRequest {
+            room_id: room.clone(),
+            participant: Some(away),
+        })
+        .await
+        .unwrap();
+    join(&c, &node.endpoint, &room, "here", "presenter")
+        .await
+        .unwrap();
+    c.portal.wait_for(1).await;
+    node_client
+        .detach(conf::DetachRequest {
+            participant_id: "away".into(),
+        })
+        .await
+        .unwrap();
+    c.portal.clear();
+    node_client
+        .text(conf::TextRequest {
+            from: "here".into(),
+            to: "away".into(),
+            message: "while away".into(),
+        })
+        .await
+        .unwrap();
+    let reattach = |ticket: &str| conf::ReattachRequest {
+        participant_id: "away".into(),
+        portal: "portal-2".into(),
+        portal_endpoint: "127.0.0.1:1".into(),
+        ticket_id: ticket.into(),
+    };
+    let seat = node_client
+        .reattach(reattach("t1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(seat.room_id, room);
+    assert_eq!(seat.previous_portal, PORTAL_ID);
+    assert_eq!(seat.client.unwrap().token_code, "code-away");
+    let kept: Vec<(u64, String, bool)> = seat
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.event.clone(), m.missed))
+        .collect();
+    // the join notice of `here` (delivered, within the replay window), then the text
+    assert_eq!(
+        kept,
+        [(1, "participant".into(), false), (2, "text".into(), true)]
+    );
+    assert!(
+        c.portal.calls().is_empty(),
+        "nothing went out for the detached seat"
+    );
+    let err = node_client.reattach(reattach("t1")).await.unwrap_err();
+    assert_eq!(err.message(), "Ticket has been used");
+    let err = node_client
+        .reattach(conf::ReattachRequest {
+            participant_id: "nobody".into(),
+            ..reattach("t2")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
 }

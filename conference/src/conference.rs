@@ -2,9 +2,12 @@
 //! roles, duplicates), text routing and the notifications each change causes.
 //! Plain data: methods return the deliveries to make; the service sends them.
 
+use crate::mailbox::{Limits, Mailbox, Notification};
 use crate::room::{Permission, RoomConfig};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -35,6 +38,10 @@ pub enum ConferenceError {
     TextTooLong,
     #[error("Joining room failed: {0}")]
     JoinFailed(String),
+    #[error("Reconnection is not allowed")]
+    ReconnectionNotAllowed,
+    #[error("Ticket has been used")]
+    TicketUsed,
     #[error("{0}")]
     InvalidArgument(String),
 }
@@ -48,6 +55,19 @@ pub struct PortalRef {
     pub endpoint: String,
 }
 
+/// What the portal that logged a participant in knows of its client, kept
+/// here so that any portal can take the participant over.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientSpec {
+    /// The client's protocol ("legacy", "1.0", "1.1", "1.2").
+    pub protocol: String,
+    pub sdk_type: String,
+    /// Whether it may relogin (kept detached when its connection is lost).
+    pub reconnection: bool,
+    /// The token code: the cluster task of the portal that holds it.
+    pub token_code: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Participant {
     pub id: String,
@@ -55,25 +75,22 @@ pub struct Participant {
     pub role: String,
     pub portal: PortalRef,
     pub permission: Permission,
+    pub client: ClientSpec,
+    /// Without a connection since its portal lost it: kept until then for
+    /// a relogin on any portal.
+    pub detached_until: Option<Instant>,
 }
 
-/// A notification to make through a portal.
+/// A notification to make through a portal: to `recipients` there, each
+/// with its own sequence number.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Delivery {
-    /// To every participant of this room on `portal`, except `exclude`.
-    Broadcast {
-        portal: PortalRef,
-        exclude: Vec<String>,
-        event: &'static str,
-        data: Value,
-    },
-    /// To one participant.
-    Notify {
-        portal: PortalRef,
-        participant: String,
-        event: &'static str,
-        data: Value,
-    },
+pub struct Delivery {
+    pub portal: PortalRef,
+    /// OWT's broadcast form, for portals that route by controller: the
+    /// room's participants there except these.
+    pub exclude: Vec<String>,
+    pub recipients: Vec<(String, u64)>,
+    pub notification: Arc<Notification>,
 }
 
 /// The outcome of a successful join.
@@ -90,13 +107,19 @@ pub struct JoinRequest {
     pub user: String,
     pub role: String,
     pub portal: PortalRef,
+    pub client: ClientSpec,
 }
 
 #[derive(Default)]
 pub struct Conference {
     room: Option<RoomConfig>,
-    participants: IndexMap<String, Participant>,
-    idle_since: Option<Instant>,
+    pub(crate) participants: IndexMap<String, Participant>,
+    /// Each participant's kept notifications.
+    pub(crate) mailboxes: HashMap<String, Mailbox>,
+    pub(crate) limits: Limits,
+    /// Reconnection tickets spent on relogins, per participant.
+    pub(crate) spent_tickets: crate::seats::SpentTickets,
+    pub(crate) idle_since: Option<Instant>,
 }
 
 fn check(field: &str, value: &str, required: bool) -> Result<(), ConferenceError> {
@@ -144,31 +167,74 @@ impl Conference {
         self.participants.values()
     }
 
-    fn room(&self) -> Result<&RoomConfig, ConferenceError> {
+    pub(crate) fn room(&self) -> Result<&RoomConfig, ConferenceError> {
         self.room.as_ref().ok_or(ConferenceError::NotReady)
     }
 
-    /// Distinct portals of the participants, in join order.
-    fn portals(&self) -> Vec<PortalRef> {
-        let mut seen: Vec<PortalRef> = Vec::new();
-        for p in self.participants.values() {
-            if !seen.contains(&p.portal) {
-                seen.push(p.portal.clone());
-            }
-        }
-        seen
+    /// How participants' notifications are kept.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
     }
 
-    fn broadcast(&self, exclude: &[String], event: &'static str, data: Value) -> Vec<Delivery> {
-        self.portals()
-            .into_iter()
-            .map(|portal| Delivery::Broadcast {
-                portal,
-                exclude: exclude.to_vec(),
-                event,
-                data: data.clone(),
-            })
-            .collect()
+    /// Give `event` to `to` (participant ids): each gets its next sequence
+    /// number; the attached ones get a delivery through their portal (one
+    /// per portal), the detached ones find it at their relogin.
+    pub(crate) fn deliver(
+        &mut self,
+        to: &[String],
+        exclude: &[String],
+        event: &'static str,
+        data: &Value,
+    ) -> Vec<Delivery> {
+        let notification = Notification::new(event, data);
+        let now = Instant::now();
+        let mut deliveries: Vec<Delivery> = Vec::new();
+        for id in to {
+            let Some(p) = self.participants.get(id) else {
+                continue;
+            };
+            let attached = p.detached_until.is_none();
+            let limits = self.limits;
+            let mailbox = self
+                .mailboxes
+                .entry(id.clone())
+                .or_insert_with(|| Mailbox::new(limits));
+            let seq = mailbox.push(notification.clone(), attached, now);
+            if !attached {
+                continue;
+            }
+            match deliveries.iter_mut().find(|d| d.portal == p.portal) {
+                Some(d) => d.recipients.push((id.clone(), seq)),
+                None => deliveries.push(Delivery {
+                    portal: p.portal.clone(),
+                    exclude: exclude.to_vec(),
+                    recipients: vec![(id.clone(), seq)],
+                    notification: notification.clone(),
+                }),
+            }
+        }
+        deliveries
+    }
+
+    /// `event` to everyone but `exclude`.
+    fn broadcast(&mut self, exclude: &[String], event: &'static str, data: Value) -> Vec<Delivery> {
+        let to: Vec<String> = self
+            .participants
+            .keys()
+            .filter(|id| !exclude.contains(id))
+            .cloned()
+            .collect();
+        self.deliver(&to, exclude, event, &data)
+    }
+
+    /// A portal answered for a delivery: which recipients it could not
+    /// reach (all of them when the call failed).
+    pub fn settle(&mut self, recipients: &[(String, u64)], undelivered: &[String], failed: bool) {
+        for (id, seq) in recipients {
+            if let Some(m) = self.mailboxes.get_mut(id) {
+                m.settle(*seq, !failed && !undelivered.contains(id));
+            }
+        }
     }
 
     /// Admit a participant (OWT §12.3): room full, role, duplicate id.
@@ -196,6 +262,8 @@ impl Conference {
             role: req.role,
             portal: req.portal,
             permission,
+            client: req.client,
+            detached_until: None,
         };
         let info =
             json!({"id": participant.id, "user": participant.user, "role": participant.role});
@@ -244,6 +312,8 @@ impl Conference {
             .participants
             .shift_remove(id)
             .ok_or(ConferenceError::NotJoined)?;
+        self.mailboxes.remove(id);
+        self.spent_tickets.remove(id);
         if self.participants.is_empty() {
             self.idle_since = Some(now);
         }
@@ -259,35 +329,6 @@ impl Conference {
         Ok((gone, deliveries))
     }
 
-    /// Remove every participant hosted on a lost portal; only the surviving
-    /// portals are told.
-    pub fn drop_portal(&mut self, portal_id: &str, now: Instant) -> (Vec<String>, Vec<Delivery>) {
-        let ids: Vec<String> = self
-            .participants
-            .values()
-            .filter(|p| p.portal.id == portal_id)
-            .map(|p| p.id.clone())
-            .collect();
-        for id in &ids {
-            self.participants.shift_remove(id);
-        }
-        if !ids.is_empty() && self.participants.is_empty() {
-            self.idle_since = Some(now);
-        }
-        let notify = self.room.as_ref().is_some_and(|r| r.notify_participants);
-        let mut deliveries = Vec::new();
-        if notify {
-            for id in &ids {
-                deliveries.extend(self.broadcast(
-                    std::slice::from_ref(id),
-                    "participant",
-                    json!({"action": "leave", "data": id}),
-                ));
-            }
-        }
-        (ids, deliveries)
-    }
-
     pub fn participant(&self, id: &str) -> Option<&Participant> {
         self.participants.get(id)
     }
@@ -295,7 +336,7 @@ impl Conference {
     /// Route a text message (OWT §12.8): to one participant as `to: "me"`, or
     /// to everyone, the sender included, as `to: "all"`.
     pub fn text(
-        &self,
+        &mut self,
         from: &str,
         to: &str,
         message: &str,
@@ -315,16 +356,16 @@ impl Conference {
                 json!({"from": from, "to": "all", "message": message}),
             ));
         }
-        let target = self
-            .participants
-            .get(to)
-            .ok_or_else(|| ConferenceError::NoTarget(to.to_string()))?;
-        Ok(vec![Delivery::Notify {
-            portal: target.portal.clone(),
-            participant: to.to_string(),
-            event: "text",
-            data: json!({"from": from, "to": "me", "message": message}),
-        }])
+        if !self.participants.contains_key(to) {
+            return Err(ConferenceError::NoTarget(to.to_string()));
+        }
+        // A detached target keeps it for its relogin.
+        Ok(self.deliver(
+            &[to.to_string()],
+            &[],
+            "text",
+            &json!({"from": from, "to": "me", "message": message}),
+        ))
     }
 
     /// True once the room has been empty for `timeout` (self-clean, OWT §12.5).
@@ -335,7 +376,7 @@ impl Conference {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::room::{Media, RoleDef};
 
@@ -368,23 +409,39 @@ mod tests {
         }
     }
 
-    fn portal(n: u8) -> PortalRef {
+    pub(crate) fn portal(n: u8) -> PortalRef {
         PortalRef {
             id: format!("portal-{n}"),
             endpoint: format!("127.0.0.1:70{n:02}"),
         }
     }
 
-    fn req(id: &str, role: &str, p: u8) -> JoinRequest {
+    pub(crate) fn req(id: &str, role: &str, p: u8) -> JoinRequest {
         JoinRequest {
             id: id.into(),
             user: format!("user-{id}"),
             role: role.into(),
             portal: portal(p),
+            client: ClientSpec {
+                protocol: "1.2".into(),
+                sdk_type: "C++".into(),
+                reconnection: true,
+                token_code: format!("code-{id}"),
+            },
         }
     }
 
-    fn conf(limit: i32) -> (Conference, Instant) {
+    /// A delivery as (portal, recipients, event, data).
+    pub(crate) fn shape(d: &Delivery) -> (PortalRef, Vec<String>, &'static str, Value) {
+        (
+            d.portal.clone(),
+            d.recipients.iter().map(|(id, _)| id.clone()).collect(),
+            d.notification.event,
+            serde_json::from_str(&d.notification.data).unwrap(),
+        )
+    }
+
+    pub(crate) fn conf(limit: i32) -> (Conference, Instant) {
         let now = Instant::now();
         let mut c = Conference::default();
         c.init(config(limit), now).unwrap();
@@ -407,10 +464,7 @@ mod tests {
     fn join_gives_permission_and_room_info_and_tells_the_others() {
         let (mut c, _) = conf(-1);
         let first = c.join(req("a", "presenter", 1)).unwrap();
-        assert!(
-            first.deliveries.is_empty()
-                || matches!(&first.deliveries[0], Delivery::Broadcast { exclude, .. } if exclude == &["a"])
-        );
+        assert!(first.deliveries.is_empty(), "nobody else to tell");
         let second = c.join(req("b", "viewer", 2)).unwrap();
         assert_eq!(second.permission.publish, Media::default());
         assert!(second.permission.subscribe.video);
@@ -420,27 +474,18 @@ mod tests {
                    "participants": [{"id": "a", "user": "user-a", "role": "presenter"},
                                     {"id": "b", "user": "user-b", "role": "viewer"}]})
         );
-        // one broadcast per portal hosting participants, excluding the joiner
-        assert_eq!(second.deliveries.len(), 2);
-        for d in &second.deliveries {
-            let Delivery::Broadcast {
-                exclude,
-                event,
-                data,
-                ..
-            } = d
-            else {
-                panic!("{d:?}")
-            };
-            assert_eq!(
-                (exclude.as_slice(), *event),
-                (&["b".to_string()][..], "participant")
-            );
-            assert_eq!(
-                data,
-                &json!({"action": "join", "data": {"id": "b", "user": "user-b", "role": "viewer"}})
-            );
-        }
+        // one delivery per portal hosting others, the joiner excluded
+        assert_eq!(second.deliveries.len(), 1);
+        let (to, recipients, event, data) = shape(&second.deliveries[0]);
+        assert_eq!(
+            (to, recipients, event),
+            (portal(1), vec!["a".to_string()], "participant")
+        );
+        assert_eq!(second.deliveries[0].exclude, ["b"]);
+        assert_eq!(
+            data,
+            json!({"action": "join", "data": {"id": "b", "user": "user-b", "role": "viewer"}})
+        );
     }
 
     #[test]
@@ -506,14 +551,15 @@ mod tests {
         c.join(req("b", "presenter", 2)).unwrap();
         let (gone, deliveries) = c.leave("a", now).unwrap();
         assert_eq!(gone.id, "a");
+        assert_eq!(deliveries.len(), 1);
         assert_eq!(
-            deliveries,
-            vec![Delivery::Broadcast {
-                portal: portal(2),
-                exclude: vec!["a".into()],
-                event: "participant",
-                data: json!({"action": "leave", "data": "a"}),
-            }]
+            shape(&deliveries[0]),
+            (
+                portal(2),
+                vec!["b".to_string()],
+                "participant",
+                json!({"action": "leave", "data": "a"})
+            )
         );
         assert_eq!(c.leave("a", now).unwrap_err(), ConferenceError::NotJoined);
         assert_eq!(
@@ -529,23 +575,25 @@ mod tests {
         c.join(req("b", "presenter", 2)).unwrap();
         c.join(req("c", "presenter", 2)).unwrap();
         let to_one = c.text("a", "b", "hi").unwrap();
+        assert_eq!(to_one.len(), 1);
         assert_eq!(
-            to_one,
-            vec![Delivery::Notify {
-                portal: portal(2),
-                participant: "b".into(),
-                event: "text",
-                data: json!({"from": "a", "to": "me", "message": "hi"}),
-            }]
+            shape(&to_one[0]),
+            (
+                portal(2),
+                vec!["b".to_string()],
+                "text",
+                json!({"from": "a", "to": "me", "message": "hi"})
+            )
         );
         let to_all = c.text("b", "all", "hello").unwrap();
         assert_eq!(to_all.len(), 2, "one per portal, sender included");
-        for d in to_all {
-            let Delivery::Broadcast { exclude, data, .. } = d else {
-                panic!()
-            };
-            assert!(exclude.is_empty());
-            assert_eq!(data, json!({"from": "b", "to": "all", "message": "hello"}));
+        let everyone: Vec<String> = to_all.iter().flat_map(|d| shape(d).1).collect();
+        assert_eq!(everyone, ["a", "b", "c"]);
+        for d in &to_all {
+            assert_eq!(
+                shape(d).3,
+                json!({"from": "b", "to": "all", "message": "hello"})
+            );
         }
         assert_eq!(
             c.text("a", "zz", "x").unwrap_err().to_string(),
@@ -565,27 +613,6 @@ mod tests {
             c.text("a", "", "x").unwrap_err(),
             ConferenceError::InvalidArgument(_)
         ));
-    }
-
-    #[test]
-    fn a_lost_portal_takes_its_participants() {
-        let (mut c, now) = conf(-1);
-        c.join(req("a", "presenter", 1)).unwrap();
-        c.join(req("b", "presenter", 2)).unwrap();
-        c.join(req("c", "presenter", 1)).unwrap();
-        let (dropped, deliveries) = c.drop_portal("portal-1", now);
-        assert_eq!(dropped, ["a", "c"]);
-        assert_eq!(
-            c.participants().map(|p| p.id.as_str()).collect::<Vec<_>>(),
-            ["b"]
-        );
-        // the survivor on portal 2 hears of both leaves
-        assert_eq!(deliveries.len(), 2);
-        assert!(
-            deliveries
-                .iter()
-                .all(|d| matches!(d, Delivery::Broadcast { portal: p, .. } if *p == portal(2)))
-        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -25,6 +25,19 @@ pub struct Config {
     pub portal_rpc_timeout: u64,
     /// Notifications queued per portal before new ones are dropped. Default 4096.
     pub portal_queue: usize,
+    /// A participant whose connection is lost (its socket closed, its portal
+    /// died or drains) keeps its seat this long for a relogin on any portal,
+    /// in ms. Default 60000 (the portal's reconnection_timeout, OWT).
+    pub reconnection_timeout: u64,
+    /// Notifications a participant has been sent are kept this long after
+    /// delivery, for a protocol-1.2 relogin reply, in ms. Default 46000
+    /// (Socket.IO's ping interval + timeout + 1 s).
+    pub message_keep: u64,
+    /// At most this many notifications are kept per participant. Default 1024.
+    pub message_buffer_size: usize,
+    /// At most this many bytes of notifications are kept per participant.
+    /// Default 1048576.
+    pub message_buffer_bytes: usize,
     /// Exit when standard input closes, so a node never outlives its agent.
     /// The agent sets it. Default false.
     pub exit_with_stdin: bool,
@@ -45,10 +58,28 @@ impl Default for Config {
             self_clean_timeout: 30_000,
             portal_rpc_timeout: 2000,
             portal_queue: 4096,
+            reconnection_timeout: 60_000,
+            message_keep: 46_000,
+            message_buffer_size: 1024,
+            message_buffer_bytes: 1 << 20,
             exit_with_stdin: false,
             log: LogConfig::default(),
             trace: TraceConfig::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:0"),
+        }
+    }
+}
+
+impl Config {
+    pub fn seats(&self) -> crate::service::Seats {
+        use std::time::Duration;
+        crate::service::Seats {
+            detach_window: Duration::from_millis(self.reconnection_timeout),
+            limits: crate::mailbox::Limits {
+                keep: Duration::from_millis(self.message_keep),
+                count: self.message_buffer_size,
+                bytes: self.message_buffer_bytes,
+            },
         }
     }
 }

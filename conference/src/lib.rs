@@ -4,8 +4,10 @@
 
 pub mod conference;
 pub mod config;
+pub mod mailbox;
 pub mod notifier;
 pub mod room;
+pub mod seats;
 pub mod service;
 
 use conclave_common::cluster_watch::{ClusterChange, ClusterWatch};
@@ -83,8 +85,13 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         Duration::from_millis(config.portal_rpc_timeout),
         config.portal_queue,
     ));
-    let service =
-        service::ConferenceService::new(management, notifier, exit.clone(), config.node_id.clone());
+    let service = service::ConferenceService::new(
+        management,
+        notifier,
+        exit.clone(),
+        config.node_id.clone(),
+        config.seats(),
+    );
     let server = GrpcServer::start(
         &config.listen,
         tonic::service::Routes::new(ConferenceServer::new(service.clone())),
@@ -97,6 +104,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         Duration::from_millis(config.self_clean_timeout),
         exit.clone(),
     ));
+    tokio::spawn(expire_detached(service.clone(), exit.clone()));
     // A lost portal's participants are dropped (OWT §12.9).
     let watched = service.clone();
     ClusterWatch::new(&config.cluster.manager, &[Purpose::Portal])?.spawn(
@@ -136,6 +144,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     node.stopped().await?;
     tracing::info!(node = %node_id, "conference node stopped");
     Ok(())
+}
+
+/// Detached seats nobody reclaimed in time leave (checked four times a second).
+async fn expire_detached(service: service::ConferenceService, exit: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = exit.cancelled() => return,
+            _ = tick.tick() => service.expire_detached(),
+        }
+    }
 }
 
 async fn self_clean(

@@ -11,12 +11,16 @@ use conclave_common::sync::Locked;
 use conclave_proto::portal::v1 as pb;
 use conclave_proto::portal::v1::portal_client::PortalClient;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// A delivery and the `traceparent` of the request that queued it.
 type Queued = (Delivery, Option<String>);
+
+/// Told how each delivery went: its recipients, those the portal could not
+/// emit to, and whether the call failed altogether.
+pub type Settle = Arc<dyn Fn(&[(String, u64)], &[String], bool) + Send + Sync>;
 
 pub struct Notifier {
     /// The controller name portals match broadcasts against: this node's id.
@@ -24,6 +28,7 @@ pub struct Notifier {
     timeout: Duration,
     capacity: usize,
     queues: Mutex<HashMap<String, mpsc::Sender<Queued>>>,
+    settle: OnceLock<Settle>,
 }
 
 impl Notifier {
@@ -33,6 +38,18 @@ impl Notifier {
             timeout,
             capacity: capacity.max(1),
             queues: Mutex::new(HashMap::new()),
+            settle: OnceLock::new(),
+        }
+    }
+
+    /// Where delivery outcomes go (the participants' mailboxes).
+    pub fn on_settled(&self, settle: Settle) {
+        let _ = self.settle.set(settle);
+    }
+
+    fn settle(&self, recipients: &[(String, u64)], undelivered: &[String], failed: bool) {
+        if let Some(settle) = self.settle.get() {
+            settle(recipients, undelivered, failed);
         }
     }
 
@@ -50,16 +67,13 @@ impl Notifier {
     pub fn send(&self, deliveries: Vec<Delivery>) {
         let traceparent = conclave_common::trace::outgoing();
         for delivery in deliveries {
-            let endpoint = match &delivery {
-                Delivery::Broadcast { portal, .. } | Delivery::Notify { portal, .. } => {
-                    portal.endpoint.clone()
-                }
-            };
+            let endpoint = delivery.portal.endpoint.clone();
             let mut queues = self.queues.locked();
             let sender = match queues.get(&endpoint) {
                 Some(s) if !s.is_closed() => s.clone(),
                 _ => {
                     let Some(client) = self.client(&endpoint) else {
+                        self.settle(&delivery.recipients, &[], true);
                         continue;
                     };
                     let (tx, rx) = mpsc::channel(self.capacity);
@@ -68,13 +82,17 @@ impl Notifier {
                         self.controller.clone(),
                         endpoint.clone(),
                         rx,
+                        self.settle.get().cloned(),
                     ));
                     queues.insert(endpoint.clone(), tx.clone());
                     tx
                 }
             };
-            if sender.try_send((delivery, traceparent.clone())).is_err() {
-                tracing::warn!(portal = %endpoint, "portal notification queue full; notification dropped");
+            if let Err(e) = sender.try_send((delivery, traceparent.clone())) {
+                tracing::warn!(portal = %endpoint, "portal notification queue full; kept for a relogin");
+                let (delivery, _) = e.into_inner();
+                drop(queues);
+                self.settle(&delivery.recipients, &[], true);
             }
         }
     }
@@ -107,47 +125,39 @@ async fn deliver(
     controller: String,
     endpoint: String,
     mut queue: mpsc::Receiver<Queued>,
+    settle: Option<Settle>,
 ) {
     while let Some((delivery, traceparent)) = queue.recv().await {
         let span =
             tracing::info_span!("notify", portal = %endpoint, trace_id = tracing::field::Empty);
-        let call = async {
-            match delivery {
-                Delivery::Broadcast {
-                    exclude,
-                    event,
-                    data,
-                    ..
-                } => client
-                    .broadcast(pb::BroadcastRequest {
-                        controller: controller.clone(),
-                        exclude_list: exclude,
-                        event: event.to_string(),
-                        data: data.to_string(),
-                    })
-                    .await
-                    .map(drop),
-                Delivery::Notify {
-                    participant,
-                    event,
-                    data,
-                    ..
-                } => client
-                    .notify(pb::NotifyRequest {
-                        participant_id: participant,
-                        event: event.to_string(),
-                        data: data.to_string(),
-                    })
-                    .await
-                    .map(drop),
-            }
+        let request = pb::BroadcastRequest {
+            controller: controller.clone(),
+            exclude_list: delivery.exclude.clone(),
+            event: delivery.notification.event.to_string(),
+            data: delivery.notification.data.clone(),
+            recipients: delivery
+                .recipients
+                .iter()
+                .map(|(id, seq)| pb::Recipient {
+                    participant_id: id.clone(),
+                    seq: *seq,
+                })
+                .collect(),
         };
+        let call = async { client.broadcast(request).await };
         let result = conclave_common::trace::resume(traceparent.as_deref(), span, call).await;
         let outcome = if result.is_ok() { "sent" } else { "failed" };
         conclave_common::metrics::counter!("conference_notifications_total", "outcome" => outcome)
             .increment(1);
-        if let Err(status) = result {
-            tracing::warn!(portal = %endpoint, error = %status.message(), "notification to portal failed");
+        let (undelivered, failed) = match result {
+            Ok(reply) => (reply.into_inner().undelivered, false),
+            Err(status) => {
+                tracing::warn!(portal = %endpoint, error = %status.message(), "notification to portal failed; kept for a relogin");
+                (Vec::new(), true)
+            }
+        };
+        if let Some(settle) = &settle {
+            settle(&delivery.recipients, &undelivered, failed);
         }
     }
 }

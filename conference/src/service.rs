@@ -30,8 +30,17 @@ impl From<ConferenceError> for Status {
             | ConferenceError::NoSuchParticipant
             | ConferenceError::NoTarget(_) => Status::not_found(message),
             ConferenceError::JoinFailed(_) => Status::unavailable(message),
+            ConferenceError::ReconnectionNotAllowed => Status::failed_precondition(message),
+            ConferenceError::TicketUsed => Status::already_exists(message),
         }
     }
+}
+
+/// How seats and their notifications are kept (from configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Seats {
+    pub detach_window: Duration,
+    pub limits: crate::mailbox::Limits,
 }
 
 #[derive(Clone)]
@@ -43,6 +52,8 @@ pub struct ConferenceService {
     /// Cancelled to end the node (self-clean, destroy, failed room init).
     exit: CancellationToken,
     node_id: String,
+    /// How long a detached seat is kept for a relogin.
+    detach_window: Duration,
 }
 
 impl ConferenceService {
@@ -51,14 +62,25 @@ impl ConferenceService {
         notifier: Arc<Notifier>,
         exit: CancellationToken,
         node_id: String,
+        seats: Seats,
     ) -> Self {
+        let mut conference = Conference::default();
+        conference.set_limits(seats.limits);
+        let state = Arc::new(Mutex::new(conference));
+        let settled = Arc::downgrade(&state);
+        notifier.on_settled(Arc::new(move |recipients, undelivered, failed| {
+            if let Some(state) = settled.upgrade() {
+                state.locked().settle(recipients, undelivered, failed);
+            }
+        }));
         ConferenceService {
-            state: Arc::new(Mutex::new(Conference::default())),
+            state,
             init: Arc::new(tokio::sync::Mutex::new(())),
             management,
             notifier,
             exit,
             node_id,
+            detach_window: seats.detach_window,
         }
     }
 
@@ -121,14 +143,27 @@ impl ConferenceService {
         }
     }
 
-    /// Drop every participant of a lost portal and tell the others.
+    /// A portal was lost: its participants are detached, kept for a
+    /// relogin on any portal (those without reconnection leave).
     pub fn portal_lost(&self, portal_id: &str) {
-        let (dropped, deliveries) = self.state().drop_portal(portal_id, Instant::now());
-        if !dropped.is_empty() {
-            tracing::warn!(node = %self.node_id, portal = %portal_id, count = dropped.len(), "portal lost; its participants left");
+        let (detached, deliveries) =
+            self.state()
+                .portal_lost(portal_id, self.detach_window, Instant::now());
+        if !detached.is_empty() {
+            tracing::warn!(node = %self.node_id, portal = %portal_id, count = detached.len(), "portal lost; its participants are detached");
         }
         self.notifier.send(deliveries);
         self.gauges();
+    }
+
+    /// Detached seats whose window is over leave; the others are told.
+    pub fn expire_detached(&self) {
+        let (gone, deliveries) = self.state().expire_detached(Instant::now());
+        if !gone.is_empty() {
+            tracing::info!(node = %self.node_id, count = gone.len(), "no relogin in time; detached participants left");
+            self.notifier.send(deliveries);
+            self.gauges();
+        }
     }
 }
 
@@ -181,6 +216,7 @@ impl pb::conference_server::Conference for ConferenceService {
                 id: p.portal,
                 endpoint: p.portal_endpoint,
             },
+            client: crate::seats::client_spec(p.client),
         })?;
         tracing::info!("participant joined");
         self.gauges();
@@ -242,6 +278,71 @@ impl pb::conference_server::Conference for ConferenceService {
         self.gauges();
         Ok(Response::new(pb::DropParticipantReply {
             participant: Some(detail(&participant)),
+        }))
+    }
+
+    async fn detach(
+        &self,
+        req: Request<pb::DetachRequest>,
+    ) -> Result<Response<pb::DetachReply>, Status> {
+        let id = req.into_inner().participant_id;
+        conclave_common::trace::record(&[("participant", &id), ("node", &self.node_id)]);
+        let deliveries = self
+            .state()
+            .detach(&id, self.detach_window, Instant::now())?;
+        tracing::info!(node = %self.node_id, participant = %id, "participant detached");
+        self.notifier.send(deliveries);
+        self.gauges();
+        Ok(Response::new(pb::DetachReply {}))
+    }
+
+    async fn reattach(
+        &self,
+        req: Request<pb::ReattachRequest>,
+    ) -> Result<Response<pb::ReattachReply>, Status> {
+        let r = req.into_inner();
+        conclave_common::trace::record(&[
+            ("participant", &r.participant_id),
+            ("node", &self.node_id),
+        ]);
+        if r.portal.is_empty() || r.portal_endpoint.is_empty() {
+            return Err(ConferenceError::InvalidArgument(
+                "portal and portalEndpoint are required".into(),
+            )
+            .into());
+        }
+        let portal = PortalRef {
+            id: r.portal,
+            endpoint: r.portal_endpoint,
+        };
+        let (seat, room_id) = {
+            let mut state = self.state();
+            let seat = state.reattach(&r.participant_id, portal, &r.ticket_id, Instant::now())?;
+            (seat, state.room_id().unwrap_or_default().to_string())
+        };
+        tracing::info!(node = %self.node_id, participant = %r.participant_id, previous = %seat.previous.id, kept = seat.messages.len(), "participant reattached");
+        let c = &seat.participant.client;
+        Ok(Response::new(pb::ReattachReply {
+            participant: Some(detail(&seat.participant)),
+            client: Some(pb::ClientSpec {
+                protocol: c.protocol.clone(),
+                sdk_type: c.sdk_type.clone(),
+                reconnection: c.reconnection,
+                token_code: c.token_code.clone(),
+            }),
+            previous_portal: seat.previous.id,
+            previous_portal_endpoint: seat.previous.endpoint,
+            messages: seat
+                .messages
+                .into_iter()
+                .map(|k| pb::KeptMessage {
+                    seq: k.seq,
+                    event: k.notification.event.to_string(),
+                    data: k.notification.data.clone(),
+                    missed: k.missed,
+                })
+                .collect(),
+            room_id,
         }))
     }
 

@@ -449,6 +449,7 @@ async fn portal_drop_and_grpcurl_list_clients() {
             participant_id: a.sid.clone(),
             event: "stream".into(),
             data: r#"{"id":"s1","status":"add","data":{"media":{"video":{"parameters":{"resolution":{"width":640,"height":480}}}}}}"#.into(),
+            seq: 0,
         })
         .await
         .unwrap();
@@ -464,6 +465,7 @@ async fn portal_drop_and_grpcurl_list_clients() {
             participant_id: a.sid.clone(),
             event: "stream".into(),
             data: "{not json".into(),
+            seq: 0,
         })
         .await
         .unwrap_err();

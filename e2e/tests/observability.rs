@@ -453,7 +453,7 @@ async fn a_text_is_one_exported_trace_from_sender_to_receiver() {
         |s| s.name == "text",
         &[
             ("conclave-conference", "/conference.v1.Conference/Text"),
-            ("conclave-portal", "/portal.v1.Portal/Notify"),
+            ("conclave-portal", "/portal.v1.Portal/Broadcast"),
         ],
     )
     .await;
@@ -471,9 +471,9 @@ async fn a_text_is_one_exported_trace_from_sender_to_receiver() {
             .unwrap()
             .clone()
     };
-    // portal Notify (server) <- node's client call <- the node's queued
+    // portal Broadcast (server, the text to one recipient) <- node's client call <- the node's queued
     // `notify` <- the node's Text (server)
-    let notify = span("/portal.v1.Portal/Notify", "server");
+    let notify = span("/portal.v1.Portal/Broadcast", "server");
     let call = parent_of(notify);
     assert_eq!(
         (call.service.as_str(), call.kind),

@@ -60,6 +60,17 @@ impl Sockets for SocketIoSockets {
     }
 }
 
+/// What became of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Emitted to the client's connection (or held to follow its answer).
+    Delivered,
+    /// Kept for the client, which is not connected.
+    Missed,
+    /// No such participant here.
+    Absent,
+}
+
 pub struct Delivery {
     registry: Mutex<Registry>,
     sockets: Arc<dyn Sockets>,
@@ -89,26 +100,47 @@ impl Delivery {
     }
 
     /// Record and, when possible, send one notification. Under the lock.
-    fn deliver(&self, r: &mut Registry, participant: &str, event: &str, data: Value) -> bool {
+    fn deliver(&self, r: &mut Registry, participant: &str, event: &str, data: Value) -> Outcome {
+        let held = r.client(participant).is_some_and(|c| c.held);
         let Some((sid, ready)) = r.record(participant, event, data, Instant::now()) else {
-            return false;
+            return Outcome::Absent;
         };
         match ready {
             Some(message) => {
-                if !self.sockets.emit(sid, &message.event, &message.data) {
+                if self.sockets.emit(sid, &message.event, &message.data) {
+                    Outcome::Delivered
+                } else {
                     r.requeue(participant, message);
+                    Outcome::Missed
                 }
             }
-            None => conclave_common::metrics::counter!("portal_messages_queued_total").increment(1),
+            None => {
+                conclave_common::metrics::counter!("portal_messages_queued_total").increment(1);
+                // held for an answer: it follows the answer
+                if held {
+                    Outcome::Delivered
+                } else {
+                    Outcome::Missed
+                }
+            }
         }
-        true
     }
 
-    /// A notification to one participant; false when it is not here (OWT
-    /// answers the node "ok" all the same).
-    pub fn notify(&self, participant: &str, event: &str, data: Value) -> bool {
+    /// A notification to one participant.
+    pub fn notify(&self, participant: &str, event: &str, data: Value) -> Outcome {
         let mut r = self.registry.locked();
         self.deliver(&mut r, participant, event, data)
+    }
+
+    /// A notification to each of `recipients`, in their dialects; those it
+    /// could not be emitted to (not here, or not connected).
+    pub fn deliver_to(&self, recipients: &[String], event: &str, data: &Value) -> Vec<String> {
+        let mut r = self.registry.locked();
+        recipients
+            .iter()
+            .filter(|p| self.deliver(&mut r, p, event, data.clone()) != Outcome::Delivered)
+            .cloned()
+            .collect()
     }
 
     /// OWT `broadcast`: every participant here on `controller`, except

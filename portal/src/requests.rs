@@ -95,6 +95,29 @@ impl Portal {
         self.leave(participant).await
     }
 
+    /// Another portal took the participant over: close its connection here
+    /// without `drop` and without leaving, and lay its token task down.
+    pub async fn release(&self, participant: &str) -> bool {
+        let released = self.delivery.with(|r| {
+            let sid = r.client(participant)?.socket;
+            let open = r.close_connection(sid);
+            let client = r.remove(participant)?;
+            Some((open.then_some(sid), client.token_code, r.len()))
+        });
+        let Some((open, code, count)) = released else {
+            return false;
+        };
+        if let Some(sid) = open {
+            self.delivery.close(sid);
+        }
+        conclave_common::metrics::gauge!("portal_participants").set(count as f64);
+        tracing::info!(%participant, "participant taken over by another portal");
+        if let Err(e) = self.remotes.remove_task(&code).await {
+            tracing::warn!(task = %code, error = %e, "laying down the token task failed");
+        }
+        true
+    }
+
     /// Drop every participant (cluster loss, shutdown, `Drop{"all"}`).
     pub async fn drop_all(&self) -> usize {
         let all: Vec<String> = self

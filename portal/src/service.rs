@@ -1,5 +1,6 @@
 //! The gRPC adapter: `portal.v1.Portal`, how conference nodes reach clients.
 
+use crate::delivery::Outcome;
 use crate::portal::Portal;
 use conclave_proto::portal::v1 as pb;
 use serde_json::Value;
@@ -43,10 +44,13 @@ impl pb::portal_server::Portal for PortalService {
         event(&r.event)?;
         let data = data(&r.data)?;
         // OWT answers "ok" even when the participant is not here.
-        self.portal
+        let outcome = self
+            .portal
             .delivery()
             .notify(&r.participant_id, &r.event, data);
-        Ok(Response::new(pb::NotifyReply {}))
+        Ok(Response::new(pb::NotifyReply {
+            delivered: outcome == Outcome::Delivered,
+        }))
     }
 
     async fn broadcast(
@@ -56,10 +60,18 @@ impl pb::portal_server::Portal for PortalService {
         let r = req.into_inner();
         event(&r.event)?;
         let data = data(&r.data)?;
-        self.portal
+        if r.recipients.is_empty() {
+            self.portal
+                .delivery()
+                .broadcast(&r.controller, &r.exclude_list, &r.event, &data);
+            return Ok(Response::new(pb::BroadcastReply::default()));
+        }
+        let recipients: Vec<String> = r.recipients.into_iter().map(|x| x.participant_id).collect();
+        let undelivered = self
+            .portal
             .delivery()
-            .broadcast(&r.controller, &r.exclude_list, &r.event, &data);
-        Ok(Response::new(pb::BroadcastReply {}))
+            .deliver_to(&recipients, &r.event, &data);
+        Ok(Response::new(pb::BroadcastReply { undelivered }))
     }
 
     async fn drop(&self, req: Request<pb::DropRequest>) -> Result<Response<pb::DropReply>, Status> {
@@ -70,6 +82,15 @@ impl pb::portal_server::Portal for PortalService {
             self.portal.drop_participant(&id).await;
         }
         Ok(Response::new(pb::DropReply {}))
+    }
+
+    async fn release(
+        &self,
+        req: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseReply>, Status> {
+        let id = req.into_inner().participant_id;
+        self.portal.release(&id).await;
+        Ok(Response::new(pb::ReleaseReply {}))
     }
 
     async fn list_clients(

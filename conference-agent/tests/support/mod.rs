@@ -34,6 +34,8 @@ pub enum Call {
     Broadcast {
         controller: String,
         exclude: Vec<String>,
+        /// Who gets it, with each one's sequence number.
+        recipients: Vec<(String, u64)>,
         event: String,
         data: Value,
     },
@@ -83,7 +85,7 @@ impl portal::portal_server::Portal for FakePortal {
             event: r.event,
             data: json(&r.data),
         });
-        Ok(Response::new(portal::NotifyReply {}))
+        Ok(Response::new(portal::NotifyReply { delivered: true }))
     }
     async fn broadcast(
         &self,
@@ -93,10 +95,15 @@ impl portal::portal_server::Portal for FakePortal {
         self.calls.lock().unwrap().push(Call::Broadcast {
             controller: r.controller,
             exclude: r.exclude_list,
+            recipients: r
+                .recipients
+                .into_iter()
+                .map(|x| (x.participant_id, x.seq))
+                .collect(),
             event: r.event,
             data: json(&r.data),
         });
-        Ok(Response::new(portal::BroadcastReply {}))
+        Ok(Response::new(portal::BroadcastReply::default()))
     }
     async fn drop(
         &self,
@@ -112,6 +119,12 @@ impl portal::portal_server::Portal for FakePortal {
         _r: Request<portal::ListClientsRequest>,
     ) -> Result<Response<portal::ListClientsReply>, Status> {
         Ok(Response::new(portal::ListClientsReply { clients: vec![] }))
+    }
+    async fn release(
+        &self,
+        _r: Request<portal::ReleaseRequest>,
+    ) -> Result<Response<portal::ReleaseReply>, Status> {
+        Ok(Response::new(portal::ReleaseReply {}))
     }
 }
 
@@ -315,6 +328,7 @@ pub fn spec(c: &Cluster, id: &str, role: &str) -> conf::ParticipantSpec {
         portal: PORTAL_ID.into(),
         origin: None,
         portal_endpoint: c.portal_addr.clone(),
+        client: None,
     }
 }
 

@@ -228,6 +228,7 @@ impl ConferenceRemote {
                         region: joiner.origin.region.clone(),
                     }),
                     portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
+                    client: None,
                 }),
             },
             self.deadlines.join,

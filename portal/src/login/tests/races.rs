@@ -52,10 +52,12 @@ async fn nothing_reaches_a_client_before_its_login_answer() {
     let login = h.spawn_login(sid, h.info("1.2", "C++"));
     gate.entered().await;
     // registered, its answer not sent yet: a notification waits
-    assert!(
+    assert_eq!(
         h.portal
             .delivery()
-            .notify(&sid.to_string(), "text", json!({"message": "early"}))
+            .notify(&sid.to_string(), "text", json!({"message": "early"})),
+        crate::delivery::Outcome::Delivered,
+        "held: it follows the answer"
     );
     assert!(h.sockets.emitted(sid).is_empty());
     gate.open();
