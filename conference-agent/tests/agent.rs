@@ -621,6 +621,7 @@ async fn a_detached_seat_is_kept_with_its_messages_and_reattached_elsewhere() {
     node_client
         .detach(conf::DetachRequest {
             participant_id: "away".into(),
+            window_ms: 0,
         })
         .await
         .unwrap();

@@ -285,11 +285,14 @@ impl pb::conference_server::Conference for ConferenceService {
         &self,
         req: Request<pb::DetachRequest>,
     ) -> Result<Response<pb::DetachReply>, Status> {
-        let id = req.into_inner().participant_id;
+        let r = req.into_inner();
+        let id = r.participant_id;
         conclave_common::trace::record(&[("participant", &id), ("node", &self.node_id)]);
-        let deliveries = self
-            .state()
-            .detach(&id, self.detach_window, Instant::now())?;
+        let window = match r.window_ms {
+            0 => self.detach_window,
+            ms => Duration::from_millis(ms),
+        };
+        let deliveries = self.state().detach(&id, window, Instant::now())?;
         tracing::info!(node = %self.node_id, participant = %id, "participant detached");
         self.notifier.send(deliveries);
         self.gauges();

@@ -13,7 +13,6 @@ use crate::remote::Controller;
 use serde_json::Value;
 use socketioxide::socket::Sid;
 use std::collections::HashMap;
-use tokio::time::Instant;
 
 /// A logged-in participant.
 #[derive(Debug)]
@@ -32,8 +31,7 @@ pub struct Client {
     pub sdk_type: String,
     /// Whether the client may relogin (OWT: known SDK types only).
     pub reconnection: bool,
-    /// Sequence numbers, replay buffer and queue: they follow the client
-    /// across relogins.
+    /// What waits for the client here (its node keeps everything for replay).
     pub outbox: Outbox,
     /// Its login or relogin answer is on the way: notifications are queued
     /// until it has been sent, so none overtakes it.
@@ -136,13 +134,13 @@ impl Registry {
         participant: &str,
         event: &str,
         data: Value,
-        now: Instant,
+        seq: u64,
     ) -> Option<(Sid, Option<Message>)> {
         let client = self.clients.get(participant)?;
         let deliverable = self.deliverable(client);
         let client = self.clients.get_mut(participant)?;
         let (event, data) = crate::dialect::translate(client.protocol, event, data);
-        let message = client.outbox.record(&event, data, deliverable, now);
+        let message = client.outbox.record(&event, data, seq, deliverable);
         Some((client.socket, deliverable.then_some(message)))
     }
 
@@ -199,6 +197,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use std::time::Duration;
+    use tokio::time::Instant;
 
     fn client(participant: &str, socket: Sid, node: &str) -> Client {
         Client {
@@ -215,7 +214,7 @@ mod tests {
             protocol: Protocol::V1_2,
             sdk_type: "C++".into(),
             reconnection: true,
-            outbox: Outbox::new(Duration::from_secs(46), 16),
+            outbox: Outbox::new(16),
             held: true,
         }
     }
@@ -233,16 +232,13 @@ mod tests {
         let sid = Sid::new();
         connected(&mut r, sid, "p");
         r.insert(client("p", sid, "agent-1_0"));
-        let (_, now) = r.record("p", "text", json!(1), Instant::now()).unwrap();
+        let (_, now) = r.record("p", "text", json!(1), 1).unwrap();
         assert!(now.is_none(), "held until the answer is sent");
         let queued = r.release("p", sid);
         assert_eq!(queued.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
-        let (to, now) = r.record("p", "text", json!(2), Instant::now()).unwrap();
+        let (to, now) = r.record("p", "text", json!(2), 2).unwrap();
         assert_eq!((to, now.map(|m| m.seq)), (sid, Some(2)));
-        assert!(
-            r.record("nobody", "text", json!(3), Instant::now())
-                .is_none()
-        );
+        assert!(r.record("nobody", "text", json!(3), 3).is_none());
     }
 
     #[tokio::test(start_paused = true)]

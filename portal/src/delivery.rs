@@ -17,7 +17,6 @@ use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::time::Instant;
 
 /// The sockets clients are on, as delivery needs them; tests give a fake.
 pub trait Sockets: Send + Sync {
@@ -100,9 +99,16 @@ impl Delivery {
     }
 
     /// Record and, when possible, send one notification. Under the lock.
-    fn deliver(&self, r: &mut Registry, participant: &str, event: &str, data: Value) -> Outcome {
+    fn deliver(
+        &self,
+        r: &mut Registry,
+        participant: &str,
+        event: &str,
+        data: Value,
+        seq: u64,
+    ) -> Outcome {
         let held = r.client(participant).is_some_and(|c| c.held);
-        let Some((sid, ready)) = r.record(participant, event, data, Instant::now()) else {
+        let Some((sid, ready)) = r.record(participant, event, data, seq) else {
             return Outcome::Absent;
         };
         match ready {
@@ -126,20 +132,28 @@ impl Delivery {
         }
     }
 
-    /// A notification to one participant.
-    pub fn notify(&self, participant: &str, event: &str, data: Value) -> Outcome {
+    /// A notification to one participant, with its sequence number.
+    pub fn notify(&self, participant: &str, event: &str, data: Value, seq: u64) -> Outcome {
         let mut r = self.registry.locked();
-        self.deliver(&mut r, participant, event, data)
+        self.deliver(&mut r, participant, event, data, seq)
     }
 
-    /// A notification to each of `recipients`, in their dialects; those it
-    /// could not be emitted to (not here, or not connected).
-    pub fn deliver_to(&self, recipients: &[String], event: &str, data: &Value) -> Vec<String> {
+    /// A notification to each of `recipients` (participant, sequence
+    /// number), in their dialects; those it could not be emitted to (not
+    /// here, or not connected).
+    pub fn deliver_to(
+        &self,
+        recipients: &[(String, u64)],
+        event: &str,
+        data: &Value,
+    ) -> Vec<String> {
         let mut r = self.registry.locked();
         recipients
             .iter()
-            .filter(|p| self.deliver(&mut r, p, event, data.clone()) != Outcome::Delivered)
-            .cloned()
+            .filter(|(p, seq)| {
+                self.deliver(&mut r, p, event, data.clone(), *seq) != Outcome::Delivered
+            })
+            .map(|(p, _)| p.clone())
             .collect()
     }
 
@@ -155,7 +169,7 @@ impl Delivery {
         let mut r = self.registry.locked();
         let targets = r.on_controller(controller, exclude);
         for participant in &targets {
-            self.deliver(&mut r, participant, event, data.clone());
+            self.deliver(&mut r, participant, event, data.clone(), 0);
         }
         targets.len()
     }

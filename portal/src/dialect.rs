@@ -22,6 +22,18 @@ impl Protocol {
         }
     }
 
+    /// The dialect named by `as_str` (a node keeps it as text).
+    pub fn parse(name: &str) -> Option<Protocol> {
+        [
+            Protocol::Legacy,
+            Protocol::V1_0,
+            Protocol::V1_1,
+            Protocol::V1_2,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
+
     /// The status word of successful acks.
     pub fn ok_word(self) -> &'static str {
         match self {

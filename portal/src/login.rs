@@ -16,7 +16,7 @@ use crate::dialect::{self, Protocol};
 use crate::error::PortalError;
 use crate::outbox::Outbox;
 use crate::portal::Portal;
-use crate::remote::{Admission, Controller, Grant, Joiner};
+use crate::remote::{Admission, ClientSpec, Controller, Grant, Joiner};
 use crate::stages::Stages;
 use conclave_common::token::JoinToken;
 use serde_json::Value;
@@ -124,7 +124,7 @@ impl Portal {
             }
         };
         let ticket = (joined.reconnection && joined.protocol != Protocol::Legacy)
-            .then(|| self.issue_ticket(&participant));
+            .then(|| self.issue_ticket(&participant, &joined.grant.room));
         let result = dialect::login_result(
             joined.protocol,
             &participant,
@@ -149,7 +149,7 @@ impl Portal {
             protocol: joined.protocol,
             sdk_type: joined.sdk_type,
             reconnection: joined.reconnection,
-            outbox: Outbox::new(self.message_keep(), self.config.portal.message_buffer_size),
+            outbox: Outbox::new(self.config.portal.message_buffer_size),
             held: true,
         };
         let count = self.delivery.with(|r| {
@@ -220,6 +220,12 @@ impl Portal {
             user: grant.user.clone(),
             role: grant.role.clone(),
             origin: grant.origin.clone(),
+            client: ClientSpec {
+                protocol: protocol.as_str().to_string(),
+                sdk_type: user_agent.sdk_type.clone(),
+                reconnection: user_agent.reconnection_enabled(),
+                token_code: grant.code.clone(),
+            },
         };
         let admission = self.remotes.join(&controller, &grant.room, &joiner).await?;
         Stages::done(&mut stages.join, "join", started);

@@ -67,15 +67,9 @@ impl Portal {
         self.tickets.locked()
     }
 
-    /// A fresh reconnection ticket for a participant.
-    pub fn issue_ticket(&self, participant: &str) -> String {
-        self.tickets().issue(participant, now_ms())
-    }
-
-    /// How long sent messages are kept for replay: ping interval + ping
-    /// timeout + 1 s, the longest a dead socket can go unnoticed.
-    pub(crate) fn message_keep(&self) -> Duration {
-        Duration::from_secs(self.config.portal.ping_interval + self.config.portal.ping_timeout + 1)
+    /// A fresh reconnection ticket for a participant of `room`.
+    pub fn issue_ticket(&self, participant: &str, room: &str) -> String {
+        self.tickets().issue(participant, room, now_ms())
     }
 
     pub(crate) fn idle_timeout(&self) -> Duration {

@@ -88,6 +88,41 @@ pub struct Joiner {
     pub user: String,
     pub role: String,
     pub origin: Origin,
+    pub client: ClientSpec,
+}
+
+/// What the node keeps of a participant's client, so that any portal can
+/// take it over.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClientSpec {
+    pub protocol: String,
+    pub sdk_type: String,
+    pub reconnection: bool,
+    pub token_code: String,
+}
+
+/// A notification a node kept for a participant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    pub seq: u64,
+    pub event: String,
+    pub data: Value,
+    /// The client has not seen it.
+    pub missed: bool,
+}
+
+/// A seat taken over on its node by a relogin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seat {
+    pub room: String,
+    pub user: String,
+    pub role: String,
+    pub client: ClientSpec,
+    /// The portal (worker id, address) that held the participant before;
+    /// empty when it was this one.
+    pub previous_portal: String,
+    pub previous_endpoint: String,
+    pub messages: Vec<Kept>,
 }
 
 /// The conference's answer to a join: permission and room, as the client sees them.
@@ -123,6 +158,24 @@ pub trait Remotes: Send + Sync {
         to: &str,
         message: &str,
     ) -> Result<(), RemoteError>;
+    /// Conference `Detach`: the participant's connection is gone; its node
+    /// keeps the seat and its messages for `window`.
+    async fn detach(
+        &self,
+        controller: &Controller,
+        participant: &str,
+        window: Duration,
+    ) -> Result<(), RemoteError>;
+    /// Conference `Reattach`: this portal takes the seat over with the
+    /// reconnection ticket `ticket_id`.
+    async fn reattach(
+        &self,
+        controller: &Controller,
+        participant: &str,
+        ticket_id: &str,
+    ) -> Result<Seat, RemoteError>;
+    /// Portal `Release` on the portal at `endpoint`: let go of the client.
+    async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError>;
     /// Announce a token code as this portal's task (`PickUpTasks`).
     async fn add_task(&self, code: &str) -> Result<(), RemoteError>;
     /// Lay a token code down (`LayDownTask`).

@@ -57,14 +57,16 @@ impl Portal {
             Ok(p) => p,
             Err(e) => return Answer::error(e),
         };
-        let client = self
-            .delivery
-            .with(|r| r.client(&participant).map(|c| (c.reconnection, c.protocol)));
+        let client = self.delivery.with(|r| {
+            r.client(&participant)
+                .map(|c| (c.reconnection, c.protocol, c.room.clone()))
+        });
         match client {
-            Some((true, protocol)) => {
-                Answer::OkWith(protocol.ok_word(), self.issue_ticket(&participant).into())
-            }
-            Some((false, _)) => Answer::error(PortalError::ReconnectionNotEnabled),
+            Some((true, protocol, room)) => Answer::OkWith(
+                protocol.ok_word(),
+                self.issue_ticket(&participant, &room).into(),
+            ),
+            Some((false, ..)) => Answer::error(PortalError::ReconnectionNotEnabled),
             None => Answer::error(not_logged_in()),
         }
     }

@@ -47,7 +47,7 @@ impl pb::portal_server::Portal for PortalService {
         let outcome = self
             .portal
             .delivery()
-            .notify(&r.participant_id, &r.event, data);
+            .notify(&r.participant_id, &r.event, data, r.seq);
         Ok(Response::new(pb::NotifyReply {
             delivered: outcome == Outcome::Delivered,
         }))
@@ -66,7 +66,11 @@ impl pb::portal_server::Portal for PortalService {
                 .broadcast(&r.controller, &r.exclude_list, &r.event, &data);
             return Ok(Response::new(pb::BroadcastReply::default()));
         }
-        let recipients: Vec<String> = r.recipients.into_iter().map(|x| x.participant_id).collect();
+        let recipients: Vec<(String, u64)> = r
+            .recipients
+            .into_iter()
+            .map(|x| (x.participant_id, x.seq))
+            .collect();
         let undelivered = self
             .portal
             .delivery()

@@ -1,10 +1,12 @@
 //! Reconnection tickets (OWT §10.6, improved as issue 6 asks):
-//! `base64(JSON{participantId, ticketId, notBefore, notAfter, signature})`
-//! with `signature = base64(hex(HMAC-SHA256(key, "participantId,ticketId,notBefore,notAfter")))`.
+//! `base64(JSON{participantId, ticketId, notBefore, notAfter, room, signature})`
+//! with `signature = base64(hex(HMAC-SHA256(key, "participantId,ticketId,notBefore,notAfter,room")))`.
 //!
-//! Unlike OWT the signature covers `ticketId`, the key is configurable and can
-//! be shared by portals (by default it is derived from the service key), and
-//! a ticket serves one relogin only. Clients treat tickets as opaque.
+//! Unlike OWT the signature covers `ticketId`, the key is configurable and
+//! shared by portals (by default it is derived from the service key), a
+//! ticket names the participant's room so that any portal can find its seat,
+//! and a ticket serves one relogin only (the seat's node remembers spent
+//! tickets, across portals). Clients treat tickets as opaque.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -23,6 +25,9 @@ pub struct Ticket {
     /// Milliseconds since the epoch.
     pub not_before: i64,
     pub not_after: i64,
+    /// The participant's room: a relogin on another portal finds its seat there.
+    #[serde(default)]
+    pub room: String,
     pub signature: String,
 }
 
@@ -64,14 +69,14 @@ impl Tickets {
         sign(
             &self.key,
             &format!(
-                "{},{},{},{}",
-                t.participant_id, t.ticket_id, t.not_before, t.not_after
+                "{},{},{},{},{}",
+                t.participant_id, t.ticket_id, t.not_before, t.not_after, t.room
             ),
         )
     }
 
-    /// A new ticket for `participant`, valid from `now_ms` for the lifetime.
-    pub fn issue(&self, participant: &str, now_ms: i64) -> String {
+    /// A new ticket for `participant` of `room`, valid from `now_ms` for the lifetime.
+    pub fn issue(&self, participant: &str, room: &str, now_ms: i64) -> String {
         use rand::Rng;
         let id: u64 = rand::rng().random();
         let mut t = Ticket {
@@ -79,6 +84,7 @@ impl Tickets {
             ticket_id: format!("{id:016x}"),
             not_before: now_ms,
             not_after: now_ms + self.lifetime_ms,
+            room: room.to_string(),
             signature: String::new(),
         };
         t.signature = self.signature(&t);
@@ -135,7 +141,7 @@ mod tests {
     #[test]
     fn issued_tickets_check_inside_their_window_only() {
         let t = tickets();
-        let text = t.issue("p1", 1_000);
+        let text = t.issue("p1", "r1", 1_000);
         let json = String::from_utf8(STANDARD.decode(&text).unwrap()).unwrap();
         let order: Vec<usize> = [
             "participantId",
@@ -163,12 +169,13 @@ mod tests {
     #[test]
     fn tampering_any_field_is_refused() {
         let t = tickets();
-        let good = decode(&t.issue("p1", 1_000));
-        let cases: [&dyn Fn(&mut Ticket); 5] = [
+        let good = decode(&t.issue("p1", "r1", 1_000));
+        let cases: [&dyn Fn(&mut Ticket); 6] = [
             &|x| x.participant_id = "p2".into(),
             &|x| x.ticket_id = "other".into(),
             &|x| x.not_before -= 1,
             &|x| x.not_after += 1,
+            &|x| x.room = "another room".into(),
             &|x| x.signature = x.signature.replace('M', "N"),
         ];
         for tamper in cases {
@@ -190,12 +197,12 @@ mod tests {
     #[test]
     fn a_ticket_serves_one_relogin() {
         let mut t = tickets();
-        let text = t.issue("p1", 1_000);
+        let text = t.issue("p1", "r1", 1_000);
         let ticket = t.check(&text, 2_000).unwrap();
         t.spend(&ticket, 2_000);
         assert_eq!(t.check(&text, 2_001), Err(TicketError::Used));
         // another ticket for the same participant still works
-        assert!(t.check(&t.issue("p1", 2_000), 2_001).is_ok());
+        assert!(t.check(&t.issue("p1", "r1", 2_000), 2_001).is_ok());
     }
 
     #[test]
@@ -221,6 +228,6 @@ mod tests {
         assert_ne!(derive_key("k"), derive_key("k2"));
         let a = Tickets::new(derive_key("k"), LIFE);
         let b = Tickets::new(derive_key("k"), LIFE);
-        assert!(b.check(&a.issue("p", 5), 6).is_ok());
+        assert!(b.check(&a.issue("p", "r1", 5), 6).is_ok());
     }
 }

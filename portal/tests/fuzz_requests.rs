@@ -73,7 +73,7 @@ proptest! {
     #[test]
     fn a_tampered_ticket_is_never_accepted(flip in 0usize..200, bit in 0u8..8) {
         let t = Tickets::new(derive_key("k"), 600_000);
-        let good = t.issue("participant", 1_000);
+        let good = t.issue("participant", "room", 1_000);
         let mut raw = base64::engine::general_purpose::STANDARD.decode(&good).unwrap();
         let i = flip % raw.len();
         raw[i] ^= 1 << bit;

@@ -1,6 +1,7 @@
 //! How a participant leaves: `logout`, a disconnect (at once, or after the
-//! reconnection grace period), or being dropped; each leaves the conference
-//! and lays the token task down once.
+//! reconnection grace period, during which its node keeps the seat
+//! detached), or being dropped; each leaves the conference and lays the
+//! token task down once.
 
 use super::Answer;
 use crate::connection::{Connection, Disconnect};
@@ -65,6 +66,16 @@ impl Portal {
                     tokio::time::sleep_until(deadline).await;
                     portal.grace_over(sid).await;
                 });
+                // Its node keeps the seat and its messages meanwhile, for a
+                // relogin on any portal, even if this one dies.
+                let controller = self
+                    .delivery
+                    .with(|r| r.client(&participant).map(|c| c.controller.clone()));
+                if let Some(controller) = controller
+                    && let Err(e) = self.remotes.detach(&controller, &participant, grace).await
+                {
+                    tracing::warn!(%participant, error = %e, "detaching the participant on its node failed");
+                }
             }
             _ => {}
         }

@@ -3,7 +3,8 @@
 //! [`GrpcRemotes`] puts the four together behind the [`Remotes`] trait.
 
 use super::{
-    Admission, AgentRef, Controller, Deadlines, Grant, Joiner, Origin, RemoteError, Remotes,
+    Admission, AgentRef, ClientSpec, Controller, Deadlines, Grant, Joiner, Kept, Origin,
+    RemoteError, Remotes, Seat,
 };
 use conclave_common::cluster_worker::ClusterWorker;
 use conclave_common::grpc::{Channel, GrpcError, request};
@@ -17,6 +18,8 @@ use conclave_proto::conference::v1 as conf;
 use conclave_proto::conference::v1::conference_client::ConferenceClient;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
+use conclave_proto::portal::v1 as portal_pb;
+use conclave_proto::portal::v1::portal_client::PortalClient;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -228,7 +231,12 @@ impl ConferenceRemote {
                         region: joiner.origin.region.clone(),
                     }),
                     portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
-                    client: None,
+                    client: Some(conf::ClientSpec {
+                        protocol: joiner.client.protocol.clone(),
+                        sdk_type: joiner.client.sdk_type.clone(),
+                        reconnection: joiner.client.reconnection,
+                        token_code: joiner.client.token_code.clone(),
+                    }),
                 }),
             },
             self.deadlines.join,
@@ -267,6 +275,87 @@ impl ConferenceRemote {
         Ok(())
     }
 
+    pub async fn detach(
+        &self,
+        controller: &Controller,
+        participant: &str,
+        window: Duration,
+    ) -> Result<(), RemoteError> {
+        let request = request(
+            conf::DetachRequest {
+                participant_id: participant.to_string(),
+                window_ms: window.as_millis().min(u64::MAX as u128) as u64,
+            },
+            self.deadlines.rpc,
+        );
+        self.client(controller)?
+            .detach(request)
+            .await
+            .map_err(|s| RemoteError::from_status(&controller.node, "detach", s))?;
+        Ok(())
+    }
+
+    pub async fn reattach(
+        &self,
+        controller: &Controller,
+        participant: &str,
+        ticket_id: &str,
+    ) -> Result<Seat, RemoteError> {
+        let request = request(
+            conf::ReattachRequest {
+                participant_id: participant.to_string(),
+                portal: self.portal_worker.get().cloned().unwrap_or_default(),
+                portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
+                ticket_id: ticket_id.to_string(),
+            },
+            self.deadlines.join,
+        );
+        let reply = self
+            .client(controller)?
+            .reattach(request)
+            .await
+            .map_err(|s| {
+                if s.code() == tonic::Code::NotFound {
+                    RemoteError::Refused("Client does NOT exist".into())
+                } else {
+                    RemoteError::from_status(&controller.node, "reattach", s)
+                }
+            })?
+            .into_inner();
+        let participant = reply.participant.unwrap_or_default();
+        let client = reply.client.unwrap_or_default();
+        let me = self.portal_endpoint.get().map(String::as_str);
+        let (previous_portal, previous_endpoint) =
+            if me == Some(reply.previous_portal_endpoint.as_str()) {
+                (String::new(), String::new())
+            } else {
+                (reply.previous_portal, reply.previous_portal_endpoint)
+            };
+        Ok(Seat {
+            room: reply.room_id,
+            user: participant.user,
+            role: participant.role,
+            client: ClientSpec {
+                protocol: client.protocol,
+                sdk_type: client.sdk_type,
+                reconnection: client.reconnection,
+                token_code: client.token_code,
+            },
+            previous_portal,
+            previous_endpoint,
+            messages: reply
+                .messages
+                .into_iter()
+                .map(|m| Kept {
+                    seq: m.seq,
+                    event: m.event,
+                    data: serde_json::from_str(&m.data).unwrap_or(Value::Null),
+                    missed: m.missed,
+                })
+                .collect(),
+        })
+    }
+
     pub async fn text(
         &self,
         controller: &Controller,
@@ -290,12 +379,35 @@ impl ConferenceRemote {
     }
 }
 
-/// The four remotes of a portal.
+/// Other portals: `Release`.
+pub struct PortalRemote {
+    channels: Channels,
+    deadline: Duration,
+}
+
+impl PortalRemote {
+    pub async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError> {
+        let request = request(
+            portal_pb::ReleaseRequest {
+                participant_id: participant.to_string(),
+            },
+            self.deadline,
+        );
+        PortalClient::new(self.channels.to(endpoint, endpoint)?)
+            .release(request)
+            .await
+            .map_err(|s| RemoteError::from_status(endpoint, "release", s))?;
+        Ok(())
+    }
+}
+
+/// The remotes of a portal.
 pub struct GrpcRemotes {
     pub management: ManagementRemote,
     pub manager: ManagerRemote,
     pub agents: AgentRemote,
     pub conferences: ConferenceRemote,
+    pub portals: PortalRemote,
 }
 
 impl GrpcRemotes {
@@ -315,6 +427,10 @@ impl GrpcRemotes {
                 deadlines,
                 portal_worker: OnceLock::new(),
                 portal_endpoint: OnceLock::new(),
+            },
+            portals: PortalRemote {
+                channels: Channels::new(deadlines.rpc),
+                deadline: deadlines.rpc,
             },
         })
     }
@@ -367,6 +483,18 @@ impl Remotes for GrpcRemotes {
 
     async fn text(&self, c: &Controller, from: &str, to: &str, m: &str) -> Result<(), RemoteError> {
         self.conferences.text(c, from, to, m).await
+    }
+
+    async fn detach(&self, c: &Controller, p: &str, window: Duration) -> Result<(), RemoteError> {
+        self.conferences.detach(c, p, window).await
+    }
+
+    async fn reattach(&self, c: &Controller, p: &str, ticket: &str) -> Result<Seat, RemoteError> {
+        self.conferences.reattach(c, p, ticket).await
+    }
+
+    async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError> {
+        self.portals.release(endpoint, participant).await
     }
 
     async fn add_task(&self, code: &str) -> Result<(), RemoteError> {

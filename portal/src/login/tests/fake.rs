@@ -4,7 +4,9 @@ use crate::config::Config;
 use crate::delivery::Sockets;
 use crate::login::Answer;
 use crate::portal::Portal;
-use crate::remote::{Admission, AgentRef, Controller, Grant, Joiner, RemoteError, Remotes};
+use crate::remote::{
+    Admission, AgentRef, ClientSpec, Controller, Grant, Joiner, Kept, RemoteError, Remotes, Seat,
+};
 use conclave_common::token::JoinToken;
 use serde_json::{Value, json};
 use socketioxide::socket::Sid;
@@ -45,11 +47,25 @@ impl Gate {
     }
 }
 
+/// A seat as a conference node keeps it.
+#[derive(Debug, Clone, Default)]
+pub struct FakeSeat {
+    pub user: String,
+    pub role: String,
+    pub client: ClientSpec,
+    pub detached: bool,
+    pub kept: Vec<Kept>,
+    pub spent: Vec<String>,
+    /// The address of the portal that holds it ("" = the one asking).
+    pub holder: String,
+}
+
 #[derive(Default)]
 pub struct FakeRemotes {
     calls: Mutex<Vec<String>>,
     failures: Mutex<HashMap<Stage, RemoteError>>,
     gates: Mutex<HashMap<Stage, Gate>>,
+    pub seats: Mutex<HashMap<String, FakeSeat>>,
 }
 
 impl FakeRemotes {
@@ -82,6 +98,22 @@ impl FakeRemotes {
 
     fn record(&self, call: String) {
         self.calls.lock().unwrap().push(call);
+    }
+
+    /// A notification the seat's node kept for `participant`.
+    pub fn keep(&self, participant: &str, seq: u64, event: &str, data: Value, missed: bool) {
+        let mut seats = self.seats.lock().unwrap();
+        let seat = seats.get_mut(participant).expect("a joined participant");
+        seat.kept.push(Kept {
+            seq,
+            event: event.into(),
+            data,
+            missed,
+        });
+    }
+
+    pub fn seat(&self, participant: &str) -> Option<FakeSeat> {
+        self.seats.lock().unwrap().get(participant).cloned()
     }
 }
 
@@ -125,6 +157,15 @@ impl Remotes for FakeRemotes {
     ) -> Result<Admission, RemoteError> {
         let call = format!("join {} {room} {}", controller.node, joiner.user);
         self.call(Stage::Join, call).await?;
+        self.seats.lock().unwrap().insert(
+            joiner.participant.clone(),
+            FakeSeat {
+                user: joiner.user.clone(),
+                role: joiner.role.clone(),
+                client: joiner.client.clone(),
+                ..FakeSeat::default()
+            },
+        );
         Ok(Admission {
             permission: json!({"publish": {"audio": true, "video": true}, "subscribe": {"audio": true, "video": true}}),
             room: json!({"id": room, "views": ["common"], "participants": [], "streams": []}),
@@ -133,6 +174,56 @@ impl Remotes for FakeRemotes {
 
     async fn leave(&self, controller: &Controller, participant: &str) -> Result<(), RemoteError> {
         self.record(format!("leave {} {participant}", controller.node));
+        self.seats.lock().unwrap().remove(participant);
+        Ok(())
+    }
+
+    async fn detach(
+        &self,
+        controller: &Controller,
+        participant: &str,
+        _window: std::time::Duration,
+    ) -> Result<(), RemoteError> {
+        self.record(format!("detach {} {participant}", controller.node));
+        if let Some(seat) = self.seats.lock().unwrap().get_mut(participant) {
+            seat.detached = true;
+        }
+        Ok(())
+    }
+
+    async fn reattach(
+        &self,
+        controller: &Controller,
+        participant: &str,
+        ticket_id: &str,
+    ) -> Result<Seat, RemoteError> {
+        self.record(format!("reattach {} {participant}", controller.node));
+        let mut seats = self.seats.lock().unwrap();
+        let Some(seat) = seats.get_mut(participant) else {
+            return Err(RemoteError::Refused("Client does NOT exist".into()));
+        };
+        if !seat.client.reconnection {
+            return Err(RemoteError::Refused("Reconnection is not allowed".into()));
+        }
+        if seat.spent.iter().any(|t| t == ticket_id) {
+            return Err(RemoteError::Refused("Ticket has been used".into()));
+        }
+        seat.spent.push(ticket_id.to_string());
+        seat.detached = false;
+        let previous = std::mem::take(&mut seat.holder);
+        Ok(Seat {
+            room: "room-1".into(),
+            user: seat.user.clone(),
+            role: seat.role.clone(),
+            client: seat.client.clone(),
+            previous_portal: previous.clone(),
+            previous_endpoint: previous,
+            messages: std::mem::take(&mut seat.kept),
+        })
+    }
+
+    async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError> {
+        self.record(format!("release {endpoint} {participant}"));
         Ok(())
     }
 
@@ -202,7 +293,16 @@ pub struct Harness {
 
 impl Harness {
     pub fn new() -> Harness {
-        let remotes = Arc::new(FakeRemotes::default());
+        Harness::with_remotes(Arc::new(FakeRemotes::default()))
+    }
+
+    /// Another portal of the same deployment: the same remotes (its nodes),
+    /// its own clients and sockets.
+    pub fn another_portal(&self) -> Harness {
+        Harness::with_remotes(self.remotes.clone())
+    }
+
+    fn with_remotes(remotes: Arc<FakeRemotes>) -> Harness {
         let sockets = Arc::new(FakeSockets::default());
         let config = Config {
             service_key: KEY.into(),

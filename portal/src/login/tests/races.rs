@@ -55,7 +55,7 @@ async fn nothing_reaches_a_client_before_its_login_answer() {
     assert_eq!(
         h.portal
             .delivery()
-            .notify(&sid.to_string(), "text", json!({"message": "early"})),
+            .notify(&sid.to_string(), "text", json!({"message": "early"}), 1),
         crate::delivery::Outcome::Delivered,
         "held: it follows the answer"
     );
@@ -93,7 +93,7 @@ async fn clients_without_reconnection_leave_at_once() {
     h.portal.disconnected(sid).await;
     assert_eq!(h.portal.participants(), 0);
     assert_eq!(h.connections(), 0);
-    let ticket = h.portal.issue_ticket(&sid.to_string());
+    let ticket = h.portal.issue_ticket(&sid.to_string(), "room-1");
     let again = h.connect();
     h.login(
         again,
@@ -101,7 +101,7 @@ async fn clients_without_reconnection_leave_at_once() {
     )
     .await;
     let other = h.connect();
-    let forged = h.portal.issue_ticket(&again.to_string());
+    let forged = h.portal.issue_ticket(&again.to_string(), "room-1");
     assert_eq!(
         error_of(&h.relogin(other, &forged).await),
         "Reconnection is not allowed"
@@ -123,14 +123,24 @@ async fn a_relogin_that_beats_the_grace_period_is_never_undone() {
     let ticket = reply["reconnectionTicket"].as_str().unwrap().to_string();
     h.portal.disconnected(old).await;
     let participant = old.to_string();
-    h.portal
-        .delivery()
-        .notify(&participant, "text", json!({"n": 1}));
-    h.portal
-        .delivery()
-        .notify(&participant, "text", json!({"n": 2}));
+    assert!(
+        h.remotes
+            .calls()
+            .contains(&format!("detach node-1 {participant}")),
+        "its node keeps the seat"
+    );
+    assert!(h.remotes.seat(&participant).unwrap().detached);
+    // what its node kept: one it saw, one it missed
+    h.remotes
+        .keep(&participant, 1, "text", json!({"n": 1}), false);
+    h.remotes
+        .keep(&participant, 2, "text", json!({"n": 2}), true);
     let new = h.connect();
     let answer = h.relogin(new, &ticket).await;
+    assert!(
+        !h.remotes.seat(&participant).unwrap().detached,
+        "reattached"
+    );
     let Answer::OkWith("ok", body) = &answer else {
         panic!("{answer:?}")
     };
@@ -171,9 +181,15 @@ async fn string_reply_sdks_get_the_ticket_first_then_the_missed_messages() {
     };
     let ticket = reply["reconnectionTicket"].as_str().unwrap().to_string();
     h.portal.disconnected(old).await;
-    h.portal
-        .delivery()
-        .notify(&old.to_string(), "text", json!({"n": 1}));
+    h.remotes.keep(
+        &old.to_string(),
+        1,
+        "participant",
+        json!({"action": "join"}),
+        false,
+    );
+    h.remotes
+        .keep(&old.to_string(), 2, "text", json!({"n": 1}), true);
     let new = h.connect();
     let log = h.sockets.log.clone();
     h.portal
@@ -254,4 +270,61 @@ async fn a_lost_node_drops_its_participants() {
     assert_eq!(h.sockets.emitted(sid), [("drop".to_string(), Value::Null)]);
     assert!(h.sockets.closed(sid));
     assert!(!h.sockets.closed(other));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_relogin_on_another_portal_takes_the_seat_over() {
+    let a = Harness::new();
+    let old = a.connect();
+    let Answer::OkWith(_, reply) = a.login(old, a.info("1.2", "C++")).await else {
+        panic!()
+    };
+    let ticket = reply["reconnectionTicket"].as_str().unwrap().to_string();
+    let participant = old.to_string();
+    // portal A died: its node holds the seat detached, with what came meanwhile
+    a.remotes
+        .seats
+        .lock()
+        .unwrap()
+        .get_mut(&participant)
+        .unwrap()
+        .holder = "portal-a:7002".into();
+    a.remotes
+        .keep(&participant, 1, "text", json!({"n": 1}), true);
+    let b = a.another_portal();
+    let new = b.connect();
+    let answer = b.relogin(new, &ticket).await;
+    let Answer::OkWith("ok", body) = &answer else {
+        panic!("{answer:?}")
+    };
+    assert_eq!(body["messages"][0]["data"], json!({"n": 1}));
+    assert_eq!(body["messages"][0]["seq"], 1);
+    let calls = b.remotes.calls();
+    for call in [
+        "schedule room-1".to_string(),
+        format!("reattach node-1 {participant}"),
+        format!("release portal-a:7002 {participant}"),
+        "add_task code-1".to_string(),
+    ] {
+        assert!(calls.contains(&call), "{call} in {calls:?}");
+    }
+    assert_eq!(b.portal.participants(), 1);
+    assert_eq!(b.connection_state(new), Some("connected"));
+    // the same participant id, and live texts reach it on B
+    assert_eq!(
+        b.portal
+            .delivery()
+            .notify(&participant, "text", json!({"n": 2}), 2),
+        crate::delivery::Outcome::Delivered
+    );
+    assert_eq!(
+        b.sockets.emitted(new),
+        [("text".to_string(), json!({"n": 2}))]
+    );
+    // one use per ticket, across portals
+    let c = a.another_portal();
+    assert_eq!(
+        error_of(&c.relogin(c.connect(), &ticket).await),
+        "Ticket has been used"
+    );
 }
