@@ -1,0 +1,334 @@
+//! No seat lost when a portal goes away (issue 15): a participant relogs in
+//! on another portal with its id and every message, also when its portal
+//! was killed. Real binaries, two portals, python-socketio 5.x and 4.x.
+
+use conclave_common::purpose::Purpose;
+use conclave_e2e::*;
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::portal::v1 as portal_pb;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A stack with a second portal (region "b"); its Socket.IO and gRPC addresses.
+async fn two_portals() -> (Stack, String, String) {
+    let mut stack = stack(&[]).await;
+    let socket = stack.add_portal("b").await;
+    let mut m = stack.manager_client();
+    for _ in 0..200 {
+        let portals = m
+            .get_workers(cluster::GetWorkersRequest {
+                purpose: Purpose::Portal.to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        if let Some(other) = portals.iter().find(|w| **w != stack.portal_worker) {
+            let info = m
+                .get_worker_attr(cluster::GetWorkerAttrRequest {
+                    worker_id: other.clone(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .info
+                .unwrap();
+            return (stack, socket, info.grpc_endpoint);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the second portal never joined");
+}
+
+async fn clients_of(portal_grpc: &str) -> Vec<portal_pb::ClientInfo> {
+    conclave_stack::testing::grpc::portal(portal_grpc)
+        .list_clients(portal_pb::ListClientsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clients
+}
+
+/// Log in on the portal at `url` as `sdk`, protocol 1.2; (client, id, ticket).
+async fn on(url: &str, token: &str, flavor: Flavor, sdk: &str) -> (PyClient, String, String) {
+    let mut c = PyClient::connect_url(url, flavor).await;
+    let ack = c.login_as(token, "1.2", sdk).await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
+    let ticket = ack[1]["reconnectionTicket"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let id = c.sid.clone();
+    (c, id, ticket)
+}
+
+async fn text(from: &mut PyClient, to: &str, message: &str) {
+    let ack = from
+        .emit("text", vec![json!({"to": to, "message": message})])
+        .await;
+    assert_eq!(ack, vec![json!("ok")], "{message}");
+}
+
+/// The texts a client saw: live events, then a relogin reply's messages it
+/// had not seen (seq above the notifications it had received: OWT's
+/// receive counter).
+fn texts_seen(live: &[Value], seen_before: usize, replay: &[Value]) -> Vec<String> {
+    let mut texts: Vec<String> = live
+        .iter()
+        .filter(|e| e["event"] == "text")
+        .map(|e| {
+            e["data"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    texts.extend(
+        replay
+            .iter()
+            .filter(|m| m["seq"].as_u64().unwrap_or(0) > seen_before as u64)
+            .filter(|m| m["event"] == "text")
+            .map(|m| {
+                m["data"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            }),
+    );
+    texts
+}
+
+fn left(events: &[Value]) -> bool {
+    events
+        .iter()
+        .any(|e| e["event"] == "participant" && e["data"]["action"] == "leave")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_client_relogs_in_on_the_other_portal_with_its_id_and_messages() {
+    if !have_clients() {
+        return;
+    }
+    let (stack, other, other_grpc) = two_portals().await;
+    let room = stack.room(-1).await;
+    let (mut alice, alice_id, ticket) = on(
+        &stack.url(),
+        &stack.token(&room, "alice", "presenter").await,
+        Flavor::Eio4Websocket,
+        "C++",
+    )
+    .await;
+    let bob_token = stack.token_in_region(&room, "bob", "b").await;
+    let (mut bob, bob_id, _) = on(
+        &format!("http://{other}"),
+        &bob_token,
+        Flavor::Eio4Websocket,
+        "conclave-e2e",
+    )
+    .await;
+    assert_eq!(
+        alice.wait_event("participant", 5.0).await.unwrap()["action"],
+        "join"
+    );
+    let seen_before = alice.events().await.len();
+
+    let r = alice.cmd(json!({"cmd": "cut"})).await;
+    assert_eq!(r["ok"], true);
+    assert!(
+        conclave_stack::testing::eventually(Duration::from_secs(5), || async {
+            clients_of(&stack.portal_grpc)
+                .await
+                .iter()
+                .any(|c| c.participant_id == alice_id && c.state == "waiting_for_reconnecting")
+        })
+        .await,
+        "portal A noticed the cut"
+    );
+    text(&mut bob, &alice_id, "while away").await;
+
+    // back, on the other portal, over Engine.IO 3
+    let mut back = PyClient::connect_url(&format!("http://{other}"), Flavor::Eio3).await;
+    let ack = back.emit("relogin", vec![json!(ticket)]).await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
+    let replay = ack[1]["messages"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        texts_seen(&[], seen_before, &replay),
+        ["while away"],
+        "the missed text, once: {replay:?}"
+    );
+    // the same participant: texts to its id reach it on the new portal
+    text(&mut bob, &alice_id, "live").await;
+    assert_eq!(
+        back.wait_event("text", 5.0).await.unwrap()["message"],
+        "live"
+    );
+    assert_eq!(
+        back.emit("text", vec![json!({"to": bob_id, "message": "hi bob"})])
+            .await,
+        vec![json!("ok")]
+    );
+    assert_eq!(
+        bob.wait_event("text", 5.0).await.unwrap()["from"],
+        alice_id.as_str()
+    );
+    assert!(!left(&bob.events().await), "bob never saw alice leave");
+    // portal A let go, portal B holds it; the node kept one seat for it
+    assert!(
+        !clients_of(&stack.portal_grpc)
+            .await
+            .iter()
+            .any(|c| c.participant_id == alice_id)
+    );
+    assert!(
+        clients_of(&other_grpc)
+            .await
+            .iter()
+            .any(|c| c.participant_id == alice_id && c.state == "connected")
+    );
+    let mut expected = vec![alice_id.clone(), bob_id.clone()];
+    expected.sort();
+    assert_eq!(stack.conference_participants(&room).await, expected);
+    assert!(
+        stack.portal_tasks().await.is_empty(),
+        "A laid its token task down"
+    );
+    for c in [alice, bob, back] {
+        c.quit().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_portals_participants_relogin_on_the_other_and_lose_nothing() {
+    if !have_clients() {
+        return;
+    }
+    let n: usize = std::env::var("CONCLAVE_SEATS_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let (mut stack, other, other_grpc) = two_portals().await;
+    let room = stack.room(-1).await;
+    let other_url = format!("http://{other}");
+    let mut on_a = Vec::new();
+    for i in 0..n {
+        let token = stack.token(&room, &format!("a{i}"), "presenter").await;
+        let flavor = if i % 2 == 0 {
+            Flavor::Eio4Websocket
+        } else {
+            Flavor::Eio3
+        };
+        on_a.push(on(&stack.url(), &token, flavor, "C++").await);
+    }
+    let mut on_b = Vec::new();
+    for i in 0..n {
+        let token = stack.token_in_region(&room, &format!("b{i}"), "b").await;
+        on_b.push(on(&other_url, &token, Flavor::Eio4Websocket, "conclave-e2e").await);
+    }
+    for (j, (b, _, _)) in on_b.iter_mut().enumerate() {
+        text(b, &on_a[j].1, &format!("before {j}")).await;
+    }
+    let mut seen_before = Vec::new();
+    for (j, (a, _, _)) in on_a.iter_mut().enumerate() {
+        let got = a.wait_event("text", 5.0).await.unwrap();
+        assert_eq!(got["message"], format!("before {j}"));
+        // everything it received (wait_event took the text out of the list)
+        let mut live = a.events().await;
+        live.push(json!({"event": "text", "data": got}));
+        seen_before.push(live);
+    }
+
+    // the connections A's clients will relogin on, opened ahead so that the
+    // timing below is the relogins', not Python's start-up
+    let mut back = Vec::new();
+    for _ in 0..n {
+        back.push(PyClient::connect_url(&other_url, Flavor::Eio4Websocket).await);
+    }
+    // portal A dies; B's participants keep texting A's
+    let killed = Instant::now();
+    stack.processes[3].signal("KILL");
+    for (j, (b, _, _)) in on_b.iter_mut().enumerate() {
+        text(b, &on_a[j].1, &format!("during {j}")).await;
+    }
+    let mut back = Vec::new();
+    let texted = killed.elapsed();
+    let mut replays = HashMap::new();
+    for (j, (_, id, ticket)) in on_a.iter().enumerate() {
+        let mut c = PyClient::connect_url(&other_url, Flavor::Eio4Websocket).await;
+        let ack = c.emit("relogin", vec![json!(ticket)]).await;
+        assert_eq!(ack[0], "ok", "{id}: {ack:?}");
+        replays.insert(
+            j,
+            ack[1]["messages"].as_array().cloned().unwrap_or_default(),
+        );
+        back.push(c);
+    }
+    let reattached = killed.elapsed();
+    println!(
+        "FAULT-TIMING portal SIGKILL: {n} texts to the dead portal's participants accepted in {} ms, then {n} relogins in {} ms",
+        texted.as_millis(),
+        (reattached - texted).as_millis()
+    );
+    println!(
+        "FAULT-TIMING portal SIGKILL: kill to all {n} participants reattached on the other portal (texts to them sent meanwhile) {} ms",
+        reattached.as_millis()
+    );
+    for (j, (b, _, _)) in on_b.iter_mut().enumerate() {
+        text(b, &on_a[j].1, &format!("after {j}")).await;
+    }
+    for (j, c) in back.iter_mut().enumerate() {
+        let got = c.wait_event("text", 5.0).await.unwrap();
+        let mut live = c.events().await;
+        live.insert(0, json!({"event": "text", "data": got}));
+        let mut texts = texts_seen(&seen_before[j], seen_before[j].len(), &replays[&j]);
+        texts.extend(texts_seen(&live, 0, &[]));
+        assert_eq!(
+            texts,
+            [
+                format!("before {j}"),
+                format!("during {j}"),
+                format!("after {j}")
+            ],
+            "every text exactly once for a{j}"
+        );
+    }
+    for (b, _, _) in on_b.iter_mut() {
+        assert!(!left(&b.events().await), "nobody on B saw a leave");
+    }
+
+    // everyone logs out: nothing is left
+    for c in back.iter_mut() {
+        assert_eq!(c.emit("logout", vec![]).await, vec![json!("ok")]);
+    }
+    for (b, _, _) in on_b.iter_mut() {
+        assert_eq!(b.emit("logout", vec![]).await, vec![json!("ok")]);
+    }
+    assert!(
+        conclave_stack::testing::eventually(Duration::from_secs(10), || async {
+            stack.conference_participants(&room).await.is_empty()
+                && clients_of(&other_grpc).await.is_empty()
+        })
+        .await,
+        "no participant left behind"
+    );
+    // the manager has dropped the dead portal by now (about 4 s)
+    let killed_worker = stack.portal_worker.clone();
+    assert!(
+        conclave_stack::testing::eventually(Duration::from_secs(10), || async {
+            conclave_stack::testing::grpc::manager(&stack.manager)
+                .get_workers(cluster::GetWorkersRequest {
+                    purpose: Purpose::Portal.to_string(),
+                })
+                .await
+                .is_ok_and(|r| !r.into_inner().workers.contains(&killed_worker))
+        })
+        .await
+    );
+    stack.assert_invariants(&[3]).await;
+    for c in back {
+        c.quit().await;
+    }
+    for (c, _, _) in on_a.into_iter().chain(on_b) {
+        c.quit().await;
+    }
+}
