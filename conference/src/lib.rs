@@ -13,6 +13,8 @@ pub mod service;
 use conclave_common::cluster_watch::{ClusterChange, ClusterWatch};
 use conclave_common::grpc::{GrpcError, GrpcServer};
 use conclave_common::purpose::Purpose;
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::conference::v1::conference_server::ConferenceServer;
 use conclave_proto::management::v1::management_client::ManagementClient;
 use std::io::Write;
@@ -105,13 +107,33 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         exit.clone(),
     ));
     tokio::spawn(expire_detached(service.clone(), exit.clone()));
-    // A lost portal's participants are dropped (OWT §12.9).
+    // A lost portal's participants are detached (OWT §12.9 dropped them),
+    // unless the portal is back already: a stalled portal that rejoined
+    // reattaches its participants itself, and this late news must not undo it.
     let watched = service.clone();
+    let manager = ClusterManagerClient::new(conclave_common::grpc::channel(
+        &config.cluster.manager,
+        Duration::from_millis(config.cluster.rpc_timeout),
+    )?);
     ClusterWatch::new(&config.cluster.manager, &[Purpose::Portal])?.spawn(
         exit.clone(),
         move |change| {
             if let ClusterChange::WorkerLost { worker, .. } = change {
-                watched.portal_lost(&worker);
+                let service = watched.clone();
+                let mut manager = manager.clone();
+                tokio::spawn(async move {
+                    let back = manager
+                        .get_worker_attr(cluster::GetWorkerAttrRequest {
+                            worker_id: worker.clone(),
+                        })
+                        .await
+                        .is_ok();
+                    if back {
+                        tracing::info!(portal = %worker, "portal lost and back already; its participants stay");
+                    } else {
+                        service.portal_lost(&worker);
+                    }
+                });
             }
         },
     );

@@ -332,3 +332,87 @@ async fn a_killed_portals_participants_relogin_on_the_other_and_lose_nothing() {
         c.quit().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_stalled_past_its_liveness_keeps_its_clients_and_their_messages() {
+    if !have_clients() {
+        return;
+    }
+    let (stack, other, _) = two_portals().await;
+    let room = stack.room(-1).await;
+    let mut held = Vec::new();
+    for (i, flavor) in [Flavor::Eio4Websocket, Flavor::Eio3]
+        .into_iter()
+        .enumerate()
+    {
+        let token = stack.token(&room, &format!("a{i}"), "presenter").await;
+        held.push(on(&stack.url(), &token, flavor, "C++").await);
+    }
+    let token = stack.token_in_region(&room, "bob", "b").await;
+    let (mut bob, _, _) = on(
+        &format!("http://{other}"),
+        &token,
+        Flavor::Eio4Websocket,
+        "conclave-e2e",
+    )
+    .await;
+    for (c, _, _) in held.iter_mut() {
+        // the join notices, then nothing pending
+        while c.wait_event("participant", 1.0).await.is_some() {}
+    }
+
+    // SIGSTOP for 6 s: past the manager's liveness bound (about 4 s)
+    stack.processes[3].signal("STOP");
+    let stalled = Instant::now();
+    let mut sent = 0;
+    while stalled.elapsed() < Duration::from_secs(6) {
+        for (j, (_, id, _)) in held.iter().enumerate() {
+            text(&mut bob, id, &format!("stall {sent} to {j}")).await;
+        }
+        sent += 1;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    stack.processes[3].signal("CONT");
+    for (j, (c, _, _)) in held.iter_mut().enumerate() {
+        let mut got = Vec::new();
+        while let Some(t) = c.wait_event("text", 10.0).await {
+            got.push(t["message"].as_str().unwrap_or_default().to_string());
+            if got.len() == sent {
+                break;
+            }
+        }
+        assert!(
+            c.wait_event("text", 1.0).await.is_none(),
+            "no duplicate for a{j}"
+        );
+        // Exactly once; the order can differ: calls that timed out on the
+        // node during the stall are handled by the portal when it resumes,
+        // next to the node's replay of the older ones.
+        let mut got = got;
+        got.sort_by_key(|t| t.split(' ').nth(1).and_then(|k| k.parse::<usize>().ok()));
+        let expected: Vec<String> = (0..sent).map(|k| format!("stall {k} to {j}")).collect();
+        assert_eq!(got, expected, "every text exactly once for a{j}");
+        assert!(c.connected().await, "a{j} stays connected");
+        assert!(
+            !c.events().await.iter().any(|e| e["event"] == "drop"),
+            "a{j} saw no drop"
+        );
+    }
+    assert!(!left(&bob.events().await), "bob saw nobody leave");
+    // the stalled portal serves its clients again
+    let (a0, _, _) = &mut held[0];
+    let bob_id = bob.sid.clone();
+    assert_eq!(
+        a0.emit("text", vec![json!({"to": bob_id, "message": "back"})])
+            .await,
+        vec![json!("ok")]
+    );
+    assert_eq!(
+        bob.wait_event("text", 5.0).await.unwrap()["message"],
+        "back"
+    );
+    for (c, _, _) in held {
+        c.quit().await;
+    }
+    bob.quit().await;
+}

@@ -8,7 +8,7 @@
 
 use crate::connection::{Connection, State};
 use crate::dialect::Protocol;
-use crate::outbox::{Message, Outbox};
+use crate::outbox::{Message, Outbox, SeqWindow};
 use crate::remote::Controller;
 use serde_json::Value;
 use socketioxide::socket::Sid;
@@ -36,6 +36,23 @@ pub struct Client {
     /// Its login or relogin answer is on the way: notifications are queued
     /// until it has been sent, so none overtakes it.
     pub held: bool,
+    /// The sequence numbers sent (or queued to follow an answer) on its
+    /// connection here.
+    pub sent: SeqWindow,
+}
+
+/// What became of a notification in the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// No such participant here.
+    Absent,
+    /// Already sent: dropped.
+    Duplicate,
+    /// To send now on this socket.
+    Send(Sid, Message),
+    /// Kept: it follows the client's answer (`held`), or waits because the
+    /// client is not connected.
+    Kept { held: bool },
 }
 
 #[derive(Default)]
@@ -127,21 +144,33 @@ impl Registry {
         !client.held && self.state_of(client) == State::Connected
     }
 
-    /// Record a notification for `participant` in its dialect, and return
-    /// it with its socket when it can be sent now (otherwise it is queued).
-    pub fn record(
-        &mut self,
-        participant: &str,
-        event: &str,
-        data: Value,
-        seq: u64,
-    ) -> Option<(Sid, Option<Message>)> {
-        let client = self.clients.get(participant)?;
+    /// Record a notification for `participant` in its dialect: what to do
+    /// with it.
+    pub fn record(&mut self, participant: &str, event: &str, data: Value, seq: u64) -> Recorded {
+        let Some(client) = self.clients.get(participant) else {
+            return Recorded::Absent;
+        };
         let deliverable = self.deliverable(client);
-        let client = self.clients.get_mut(participant)?;
+        let Some(client) = self.clients.get_mut(participant) else {
+            return Recorded::Absent;
+        };
+        // Sequence numbers come from the participant's node: one already
+        // sent here is a late copy (a call that timed out on the node but
+        // reached this portal after a stall), or a replay of it.
+        if seq != 0 && client.sent.seen(seq) {
+            return Recorded::Duplicate;
+        }
+        let held = client.held;
+        if seq != 0 && (deliverable || held) {
+            client.sent.mark(seq);
+        }
         let (event, data) = crate::dialect::translate(client.protocol, event, data);
         let message = client.outbox.record(&event, data, seq, deliverable);
-        Some((client.socket, deliverable.then_some(message)))
+        if deliverable {
+            Recorded::Send(client.socket, message)
+        } else {
+            Recorded::Kept { held }
+        }
     }
 
     /// A message that could not be sent after all: it waits for a relogin.
@@ -216,6 +245,7 @@ mod tests {
             reconnection: true,
             outbox: Outbox::new(16),
             held: true,
+            sent: SeqWindow::default(),
         }
     }
 
@@ -232,13 +262,24 @@ mod tests {
         let sid = Sid::new();
         connected(&mut r, sid, "p");
         r.insert(client("p", sid, "agent-1_0"));
-        let (_, now) = r.record("p", "text", json!(1), 1).unwrap();
-        assert!(now.is_none(), "held until the answer is sent");
+        assert_eq!(
+            r.record("p", "text", json!(1), 1),
+            Recorded::Kept { held: true },
+            "held until the answer is sent"
+        );
         let queued = r.release("p", sid);
         assert_eq!(queued.iter().map(|m| m.seq).collect::<Vec<_>>(), [1]);
-        let (to, now) = r.record("p", "text", json!(2), 2).unwrap();
-        assert_eq!((to, now.map(|m| m.seq)), (sid, Some(2)));
-        assert!(r.record("nobody", "text", json!(3), 3).is_none());
+        let Recorded::Send(to, sent) = r.record("p", "text", json!(2), 2) else {
+            panic!("sent now")
+        };
+        assert_eq!((to, sent.seq), (sid, 2));
+        assert_eq!(r.record("nobody", "text", json!(3), 3), Recorded::Absent);
+        // a late copy of what was sent is dropped; unnumbered ones pass
+        assert_eq!(r.record("p", "text", json!(2), 2), Recorded::Duplicate);
+        assert!(matches!(
+            r.record("p", "stream", json!(0), 0),
+            Recorded::Send(..)
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -11,7 +11,7 @@
 //! sequence order. Sockets are closed only outside it, since a close runs
 //! socketioxide's disconnect path.
 
-use crate::clients::Registry;
+use crate::clients::{Recorded, Registry};
 use conclave_common::sync::Locked;
 use serde_json::Value;
 use socketioxide::SocketIo;
@@ -107,12 +107,10 @@ impl Delivery {
         data: Value,
         seq: u64,
     ) -> Outcome {
-        let held = r.client(participant).is_some_and(|c| c.held);
-        let Some((sid, ready)) = r.record(participant, event, data, seq) else {
-            return Outcome::Absent;
-        };
-        match ready {
-            Some(message) => {
+        match r.record(participant, event, data, seq) {
+            Recorded::Absent => Outcome::Absent,
+            Recorded::Duplicate => Outcome::Delivered,
+            Recorded::Send(sid, message) => {
                 if self.sockets.emit(sid, &message.event, &message.data) {
                     Outcome::Delivered
                 } else {
@@ -120,7 +118,7 @@ impl Delivery {
                     Outcome::Missed
                 }
             }
-            None => {
+            Recorded::Kept { held } => {
                 conclave_common::metrics::counter!("portal_messages_queued_total").increment(1);
                 // held for an answer: it follows the answer
                 if held {

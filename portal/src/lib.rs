@@ -269,8 +269,10 @@ pub async fn start(
                 _ = shutdown.cancelled() => break,
                 _ = load_tick.tick() => client_load.set(p.participants() as f64 / max_clients),
                 e = events.recv() => if let Ok(WorkerEvent::Lost) = e {
-                    let n = p.drop_all().await;
-                    tracing::warn!(dropped = n, "the cluster lost this portal; its clients were dropped");
+                    // Declared lost while alive (a stall, a late keep-alive):
+                    // rejoined already; take the participants back.
+                    let n = p.rejoined().await;
+                    tracing::warn!(participants = n, "the cluster had lost this portal; its participants are attached again");
                 }
             }
         }

@@ -151,6 +151,7 @@ impl Portal {
             reconnection: joined.reconnection,
             outbox: Outbox::new(self.config.portal.message_buffer_size),
             held: true,
+            sent: Default::default(),
         };
         let count = self.delivery.with(|r| {
             let done = r

@@ -15,6 +15,38 @@ pub struct Message {
     pub seq: u64,
 }
 
+/// Which of a client's recent sequence numbers were sent on its connection:
+/// the highest, and a bit for each of the 127 below it. Notifications may
+/// arrive out of order after a stall (a call that timed out on the node but
+/// reached this portal later, and the node's replay of it), so a high-water
+/// mark is not enough. Older ones than the window count as sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeqWindow {
+    max: u64,
+    mask: u128,
+}
+
+impl SeqWindow {
+    pub fn seen(&self, seq: u64) -> bool {
+        if seq > self.max {
+            return false;
+        }
+        let back = self.max - seq;
+        back >= 128 || self.mask & (1u128 << back) != 0
+    }
+
+    pub fn mark(&mut self, seq: u64) {
+        if seq > self.max {
+            let shift = seq - self.max;
+            self.mask = if shift >= 128 { 0 } else { self.mask << shift };
+            self.mask |= 1;
+            self.max = seq;
+        } else if self.max - seq < 128 {
+            self.mask |= 1u128 << (self.max - seq);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Outbox {
     pending: VecDeque<Message>,
@@ -65,6 +97,21 @@ impl Outbox {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_seq_window_tells_sent_from_missed_out_of_order() {
+        let mut w = SeqWindow::default();
+        assert!(!w.seen(1));
+        w.mark(3);
+        w.mark(4);
+        assert!(w.seen(3) && w.seen(4));
+        assert!(!w.seen(1) && !w.seen(2) && !w.seen(5), "1 and 2 come later");
+        w.mark(1);
+        assert!(w.seen(1) && !w.seen(2));
+        w.mark(200);
+        assert!(w.seen(2), "older than the window: taken as sent");
+        assert!(!w.seen(199) && w.seen(200));
+    }
 
     #[test]
     fn kept_messages_are_bounded_and_keep_their_order_and_seq() {

@@ -5,6 +5,7 @@
 use crate::error::PortalError;
 use crate::login::{Answer, not_logged_in};
 use crate::portal::Portal;
+use crate::remote::Controller;
 use conclave_common::cluster_watch::ClusterChange;
 use serde_json::Value;
 use socketioxide::socket::Sid;
@@ -118,6 +119,48 @@ impl Portal {
             tracing::warn!(task = %code, error = %e, "laying down the token task failed");
         }
         true
+    }
+
+    /// This portal was declared lost while alive and has rejoined: its nodes
+    /// hold its participants detached. Announce their token tasks again and
+    /// take the seats of the connected ones back, delivering what they
+    /// missed meanwhile, in order; the clients see nothing but the delay.
+    pub async fn rejoined(&self) -> usize {
+        let clients: Vec<(String, String, Controller, bool)> = self.delivery.with(|r| {
+            r.clients()
+                .map(|c| {
+                    let connected = r.state_of(c) == crate::connection::State::Connected;
+                    (
+                        c.participant.clone(),
+                        c.token_code.clone(),
+                        c.controller.clone(),
+                        connected,
+                    )
+                })
+                .collect()
+        });
+        let mut attached = 0;
+        for (participant, code, controller, connected) in clients {
+            if let Err(e) = self.remotes.add_task(&code).await {
+                tracing::warn!(task = %code, error = %e, "re-announcing the token task failed");
+            }
+            if !connected {
+                continue; // its seat waits detached for its relogin
+            }
+            match self.remotes.reattach(&controller, &participant, "").await {
+                Ok(seat) => {
+                    for m in seat.messages.into_iter().filter(|m| m.missed) {
+                        self.delivery.notify(&participant, &m.event, m.data, m.seq);
+                    }
+                    attached += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(%participant, error = %e, "taking the seat back failed; dropping the client");
+                    self.drop_participant(&participant).await;
+                }
+            }
+        }
+        attached
     }
 
     /// Drop every participant (cluster loss, shutdown, `Drop{"all"}`).

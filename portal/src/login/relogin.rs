@@ -184,7 +184,13 @@ fn client_of(
     protocol: Protocol,
     outbox: Outbox,
 ) -> Client {
+    // the client has every kept message now (in the reply or following it)
+    let mut sent = crate::outbox::SeqWindow::default();
+    for m in &seat.messages {
+        sent.mark(m.seq);
+    }
     Client {
+        sent,
         participant,
         socket,
         room: seat.room,
