@@ -388,7 +388,6 @@ async fn a_portal_stalled_past_its_liveness_keeps_its_clients_and_their_messages
         // Exactly once; the order can differ: calls that timed out on the
         // node during the stall are handled by the portal when it resumes,
         // next to the node's replay of the older ones.
-        let mut got = got;
         got.sort_by_key(|t| t.split(' ').nth(1).and_then(|k| k.parse::<usize>().ok()));
         let expected: Vec<String> = (0..sent).map(|k| format!("stall {k} to {j}")).collect();
         assert_eq!(got, expected, "every text exactly once for a{j}");
@@ -412,6 +411,67 @@ async fn a_portal_stalled_past_its_liveness_keeps_its_clients_and_their_messages
         "back"
     );
     for (c, _, _) in held {
+        c.quit().await;
+    }
+    bob.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_portals_clients_relogin_elsewhere_and_lose_nothing() {
+    if !have_clients() {
+        return;
+    }
+    let n: usize = std::env::var("CONCLAVE_SEATS_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let (mut stack, other, _) = two_portals().await;
+    let room = stack.room(-1).await;
+    let other_url = format!("http://{other}");
+    let mut on_a = Vec::new();
+    for i in 0..n {
+        let token = stack.token(&room, &format!("a{i}"), "presenter").await;
+        on_a.push(on(&stack.url(), &token, Flavor::Eio4Websocket, "C++").await);
+    }
+    let token = stack.token_in_region(&room, "bob", "b").await;
+    let (mut bob, _, _) = on(&other_url, &token, Flavor::Eio4Websocket, "conclave-e2e").await;
+    let mut back = Vec::new();
+    for _ in 0..n {
+        back.push(PyClient::connect_url(&other_url, Flavor::Eio4Websocket).await);
+    }
+
+    // a rolling update: SIGTERM; bob keeps texting meanwhile
+    stack.processes[3].signal("TERM");
+    for (j, (_, id, _)) in on_a.iter().enumerate() {
+        text(&mut bob, id, &format!("during {j}")).await;
+    }
+    let mut failed = 0;
+    for (j, (a, id, ticket)) in on_a.iter_mut().enumerate() {
+        assert!(a.wait_disconnect(15.0).await, "a{j} is disconnected");
+        let live = a.events().await;
+        assert!(
+            !live.iter().any(|e| e["event"] == "drop"),
+            "a{j} got no drop: it may relogin elsewhere"
+        );
+        let ack = back[j].emit("relogin", vec![json!(ticket)]).await;
+        if ack[0] != "ok" {
+            failed += 1;
+            continue;
+        }
+        let replay = ack[1]["messages"].as_array().cloned().unwrap_or_default();
+        let texts = texts_seen(&live, live.len(), &replay);
+        assert_eq!(texts, [format!("during {j}")], "exactly once for {id}");
+    }
+    assert_eq!(failed, 0, "failed relogins");
+    let status = stack.processes[3]
+        .wait_exit(Duration::from_secs(20))
+        .expect("the drained portal exits");
+    assert!(status.success(), "{status:?}");
+    assert!(!left(&bob.events().await), "bob saw nobody leave");
+    for c in back {
+        c.quit().await;
+    }
+    for (c, _, _) in on_a {
         c.quit().await;
     }
     bob.quit().await;

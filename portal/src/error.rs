@@ -38,6 +38,9 @@ pub enum PortalError {
     Unsupported(String),
     #[error("Participant has NOT joined")]
     NotJoined,
+    /// The portal is stopping (a rolling update): log in on another one.
+    #[error("Portal is draining")]
+    Draining,
     /// An error another service answered, or a failed call to it.
     #[error(transparent)]
     Remote(#[from] RemoteError),
@@ -68,6 +71,7 @@ impl PortalError {
             PortalError::InvalidReceiver | PortalError::InvalidMessage => "bad_request",
             PortalError::Unsupported(_) => "unsupported",
             PortalError::NotJoined => "client_not_exist",
+            PortalError::Draining => "draining",
             PortalError::Remote(RemoteError::Timeout { .. }) => "timeout",
             PortalError::Remote(RemoteError::Unreachable { .. }) => "unreachable",
             // OWT's refusals, by the words management and the node answer.

@@ -276,11 +276,13 @@ pub async fn start(
                 }
             }
         }
-        tracing::info!("portal stopping");
-        let n = p.drop_all().await;
-        if n > 0 {
-            tracing::info!(dropped = n, "clients dropped");
-        }
+        tracing::info!("portal draining");
+        let (moved, dropped) = p.drain().await;
+        tracing::info!(
+            moved,
+            dropped,
+            "portal drained: clients closed to relogin elsewhere"
+        );
         io.close().await;
         if let Some(worker) = r.worker()
             && let Err(e) = worker.quit().await

@@ -80,9 +80,13 @@ impl Portal {
 
     /// Start a login or relogin on `sid`: the attempt's epoch. `None` when
     /// the socket is already gone.
-    pub(super) fn begin_attempt(&self, sid: Sid) -> Option<Result<u64, ConnError>> {
+    pub(super) fn begin_attempt(&self, sid: Sid) -> Option<Result<u64, PortalError>> {
+        if self.draining() {
+            return Some(Err(PortalError::Draining));
+        }
         self.delivery
             .with(|r| r.connection_mut(sid).map(Connection::begin_login))
+            .map(|begun| begun.map_err(PortalError::from))
     }
 
     /// A login or relogin failed: back to `initialized`, the reason

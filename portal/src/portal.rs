@@ -17,6 +17,8 @@ pub struct Portal {
     pub(crate) remotes: Arc<dyn Remotes>,
     pub(crate) delivery: Delivery,
     tickets: Mutex<Tickets>,
+    /// Stopping: no more logins or relogins here.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Milliseconds since the epoch (ticket windows).
@@ -50,7 +52,17 @@ impl Portal {
             key,
             remotes,
             delivery: Delivery::new(sockets),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn start_draining(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn delivery(&self) -> &Delivery {

@@ -163,6 +163,41 @@ impl Portal {
         attached
     }
 
+    /// Drain for a rolling update: no more logins here; every client that
+    /// may relogin keeps its seat detached on its node and has its
+    /// connection closed without `drop`, so that it reconnects and relogs
+    /// in on another portal; the others are dropped. (moved, dropped).
+    pub async fn drain(&self) -> (usize, usize) {
+        self.start_draining();
+        let grace = self.reconnection_grace();
+        let clients: Vec<(String, bool, Controller)> = self.delivery.with(|r| {
+            r.clients()
+                .map(|c| (c.participant.clone(), c.reconnection, c.controller.clone()))
+                .collect()
+        });
+        let (mut moved, mut dropped) = (0, 0);
+        for (participant, reconnection, controller) in clients {
+            if !reconnection {
+                dropped += usize::from(self.drop_participant(&participant).await);
+                continue;
+            }
+            if let Err(e) = self.remotes.detach(&controller, &participant, grace).await {
+                tracing::warn!(%participant, error = %e, "detaching on drain failed");
+            }
+            let open = self.delivery.with(|r| {
+                let sid = r.client(&participant)?.socket;
+                let open = r.close_connection(sid);
+                r.remove(&participant);
+                open.then_some(sid)
+            });
+            if let Some(sid) = open {
+                self.delivery.close(sid);
+            }
+            moved += 1;
+        }
+        (moved, dropped)
+    }
+
     /// Drop every participant (cluster loss, shutdown, `Drop{"all"}`).
     pub async fn drop_all(&self) -> usize {
         let all: Vec<String> = self
