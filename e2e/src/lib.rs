@@ -65,6 +65,16 @@ pub async fn stack(extra_portal: &[&str]) -> Stack {
 /// A stack whose every service (and every conference node, through its
 /// agent) also gets the `--set` flags `all`.
 pub async fn stack_with(all: &[&str], extra_portal: &[&str]) -> Stack {
+    launch(all, extra_portal, &[]).await
+}
+
+/// A stack whose conference agent (and through it every node) also gets
+/// the `--set` flags `agent`.
+pub async fn stack_with_agent(agent: &[&str], extra_portal: &[&str]) -> Stack {
+    launch(&[], extra_portal, agent).await
+}
+
+async fn launch(all: &[&str], extra_portal: &[&str], extra_agent: &[&str]) -> Stack {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data_dir = std::env::temp_dir().join(format!("conclave-e2e-{}-{n}", std::process::id()));
@@ -76,6 +86,9 @@ pub async fn stack_with(all: &[&str], extra_portal: &[&str]) -> Stack {
         "cluster.report_load_interval=100".into(),
         "agent.maxProcesses=64".into(),
     ];
+    options
+        .agent
+        .extend(extra_agent.iter().map(|s| s.to_string()));
     options.portal = vec!["cluster.report_load_interval=100".into()];
     options
         .portal

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 /// A stack with a second portal (region "b"); its Socket.IO and gRPC addresses.
 async fn two_portals() -> (Stack, String, String) {
-    let mut stack = stack(&[]).await;
+    second_portal(stack(&[]).await).await
+}
+
+async fn second_portal(mut stack: Stack) -> (Stack, String, String) {
     let socket = stack.add_portal("b").await;
     let mut m = stack.manager_client();
     for _ in 0..200 {
@@ -474,5 +477,126 @@ async fn a_drained_portals_clients_relogin_elsewhere_and_lose_nothing() {
     for (c, _, _) in on_a {
         c.quit().await;
     }
+    bob.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_nobody_reclaims_leaves_after_the_window_and_its_tasks_go() {
+    if !have_clients() {
+        return;
+    }
+    // seats kept 2 s on the nodes
+    let (mut stack, other, other_grpc) =
+        second_portal(stack_with_agent(&["node.reconnection_timeout=2000"], &[]).await).await;
+    let room = stack.room(-1).await;
+    let (alice, alice_id, _) = on(
+        &stack.url(),
+        &stack.token(&room, "alice", "presenter").await,
+        Flavor::Eio4Websocket,
+        "C++",
+    )
+    .await;
+    let token = stack.token_in_region(&room, "bob", "b").await;
+    let (mut bob, bob_id, _) = on(
+        &format!("http://{other}"),
+        &token,
+        Flavor::Eio4Websocket,
+        "conclave-e2e",
+    )
+    .await;
+    let killed_worker = stack.portal_worker.clone();
+    let killed = Instant::now();
+    stack.processes[3].signal("KILL");
+    // detached while the manager notices (about 4 s) and for the window
+    let leave = bob
+        .wait_event("participant", 15.0)
+        .await
+        .expect("bob hears alice leave");
+    assert_eq!(leave, json!({"action": "leave", "data": alice_id}));
+    let after = killed.elapsed();
+    println!(
+        "FAULT-TIMING portal SIGKILL, no relogin: kill to leave heard {} ms (2 s window)",
+        after.as_millis()
+    );
+    assert!(
+        after >= Duration::from_secs(2),
+        "not before the window: {after:?}"
+    );
+    assert_eq!(stack.conference_participants(&room).await, [bob_id.clone()]);
+    // the dead portal's token tasks went with it; bob's stay on B
+    assert!(
+        conclave_stack::testing::grpc::manager(&stack.manager)
+            .get_tasks(cluster::GetTasksRequest {
+                worker_id: killed_worker,
+            })
+            .await
+            .is_err()
+    );
+    assert_eq!(clients_of(&other_grpc).await.len(), 1);
+    stack.assert_invariants(&[3]).await;
+    alice.quit().await;
+    bob.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_used_and_expired_tickets_are_refused_on_another_portal() {
+    if !have_clients() {
+        return;
+    }
+    // tickets live 2 s here
+    let (stack, other, _) =
+        second_portal(stack(&["portal.reconnection_ticket_lifetime=2"]).await).await;
+    let other_url = format!("http://{other}");
+    let room = stack.room(-1).await;
+    let relogin_on_b = |ticket: String| {
+        let url = other_url.clone();
+        async move {
+            let mut c = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
+            let ack = c.emit("relogin", vec![json!(ticket)]).await;
+            c.quit().await;
+            ack
+        }
+    };
+    let (alice, _, ticket) = on(
+        &stack.url(),
+        &stack.token(&room, "alice", "presenter").await,
+        Flavor::Eio4Websocket,
+        "C++",
+    )
+    .await;
+    let forged = {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut t: Value = serde_json::from_slice(&b64.decode(&ticket).unwrap()).unwrap();
+        t["notAfter"] = json!(t["notAfter"].as_i64().unwrap() + 3_600_000);
+        b64.encode(t.to_string())
+    };
+    assert_eq!(
+        relogin_on_b(forged).await,
+        [
+            json!("error"),
+            json!("Invalid reconnection ticket signature")
+        ]
+    );
+    assert_eq!(relogin_on_b(ticket.clone()).await[0], "ok");
+    assert_eq!(
+        relogin_on_b(ticket.clone()).await,
+        [json!("error"), json!("Ticket has been used")],
+        "one use, across portals"
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (bob, _, bobs) = on(
+        &stack.url(),
+        &stack.token(&room, "bob", "presenter").await,
+        Flavor::Eio4Websocket,
+        "C++",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        relogin_on_b(bobs).await,
+        [json!("error"), json!("Ticket is expired")]
+    );
+    alice.quit().await;
     bob.quit().await;
 }
