@@ -522,7 +522,7 @@ async fn a_seat_nobody_reclaims_leaves_after_the_window_and_its_tasks_go() {
         after >= Duration::from_secs(2),
         "not before the window: {after:?}"
     );
-    assert_eq!(stack.conference_participants(&room).await, [bob_id.clone()]);
+    assert_eq!(stack.conference_participants(&room).await, vec![bob_id]);
     // the dead portal's token tasks went with it; bob's stay on B
     assert!(
         conclave_stack::testing::grpc::manager(&stack.manager)
