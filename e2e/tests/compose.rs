@@ -83,7 +83,14 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     } else {
         vec!["docker-compose".into()]
     };
-    let ports = [free_port(), free_port(), free_port(), free_port()];
+    let ports = [
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    ];
     let compose = Compose {
         cli,
         project: format!("conclavee2e{}", std::process::id()),
@@ -92,6 +99,8 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
             ("CONCLAVE_PORTAL_GRPC_PORT".into(), ports[1].to_string()),
             ("CONCLAVE_MANAGEMENT_PORT".into(), ports[2].to_string()),
             ("CONCLAVE_CLUSTER_PORT".into(), ports[3].to_string()),
+            ("CONCLAVE_PORTAL2_PORT".into(), ports[4].to_string()),
+            ("CONCLAVE_PORTAL2_GRPC_PORT".into(), ports[5].to_string()),
         ],
     };
     let (ok, out) = run(&mut compose.cmd(&["up", "-d", "--scale", "conference-agent=3"]));
@@ -119,9 +128,9 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     assert!(
         eventually(Duration::from_secs(90), || {
             let (ok, out) = run(&mut compose.cmd(&["ps"]));
-            ok && out.matches("(healthy)").count() == 6 && agents().len() == 3
+            ok && out.matches("(healthy)").count() == 7 && agents().len() == 3
         }),
-        "all six containers healthy and three agents registered"
+        "all seven containers healthy and three agents registered"
     );
     let (_, ps) = run(&mut compose.cmd(&["ps"]));
     eprintln!("{ps}");
@@ -129,6 +138,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     // three rooms, logged into from the host through the published port
     let mut rooms = Vec::new();
     let mut clients = Vec::new();
+    let mut tickets = Vec::new();
     for i in 0..3 {
         let room = grpcurl_json(
             &grpcurl,
@@ -156,6 +166,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
         let mut c = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
         let ack = c.login_as(token.as_str().unwrap(), "1.2", "C++").await;
         assert_eq!(ack[0], "ok", "{ack:?}");
+        tickets.push(ack[1]["reconnectionTicket"].as_str().unwrap().to_string());
         rooms.push(room);
         clients.push(c);
     }
@@ -228,6 +239,31 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
         Some(3),
         "{listed}"
     );
+
+    // a client moves to the second portal with its ticket and keeps its seat
+    let r = clients[1].cmd(serde_json::json!({"cmd": "cut"})).await;
+    assert_eq!(r["ok"], true);
+    let mut moved = PyClient::connect_url(
+        &format!("http://localhost:{}", ports[4]),
+        Flavor::Eio4Websocket,
+    )
+    .await;
+    let ack = moved
+        .emit("relogin", vec![serde_json::json!(tickets[1])])
+        .await;
+    assert_eq!(ack[0], "ok", "relogin on portal-2: {ack:?}");
+    let on_second = || {
+        grpcurl_json(
+            &grpcurl,
+            &format!("127.0.0.1:{}", ports[5]),
+            "portal.v1.Portal/ListClients",
+            "{}",
+        )["clients"]
+            .as_array()
+            .map(Vec::len)
+    };
+    assert_eq!(on_second(), Some(1), "portal-2 holds it");
+    moved.quit().await;
     again.quit().await;
     for c in clients {
         c.quit().await;
