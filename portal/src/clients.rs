@@ -164,6 +164,10 @@ impl Registry {
         if seq != 0 && (deliverable || held) {
             client.sent.mark(seq);
         }
+        if !deliverable && !held {
+            // Away: its node keeps it for the relogin; nothing to hold here.
+            return Recorded::Kept { held: false };
+        }
         let (event, data) = crate::dialect::translate(client.protocol, event, data);
         let message = client.outbox.record(&event, data, seq, deliverable);
         if deliverable {
@@ -173,9 +177,12 @@ impl Registry {
         }
     }
 
-    /// A message that could not be sent after all: it waits for a relogin.
+    /// A message that could not be sent after all: its node keeps it for
+    /// the relogin; an unnumbered one waits here.
     pub fn requeue(&mut self, participant: &str, message: Message) {
-        if let Some(client) = self.clients.get_mut(participant) {
+        if message.seq == 0
+            && let Some(client) = self.clients.get_mut(participant)
+        {
             client.outbox.requeue(message);
         }
     }

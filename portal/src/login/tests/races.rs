@@ -328,3 +328,41 @@ async fn a_relogin_on_another_portal_takes_the_seat_over() {
         "Ticket has been used"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_hands_seats_to_the_nodes_and_refuses_new_logins() {
+    let h = Harness::new();
+    let keeps = h.connect();
+    h.login(keeps, h.info("1.2", "C++")).await;
+    let plain = h.connect();
+    h.login(
+        plain,
+        h.info_with_token(Some("1.2"), "conclave-test", "token-2"),
+    )
+    .await;
+    assert_eq!(h.portal.drain().await, (1, 1));
+    // the SDK client: seat detached on its node, closed without drop
+    assert!(
+        h.remotes
+            .calls()
+            .contains(&format!("detach node-1 {keeps}"))
+    );
+    assert!(h.sockets.closed(keeps));
+    assert!(h.sockets.emitted(keeps).is_empty(), "no drop");
+    assert!(h.remotes.seat(&keeps.to_string()).unwrap().detached);
+    // the other cannot relogin: it is dropped and leaves
+    assert_eq!(
+        h.sockets.emitted(plain),
+        [("drop".to_string(), Value::Null)]
+    );
+    assert!(h.remotes.calls().contains(&format!("leave node-1 {plain}")));
+    assert_eq!(h.portal.participants(), 0);
+    let late = h.connect();
+    assert_eq!(
+        error_of(
+            &h.login(late, h.info_with_token(Some("1.2"), "C++", "token-3"))
+                .await
+        ),
+        "Portal is draining"
+    );
+}
