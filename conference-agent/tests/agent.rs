@@ -605,6 +605,7 @@ async fn a_detached_seat_is_kept_with_its_messages_and_reattached_elsewhere() {
         sdk_type: "C++".into(),
         reconnection: true,
         token_code: "code-away".into(),
+        message_buffer_size: 0,
     });
     let mut node_client = conference(&node.endpoint);
     node_client

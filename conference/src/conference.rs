@@ -66,6 +66,8 @@ pub struct ClientSpec {
     pub reconnection: bool,
     /// The token code: the cluster task of the portal that holds it.
     pub token_code: String,
+    /// At most this many notifications kept for it (0: the node's bound).
+    pub message_buffer_size: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,7 +196,10 @@ impl Conference {
                 continue;
             };
             let attached = p.detached_until.is_none();
-            let limits = self.limits;
+            let mut limits = self.limits;
+            if p.client.message_buffer_size > 0 {
+                limits.count = limits.count.min(p.client.message_buffer_size);
+            }
             let mailbox = self
                 .mailboxes
                 .entry(id.clone())
@@ -427,6 +432,7 @@ pub(crate) mod tests {
                 sdk_type: "C++".into(),
                 reconnection: true,
                 token_code: format!("code-{id}"),
+                message_buffer_size: 0,
             },
         }
     }

@@ -144,6 +144,7 @@ pub fn client_spec(c: Option<conclave_proto::conference::v1::ClientSpec>) -> Cli
         sdk_type: c.sdk_type,
         reconnection: c.reconnection,
         token_code: c.token_code,
+        message_buffer_size: c.message_buffer_size as usize,
     }
 }
 
@@ -264,6 +265,25 @@ mod tests {
                 .collect::<Vec<_>>(),
             // b's join notice was never answered for: it counts as missed
             [(1, true), (2, false), (3, true), (4, true)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_portals_buffer_size_bounds_what_is_kept() {
+        let (mut c, _) = conf(-1);
+        let mut small = req("a", "presenter", 1);
+        small.client.message_buffer_size = 2;
+        c.join(small).unwrap();
+        c.join(req("b", "presenter", 1)).unwrap();
+        c.detach("a", WINDOW, Instant::now()).unwrap();
+        for i in 0..5 {
+            c.text("b", "a", &format!("t{i}")).unwrap();
+        }
+        let seat = c.reattach("a", portal(2), "", Instant::now()).unwrap();
+        assert_eq!(
+            seat.messages.iter().map(|k| k.seq).collect::<Vec<_>>(),
+            [5, 6],
+            "the newest two"
         );
     }
 }

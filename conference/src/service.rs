@@ -332,6 +332,7 @@ impl pb::conference_server::Conference for ConferenceService {
                 sdk_type: c.sdk_type.clone(),
                 reconnection: c.reconnection,
                 token_code: c.token_code.clone(),
+                message_buffer_size: c.message_buffer_size.min(u32::MAX as usize) as u32,
             }),
             previous_portal: seat.previous.id,
             previous_portal_endpoint: seat.previous.endpoint,

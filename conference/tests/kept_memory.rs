@@ -43,6 +43,7 @@ fn join(c: &mut Conference, id: &str) {
             sdk_type: "C++".into(),
             reconnection: true,
             token_code: format!("code-{id}"),
+            message_buffer_size: 0,
         },
     })
     .unwrap();

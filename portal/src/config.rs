@@ -78,9 +78,10 @@ pub struct PortalConfig {
     /// Key reconnection tickets are signed with. Default "": derived from the
     /// service key, so all portals of a deployment share it.
     pub reconnection_key: String,
-    /// Notifications kept per client for relogin replay (besides the age
-    /// bound of ping_interval + ping_timeout + 1 s), and queued while it is
-    /// away. Default 1024.
+    /// Notifications kept per client while it is away, for its relogin (by
+    /// its conference node, which also bounds them by bytes and keeps
+    /// delivered ones 46 s for a 1.2 replay), and held behind its login or
+    /// relogin answer here. Default 1024.
     pub message_buffer_size: usize,
     /// SDK types whose protocol-1.2 relogins are answered like 1.1 (a ticket
     /// string, then the missed messages as events): the official JavaScript

@@ -230,6 +230,7 @@ impl Portal {
                 sdk_type: user_agent.sdk_type.clone(),
                 reconnection: user_agent.reconnection_enabled(),
                 token_code: grant.code.clone(),
+                message_buffer_size: self.config.portal.message_buffer_size,
             },
         };
         let admission = self.remotes.join(&controller, &grant.room, &joiner).await?;

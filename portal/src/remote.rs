@@ -99,6 +99,8 @@ pub struct ClientSpec {
     pub sdk_type: String,
     pub reconnection: bool,
     pub token_code: String,
+    /// Notifications its node keeps for it while it is away.
+    pub message_buffer_size: usize,
 }
 
 /// A notification a node kept for a participant.

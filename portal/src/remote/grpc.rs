@@ -236,6 +236,11 @@ impl ConferenceRemote {
                         sdk_type: joiner.client.sdk_type.clone(),
                         reconnection: joiner.client.reconnection,
                         token_code: joiner.client.token_code.clone(),
+                        message_buffer_size: joiner
+                            .client
+                            .message_buffer_size
+                            .min(u32::MAX as usize)
+                            as u32,
                     }),
                 }),
             },
@@ -340,6 +345,7 @@ impl ConferenceRemote {
                 sdk_type: client.sdk_type,
                 reconnection: client.reconnection,
                 token_code: client.token_code,
+                message_buffer_size: client.message_buffer_size as usize,
             },
             previous_portal,
             previous_endpoint,
