@@ -201,28 +201,57 @@ async fn a_cut_client_relogs_in_on_the_other_portal_with_its_id_and_messages() {
     }
 }
 
+/// Many participants with tickets on portal A (`CONCLAVE_SEATS_CLIENTS`,
+/// default 50), of one room in a stack with a second portal: (stack, B's
+/// URL, B's gRPC address, room, the clients as (client, id, ticket)).
+async fn many_on_a(
+    flavor_of: impl Fn(usize) -> Flavor,
+) -> (
+    Stack,
+    String,
+    String,
+    String,
+    Vec<(PyClient, String, String)>,
+) {
+    let n: usize = std::env::var("CONCLAVE_SEATS_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let (stack, other, other_grpc) = two_portals().await;
+    let room = stack.room(-1).await;
+    let mut on_a = Vec::new();
+    for i in 0..n {
+        let token = stack.token(&room, &format!("a{i}"), "presenter").await;
+        on_a.push(on(&stack.url(), &token, flavor_of(i), "C++").await);
+    }
+    (stack, format!("http://{other}"), other_grpc, room, on_a)
+}
+
+/// `n` clients connected to `url`, not logged in: where relogins will go,
+/// opened ahead so that timings are the relogins', not Python's start-up.
+async fn connected_to(url: &str, n: usize) -> Vec<PyClient> {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(PyClient::connect_url(url, Flavor::Eio4Websocket).await);
+    }
+    clients
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_portals_participants_relogin_on_the_other_and_lose_nothing() {
     if !have_clients() {
         return;
     }
-    let n: usize = std::env::var("CONCLAVE_SEATS_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let (mut stack, other, other_grpc) = two_portals().await;
-    let room = stack.room(-1).await;
-    let other_url = format!("http://{other}");
-    let mut on_a = Vec::new();
-    for i in 0..n {
-        let token = stack.token(&room, &format!("a{i}"), "presenter").await;
-        let flavor = if i % 2 == 0 {
+    // EIO 4 and EIO 3 clients, alternately
+    let (mut stack, other_url, other_grpc, room, mut on_a) = many_on_a(|i| {
+        if i % 2 == 0 {
             Flavor::Eio4Websocket
         } else {
             Flavor::Eio3
-        };
-        on_a.push(on(&stack.url(), &token, flavor, "C++").await);
-    }
+        }
+    })
+    .await;
+    let n = on_a.len();
     let mut on_b = Vec::new();
     for i in 0..n {
         let token = stack.token_in_region(&room, &format!("b{i}"), "b").await;
@@ -241,30 +270,22 @@ async fn a_killed_portals_participants_relogin_on_the_other_and_lose_nothing() {
         seen_before.push(live);
     }
 
-    // the connections A's clients will relogin on, opened ahead so that the
-    // timing below is the relogins', not Python's start-up
-    let mut back = Vec::new();
-    for _ in 0..n {
-        back.push(PyClient::connect_url(&other_url, Flavor::Eio4Websocket).await);
-    }
+    let mut back = connected_to(&other_url, n).await;
     // portal A dies; B's participants keep texting A's
     let killed = Instant::now();
     stack.processes[3].signal("KILL");
     for (j, (b, _, _)) in on_b.iter_mut().enumerate() {
         text(b, &on_a[j].1, &format!("during {j}")).await;
     }
-    let mut back = Vec::new();
     let texted = killed.elapsed();
     let mut replays = HashMap::new();
     for (j, (_, id, ticket)) in on_a.iter().enumerate() {
-        let mut c = PyClient::connect_url(&other_url, Flavor::Eio4Websocket).await;
-        let ack = c.emit("relogin", vec![json!(ticket)]).await;
+        let ack = back[j].emit("relogin", vec![json!(ticket)]).await;
         assert_eq!(ack[0], "ok", "{id}: {ack:?}");
         replays.insert(
             j,
             ack[1]["messages"].as_array().cloned().unwrap_or_default(),
         );
-        back.push(c);
     }
     let reattached = killed.elapsed();
     println!(
@@ -424,24 +445,11 @@ async fn a_drained_portals_clients_relogin_elsewhere_and_lose_nothing() {
     if !have_clients() {
         return;
     }
-    let n: usize = std::env::var("CONCLAVE_SEATS_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let (mut stack, other, _) = two_portals().await;
-    let room = stack.room(-1).await;
-    let other_url = format!("http://{other}");
-    let mut on_a = Vec::new();
-    for i in 0..n {
-        let token = stack.token(&room, &format!("a{i}"), "presenter").await;
-        on_a.push(on(&stack.url(), &token, Flavor::Eio4Websocket, "C++").await);
-    }
+    let (mut stack, other_url, _, room, mut on_a) = many_on_a(|_| Flavor::Eio4Websocket).await;
+    let n = on_a.len();
     let token = stack.token_in_region(&room, "bob", "b").await;
     let (mut bob, _, _) = on(&other_url, &token, Flavor::Eio4Websocket, "conclave-e2e").await;
-    let mut back = Vec::new();
-    for _ in 0..n {
-        back.push(PyClient::connect_url(&other_url, Flavor::Eio4Websocket).await);
-    }
+    let mut back = connected_to(&other_url, n).await;
 
     // a rolling update: SIGTERM; bob keeps texting meanwhile
     stack.processes[3].signal("TERM");
