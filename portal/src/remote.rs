@@ -206,7 +206,9 @@ impl Deadlines {
     }
 }
 
+mod conference;
 mod grpc;
+pub use conference::ConferenceRemote;
 pub use grpc::GrpcRemotes;
 
 #[cfg(test)]

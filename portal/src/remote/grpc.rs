@@ -2,9 +2,9 @@
 //! its deadlines (from configuration) and converts proto to domain types.
 //! [`GrpcRemotes`] puts the four together behind the [`Remotes`] trait.
 
+use super::conference::ConferenceRemote;
 use super::{
-    Admission, AgentRef, ClientSpec, Controller, Deadlines, Grant, Joiner, Kept, Origin,
-    RemoteError, Remotes, Seat,
+    Admission, AgentRef, Controller, Deadlines, Grant, Joiner, Origin, RemoteError, Remotes, Seat,
 };
 use conclave_common::cluster_worker::ClusterWorker;
 use conclave_common::grpc::{Channel, GrpcError, request};
@@ -14,25 +14,22 @@ use conclave_proto::agent::v1 as agent;
 use conclave_proto::agent::v1::node_manager_client::NodeManagerClient;
 use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
-use conclave_proto::conference::v1 as conf;
-use conclave_proto::conference::v1::conference_client::ConferenceClient;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
 use conclave_proto::portal::v1 as portal_pb;
 use conclave_proto::portal::v1::portal_client::PortalClient;
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Lazy channels to services that come and go (agents, nodes), by address.
-struct Channels {
+pub(super) struct Channels {
     connect_deadline: Duration,
     by_address: Mutex<HashMap<String, Channel>>,
 }
 
 impl Channels {
-    fn new(connect_deadline: Duration) -> Channels {
+    pub(super) fn new(connect_deadline: Duration) -> Channels {
         Channels {
             connect_deadline,
             by_address: Mutex::new(HashMap::new()),
@@ -40,7 +37,7 @@ impl Channels {
     }
 
     /// The channel to `endpoint`; `target` names it in errors.
-    fn to(&self, endpoint: &str, target: &str) -> Result<Channel, RemoteError> {
+    pub(super) fn to(&self, endpoint: &str, target: &str) -> Result<Channel, RemoteError> {
         let mut channels = self.by_address.locked();
         if let Some(c) = channels.get(endpoint) {
             return Ok(c.clone());
@@ -188,200 +185,6 @@ impl AgentRemote {
             node: node.node_id,
             endpoint: node.endpoint,
         })
-    }
-}
-
-/// Conference nodes: join, leave, text. Joins tell the node which portal
-/// holds the participant (this one's worker id and `portal.v1` address).
-pub struct ConferenceRemote {
-    channels: Channels,
-    deadlines: Deadlines,
-    portal_worker: OnceLock<String>,
-    portal_endpoint: OnceLock<String>,
-}
-
-fn media(m: Option<conf::MediaPermission>) -> Value {
-    let m = m.unwrap_or_default();
-    json!({"audio": m.audio, "video": m.video})
-}
-
-impl ConferenceRemote {
-    fn client(&self, controller: &Controller) -> Result<ConferenceClient<Channel>, RemoteError> {
-        Ok(ConferenceClient::new(
-            self.channels.to(&controller.endpoint, &controller.node)?,
-        ))
-    }
-
-    pub async fn join(
-        &self,
-        controller: &Controller,
-        room: &str,
-        joiner: &Joiner,
-    ) -> Result<Admission, RemoteError> {
-        let request = request(
-            conf::JoinRequest {
-                room_id: room.to_string(),
-                participant: Some(conf::ParticipantSpec {
-                    id: joiner.participant.clone(),
-                    user: joiner.user.clone(),
-                    role: joiner.role.clone(),
-                    portal: self.portal_worker.get().cloned().unwrap_or_default(),
-                    origin: Some(conf::Origin {
-                        isp: joiner.origin.isp.clone(),
-                        region: joiner.origin.region.clone(),
-                    }),
-                    portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
-                    client: Some(conf::ClientSpec {
-                        protocol: joiner.client.protocol.clone(),
-                        sdk_type: joiner.client.sdk_type.clone(),
-                        reconnection: joiner.client.reconnection,
-                        token_code: joiner.client.token_code.clone(),
-                        message_buffer_size: joiner
-                            .client
-                            .message_buffer_size
-                            .min(u32::MAX as usize)
-                            as u32,
-                    }),
-                }),
-            },
-            self.deadlines.join,
-        );
-        let reply = self
-            .client(controller)?
-            .join(request)
-            .await
-            .map_err(|s| RemoteError::from_status(&controller.node, "join", s))?
-            .into_inner();
-        let room = serde_json::from_str(&reply.room).map_err(|_| {
-            RemoteError::Refused("the conference answered an unreadable room".into())
-        })?;
-        let permission = reply
-            .permission
-            .map(|p| json!({"publish": media(p.publish), "subscribe": media(p.subscribe)}))
-            .unwrap_or_else(|| json!({}));
-        Ok(Admission { permission, room })
-    }
-
-    pub async fn leave(
-        &self,
-        controller: &Controller,
-        participant: &str,
-    ) -> Result<(), RemoteError> {
-        let request = request(
-            conf::LeaveRequest {
-                participant_id: participant.to_string(),
-            },
-            self.deadlines.rpc,
-        );
-        self.client(controller)?
-            .leave(request)
-            .await
-            .map_err(|s| RemoteError::from_status(&controller.node, "leave", s))?;
-        Ok(())
-    }
-
-    pub async fn detach(
-        &self,
-        controller: &Controller,
-        participant: &str,
-        window: Duration,
-    ) -> Result<(), RemoteError> {
-        let request = request(
-            conf::DetachRequest {
-                participant_id: participant.to_string(),
-                window_ms: window.as_millis().min(u64::MAX as u128) as u64,
-            },
-            self.deadlines.rpc,
-        );
-        self.client(controller)?
-            .detach(request)
-            .await
-            .map_err(|s| RemoteError::from_status(&controller.node, "detach", s))?;
-        Ok(())
-    }
-
-    pub async fn reattach(
-        &self,
-        controller: &Controller,
-        participant: &str,
-        ticket_id: &str,
-    ) -> Result<Seat, RemoteError> {
-        let request = request(
-            conf::ReattachRequest {
-                participant_id: participant.to_string(),
-                portal: self.portal_worker.get().cloned().unwrap_or_default(),
-                portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
-                ticket_id: ticket_id.to_string(),
-            },
-            self.deadlines.join,
-        );
-        let reply = self
-            .client(controller)?
-            .reattach(request)
-            .await
-            .map_err(|s| {
-                if s.code() == tonic::Code::NotFound {
-                    RemoteError::Refused("Client does NOT exist".into())
-                } else {
-                    RemoteError::from_status(&controller.node, "reattach", s)
-                }
-            })?
-            .into_inner();
-        let participant = reply.participant.unwrap_or_default();
-        let client = reply.client.unwrap_or_default();
-        let me = self.portal_endpoint.get().map(String::as_str);
-        let (previous_portal, previous_endpoint) =
-            if me == Some(reply.previous_portal_endpoint.as_str()) {
-                (String::new(), String::new())
-            } else {
-                (reply.previous_portal, reply.previous_portal_endpoint)
-            };
-        Ok(Seat {
-            room: reply.room_id,
-            user: participant.user,
-            role: participant.role,
-            client: ClientSpec {
-                protocol: client.protocol,
-                sdk_type: client.sdk_type,
-                reconnection: client.reconnection,
-                token_code: client.token_code,
-                message_buffer_size: client.message_buffer_size as usize,
-            },
-            previous_portal,
-            previous_endpoint,
-            messages: reply
-                .messages
-                .into_iter()
-                .map(|m| Kept {
-                    seq: m.seq,
-                    event: m.event,
-                    data: serde_json::from_str(&m.data).unwrap_or(Value::Null),
-                    missed: m.missed,
-                })
-                .collect(),
-        })
-    }
-
-    pub async fn text(
-        &self,
-        controller: &Controller,
-        from: &str,
-        to: &str,
-        message: &str,
-    ) -> Result<(), RemoteError> {
-        let request = request(
-            conf::TextRequest {
-                from: from.to_string(),
-                to: to.to_string(),
-                message: message.to_string(),
-            },
-            self.deadlines.text,
-        );
-        self.client(controller)?
-            .text(request)
-            .await
-            .map_err(|s| RemoteError::from_status(&controller.node, "text", s))?;
-        Ok(())
     }
 }
 

@@ -1,0 +1,207 @@
+//! Conference nodes over gRPC: join, leave, text, and the seat calls
+//! (detach, reattach) that let any portal take a participant over.
+
+use super::grpc::Channels;
+use crate::remote::{
+    Admission, ClientSpec, Controller, Deadlines, Joiner, Kept, RemoteError, Seat,
+};
+use conclave_common::grpc::{Channel, request};
+use conclave_proto::conference::v1 as conf;
+use conclave_proto::conference::v1::conference_client::ConferenceClient;
+use serde_json::{Value, json};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Conference nodes: join, leave, text. Joins tell the node which portal
+/// holds the participant (this one's worker id and `portal.v1` address).
+pub struct ConferenceRemote {
+    pub(super) channels: Channels,
+    pub(super) deadlines: Deadlines,
+    pub(super) portal_worker: OnceLock<String>,
+    pub(super) portal_endpoint: OnceLock<String>,
+}
+
+fn media(m: Option<conf::MediaPermission>) -> Value {
+    let m = m.unwrap_or_default();
+    json!({"audio": m.audio, "video": m.video})
+}
+
+impl ConferenceRemote {
+    fn client(&self, controller: &Controller) -> Result<ConferenceClient<Channel>, RemoteError> {
+        Ok(ConferenceClient::new(
+            self.channels.to(&controller.endpoint, &controller.node)?,
+        ))
+    }
+
+    pub async fn join(
+        &self,
+        controller: &Controller,
+        room: &str,
+        joiner: &Joiner,
+    ) -> Result<Admission, RemoteError> {
+        let request = request(
+            conf::JoinRequest {
+                room_id: room.to_string(),
+                participant: Some(conf::ParticipantSpec {
+                    id: joiner.participant.clone(),
+                    user: joiner.user.clone(),
+                    role: joiner.role.clone(),
+                    portal: self.portal_worker.get().cloned().unwrap_or_default(),
+                    origin: Some(conf::Origin {
+                        isp: joiner.origin.isp.clone(),
+                        region: joiner.origin.region.clone(),
+                    }),
+                    portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
+                    client: Some(conf::ClientSpec {
+                        protocol: joiner.client.protocol.clone(),
+                        sdk_type: joiner.client.sdk_type.clone(),
+                        reconnection: joiner.client.reconnection,
+                        token_code: joiner.client.token_code.clone(),
+                        message_buffer_size: joiner
+                            .client
+                            .message_buffer_size
+                            .min(u32::MAX as usize)
+                            as u32,
+                    }),
+                }),
+            },
+            self.deadlines.join,
+        );
+        let reply = self
+            .client(controller)?
+            .join(request)
+            .await
+            .map_err(|s| RemoteError::from_status(&controller.node, "join", s))?
+            .into_inner();
+        let room = serde_json::from_str(&reply.room).map_err(|_| {
+            RemoteError::Refused("the conference answered an unreadable room".into())
+        })?;
+        let permission = reply
+            .permission
+            .map(|p| json!({"publish": media(p.publish), "subscribe": media(p.subscribe)}))
+            .unwrap_or_else(|| json!({}));
+        Ok(Admission { permission, room })
+    }
+
+    pub async fn leave(
+        &self,
+        controller: &Controller,
+        participant: &str,
+    ) -> Result<(), RemoteError> {
+        let request = request(
+            conf::LeaveRequest {
+                participant_id: participant.to_string(),
+            },
+            self.deadlines.rpc,
+        );
+        self.client(controller)?
+            .leave(request)
+            .await
+            .map_err(|s| RemoteError::from_status(&controller.node, "leave", s))?;
+        Ok(())
+    }
+
+    pub async fn detach(
+        &self,
+        controller: &Controller,
+        participant: &str,
+        window: Duration,
+    ) -> Result<(), RemoteError> {
+        let request = request(
+            conf::DetachRequest {
+                participant_id: participant.to_string(),
+                window_ms: window.as_millis().min(u64::MAX as u128) as u64,
+            },
+            self.deadlines.rpc,
+        );
+        self.client(controller)?
+            .detach(request)
+            .await
+            .map_err(|s| RemoteError::from_status(&controller.node, "detach", s))?;
+        Ok(())
+    }
+
+    pub async fn reattach(
+        &self,
+        controller: &Controller,
+        participant: &str,
+        ticket_id: &str,
+    ) -> Result<Seat, RemoteError> {
+        let request = request(
+            conf::ReattachRequest {
+                participant_id: participant.to_string(),
+                portal: self.portal_worker.get().cloned().unwrap_or_default(),
+                portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
+                ticket_id: ticket_id.to_string(),
+            },
+            self.deadlines.join,
+        );
+        let reply = self
+            .client(controller)?
+            .reattach(request)
+            .await
+            .map_err(|s| {
+                if s.code() == tonic::Code::NotFound {
+                    RemoteError::Refused("Client does NOT exist".into())
+                } else {
+                    RemoteError::from_status(&controller.node, "reattach", s)
+                }
+            })?
+            .into_inner();
+        let participant = reply.participant.unwrap_or_default();
+        let client = reply.client.unwrap_or_default();
+        let me = self.portal_endpoint.get().map(String::as_str);
+        let (previous_portal, previous_endpoint) =
+            if me == Some(reply.previous_portal_endpoint.as_str()) {
+                (String::new(), String::new())
+            } else {
+                (reply.previous_portal, reply.previous_portal_endpoint)
+            };
+        Ok(Seat {
+            room: reply.room_id,
+            user: participant.user,
+            role: participant.role,
+            client: ClientSpec {
+                protocol: client.protocol,
+                sdk_type: client.sdk_type,
+                reconnection: client.reconnection,
+                token_code: client.token_code,
+                message_buffer_size: client.message_buffer_size as usize,
+            },
+            previous_portal,
+            previous_endpoint,
+            messages: reply
+                .messages
+                .into_iter()
+                .map(|m| Kept {
+                    seq: m.seq,
+                    event: m.event,
+                    data: serde_json::from_str(&m.data).unwrap_or(Value::Null),
+                    missed: m.missed,
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn text(
+        &self,
+        controller: &Controller,
+        from: &str,
+        to: &str,
+        message: &str,
+    ) -> Result<(), RemoteError> {
+        let request = request(
+            conf::TextRequest {
+                from: from.to_string(),
+                to: to.to_string(),
+                message: message.to_string(),
+            },
+            self.deadlines.text,
+        );
+        self.client(controller)?
+            .text(request)
+            .await
+            .map_err(|s| RemoteError::from_status(&controller.node, "text", s))?;
+        Ok(())
+    }
+}
