@@ -388,6 +388,26 @@ impl Stack {
     }
 }
 
+/// Connect to the portal at `url` and log in with `token` as `sdk`,
+/// `protocol`: (client, participant id, reconnection ticket or "").
+pub async fn logged_in_at(
+    url: &str,
+    token: &str,
+    flavor: Flavor,
+    protocol: &str,
+    sdk: &str,
+) -> (PyClient, String, String) {
+    let mut c = PyClient::connect_url(url, flavor).await;
+    let ack = c.login_as(token, protocol, sdk).await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
+    let ticket = ack[1]["reconnectionTicket"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let id = c.sid.clone();
+    (c, id, ticket)
+}
+
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -15,17 +15,8 @@ async fn logged_in(
     protocol: &str,
     sdk: &str,
 ) -> (PyClient, String, String) {
-    let mut c = PyClient::connect(stack, flavor).await;
-    let ack = c
-        .login_as(&stack.token(room, user, "presenter").await, protocol, sdk)
-        .await;
-    assert_eq!(ack[0], "ok", "{ack:?}");
-    let ticket = ack[1]["reconnectionTicket"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let id = c.sid.clone();
-    (c, id, ticket)
+    let token = stack.token(room, user, "presenter").await;
+    logged_in_at(&stack.url(), &token, flavor, protocol, sdk).await
 }
 
 async fn cut(c: &mut PyClient) {

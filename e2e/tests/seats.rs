@@ -55,15 +55,7 @@ async fn clients_of(portal_grpc: &str) -> Vec<portal_pb::ClientInfo> {
 
 /// Log in on the portal at `url` as `sdk`, protocol 1.2; (client, id, ticket).
 async fn on(url: &str, token: &str, flavor: Flavor, sdk: &str) -> (PyClient, String, String) {
-    let mut c = PyClient::connect_url(url, flavor).await;
-    let ack = c.login_as(token, "1.2", sdk).await;
-    assert_eq!(ack[0], "ok", "{ack:?}");
-    let ticket = ack[1]["reconnectionTicket"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let id = c.sid.clone();
-    (c, id, ticket)
+    logged_in_at(url, token, flavor, "1.2", sdk).await
 }
 
 async fn text(from: &mut PyClient, to: &str, message: &str) {
