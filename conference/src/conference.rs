@@ -200,10 +200,12 @@ impl Conference {
             if p.client.message_buffer_size > 0 {
                 limits.count = limits.count.min(p.client.message_buffer_size);
             }
-            let mailbox = self
-                .mailboxes
-                .entry(id.clone())
-                .or_insert_with(|| Mailbox::new(limits));
+            if !self.mailboxes.contains_key(id) {
+                self.mailboxes.insert(id.clone(), Mailbox::new(limits));
+            }
+            let Some(mailbox) = self.mailboxes.get_mut(id) else {
+                continue;
+            };
             let seq = mailbox.push(notification.clone(), attached, now);
             if !attached {
                 continue;

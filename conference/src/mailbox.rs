@@ -125,7 +125,15 @@ impl Mailbox {
 
     /// The portal answered for `seq`: emitted or not.
     pub fn settle(&mut self, seq: u64, delivered: bool) {
-        if let Some(e) = self.entries.iter_mut().find(|e| e.seq == seq)
+        // Kept sequence numbers are consecutive (only the oldest are trimmed):
+        // the entry's place follows from its number.
+        let Some(first) = self.entries.front().map(|e| e.seq) else {
+            return;
+        };
+        let Some(index) = seq.checked_sub(first) else {
+            return;
+        };
+        if let Some(e) = self.entries.get_mut(index as usize)
             && e.fate == Fate::InFlight
         {
             e.fate = if delivered {
@@ -269,6 +277,24 @@ mod tests {
         }
         assert_eq!(m.len(), 4);
         assert!(m.bytes() <= one * 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_find_their_entry_after_older_ones_were_trimmed() {
+        let mut m = Mailbox::new(Limits { count: 3, ..LIMITS });
+        for i in 1..=5 {
+            m.push(n(i), true, Instant::now());
+        }
+        m.settle(1, true); // trimmed already: nothing to do
+        m.settle(4, true);
+        m.settle(5, false);
+        assert_eq!(
+            m.replay(Instant::now())
+                .iter()
+                .map(|k| (k.seq, k.missed))
+                .collect::<Vec<_>>(),
+            [(3, true), (4, false), (5, true)]
+        );
     }
 
     #[tokio::test(start_paused = true)]
