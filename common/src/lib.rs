@@ -8,6 +8,7 @@ pub mod cluster_worker;
 pub mod config;
 pub mod grpc;
 pub mod handshake;
+pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod net;

@@ -67,6 +67,17 @@ pub fn load_service_key(key: &str, file: &str) -> Result<String, String> {
     Ok(key)
 }
 
+/// An optional secret from configuration: `key` itself, or the trimmed
+/// content of `file` when `key` is empty; "" when neither is set.
+pub fn load_optional_key(key: &str, file: &str) -> Result<String, String> {
+    if key.is_empty() && !file.is_empty() {
+        return std::fs::read_to_string(file)
+            .map(|k| k.trim().to_string())
+            .map_err(|e| format!("cannot read {file}: {e}"));
+    }
+    Ok(key.to_string())
+}
+
 /// The decoded form of a join token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -3,7 +3,7 @@
 //! Plain data: methods return the deliveries to make; the service sends them.
 
 use crate::mailbox::{Limits, Mailbox, Notification};
-use crate::room::{Permission, RoomConfig};
+use crate::room::{Media, Permission, RoomConfig};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -93,6 +93,44 @@ pub struct Delivery {
     pub exclude: Vec<String>,
     pub recipients: Vec<(String, u64)>,
     pub notification: Arc<Notification>,
+}
+
+/// One change of OWT's permission patch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermissionChange {
+    Publish(Media),
+    Subscribe(Media),
+    PublishAudio(bool),
+    PublishVideo(bool),
+    SubscribeAudio(bool),
+    SubscribeVideo(bool),
+}
+
+impl PermissionChange {
+    fn apply(self, p: &mut Permission) {
+        match self {
+            PermissionChange::Publish(m) => p.publish = m,
+            PermissionChange::Subscribe(m) => p.subscribe = m,
+            PermissionChange::PublishAudio(b) => p.publish.audio = b,
+            PermissionChange::PublishVideo(b) => p.publish.video = b,
+            PermissionChange::SubscribeAudio(b) => p.subscribe.audio = b,
+            PermissionChange::SubscribeVideo(b) => p.subscribe.video = b,
+        }
+    }
+
+    /// From OWT's patch path and value (`media` for the two object paths,
+    /// `flag` for the four leaves); `None` for another path.
+    pub fn from_path(path: &str, media: Media, flag: bool) -> Option<PermissionChange> {
+        Some(match path {
+            "/permission/publish" => PermissionChange::Publish(media),
+            "/permission/subscribe" => PermissionChange::Subscribe(media),
+            "/permission/publish/audio" => PermissionChange::PublishAudio(flag),
+            "/permission/publish/video" => PermissionChange::PublishVideo(flag),
+            "/permission/subscribe/audio" => PermissionChange::SubscribeAudio(flag),
+            "/permission/subscribe/video" => PermissionChange::SubscribeVideo(flag),
+            _ => return None,
+        })
+    }
 }
 
 /// The outcome of a successful join.
@@ -340,6 +378,25 @@ impl Conference {
         self.participants.get(id)
     }
 
+    /// Change a participant's permissions (OWT's `controlParticipant`): all
+    /// changes or none. Nobody is told, as in OWT.
+    pub fn control_permission(
+        &mut self,
+        id: &str,
+        changes: &[PermissionChange],
+    ) -> Result<&Participant, ConferenceError> {
+        let p = self
+            .participants
+            .get_mut(id)
+            .ok_or(ConferenceError::NoSuchParticipant)?;
+        let mut permission = p.permission;
+        for change in changes {
+            change.apply(&mut permission);
+        }
+        p.permission = permission;
+        Ok(p)
+    }
+
     /// Route a text message (OWT §12.8): to one participant as `to: "me"`, or
     /// to everyone, the sender included, as `to: "all"`.
     pub fn text(
@@ -385,7 +442,7 @@ impl Conference {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::room::{Media, RoleDef};
+    use crate::room::RoleDef;
 
     fn config(limit: i32) -> RoomConfig {
         let both = Media {
@@ -454,6 +511,47 @@ pub(crate) mod tests {
         let mut c = Conference::default();
         c.init(config(limit), now).unwrap();
         (c, now)
+    }
+
+    #[test]
+    fn permissions_change_by_patch_and_nobody_is_told() {
+        let (mut c, _) = conf(-1);
+        c.join(req("a", "viewer", 1)).unwrap();
+        let on = Media {
+            audio: true,
+            video: true,
+        };
+        let changes = [
+            PermissionChange::from_path("/permission/publish", on, false).unwrap(),
+            PermissionChange::from_path("/permission/publish/video", Media::default(), false)
+                .unwrap(),
+            PermissionChange::from_path("/permission/subscribe/audio", Media::default(), false)
+                .unwrap(),
+        ];
+        let p = c.control_permission("a", &changes).unwrap();
+        assert_eq!(
+            p.permission,
+            Permission {
+                publish: Media {
+                    audio: true,
+                    video: false
+                },
+                subscribe: Media {
+                    audio: false,
+                    video: true
+                },
+            }
+        );
+        assert_eq!(c.participant("a").unwrap().permission, p_after(&c));
+        assert_eq!(
+            c.control_permission("nobody", &changes).unwrap_err(),
+            ConferenceError::NoSuchParticipant
+        );
+        assert_eq!(PermissionChange::from_path("/role", on, true), None);
+    }
+
+    fn p_after(c: &Conference) -> Permission {
+        c.participant("a").unwrap().permission
     }
 
     #[test]

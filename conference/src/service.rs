@@ -281,6 +281,40 @@ impl pb::conference_server::Conference for ConferenceService {
         }))
     }
 
+    async fn control_participant(
+        &self,
+        req: Request<pb::ControlParticipantRequest>,
+    ) -> Result<Response<pb::ControlParticipantReply>, Status> {
+        let r = req.into_inner();
+        conclave_common::trace::record(&[
+            ("participant", &r.participant_id),
+            ("node", &self.node_id),
+        ]);
+        let media = |m: Option<pb::MediaPermission>| {
+            let m = m.unwrap_or_default();
+            crate::room::Media {
+                audio: m.audio,
+                video: m.video,
+            }
+        };
+        let changes = r
+            .changes
+            .into_iter()
+            .map(|c| {
+                crate::conference::PermissionChange::from_path(&c.path, media(c.media), c.flag)
+                    .ok_or_else(|| ConferenceError::InvalidArgument("Invalid json path".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let participant = detail(
+            self.state()
+                .control_permission(&r.participant_id, &changes)?,
+        );
+        tracing::info!(node = %self.node_id, participant = %r.participant_id, "permissions changed");
+        Ok(Response::new(pb::ControlParticipantReply {
+            participant: Some(participant),
+        }))
+    }
+
     async fn detach(
         &self,
         req: Request<pb::DetachRequest>,

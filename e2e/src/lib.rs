@@ -74,7 +74,21 @@ pub async fn stack_with_agent(agent: &[&str], extra_portal: &[&str]) -> Stack {
     launch(&[], extra_portal, agent).await
 }
 
+/// A stack whose management service also gets the `--set` flags `management`.
+pub async fn stack_with_management(management: &[&str]) -> Stack {
+    launch_with(&[], &[], &[], management).await
+}
+
 async fn launch(all: &[&str], extra_portal: &[&str], extra_agent: &[&str]) -> Stack {
+    launch_with(all, extra_portal, extra_agent, &[]).await
+}
+
+async fn launch_with(
+    all: &[&str],
+    extra_portal: &[&str],
+    extra_agent: &[&str],
+    management: &[&str],
+) -> Stack {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data_dir = std::env::temp_dir().join(format!("conclave-e2e-{}-{n}", std::process::id()));
@@ -82,6 +96,7 @@ async fn launch(all: &[&str], extra_portal: &[&str], extra_agent: &[&str]) -> St
     options.service_key = KEY.into();
     options.env = vec![("RUST_LOG".into(), LOG.into())];
     options.all = all.iter().map(|s| s.to_string()).collect();
+    options.management = management.iter().map(|s| s.to_string()).collect();
     options.agent = vec![
         "cluster.report_load_interval=100".into(),
         "agent.maxProcesses=64".into(),

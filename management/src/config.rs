@@ -23,6 +23,8 @@ pub struct Config {
     pub data_dir: String,
     pub cluster: ClusterLink,
     pub token: TokenConfig,
+    /// OWT's REST API (rooms, tokens, participants, services) with MAuth.
+    pub rest: RestConfig,
     /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9700".
     pub metrics: conclave_common::metrics::MetricsConfig,
     pub log: LogConfig,
@@ -39,6 +41,7 @@ impl Default for Config {
             data_dir: "data/management".into(),
             cluster: ClusterLink::default(),
             token: TokenConfig::default(),
+            rest: RestConfig::default(),
             log: LogConfig::default(),
             trace: TraceConfig::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9700"),
@@ -68,6 +71,50 @@ impl Default for TokenConfig {
             portal_reserve_time: 60_000,
             portal_schedule_budget: 60,
             portal_schedule_retry_interval: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestConfig {
+    /// Listen address of the REST API ("" = off). Default "0.0.0.0:3000"
+    /// (OWT's port); port 0 picks a free port.
+    pub listen: String,
+    /// Largest request body accepted; larger ones get 400/1201. Default
+    /// 102400 (OWT's body parser's 100 KiB).
+    pub max_body: usize,
+    /// Refuse a MAuth header whose timestamp is more than `replay_window`
+    /// ms from now, or whose cnonce this service already used in the window
+    /// (OWT wrote this check but left it off). Default true.
+    pub replay_protection: bool,
+    /// Default 300000 (5 minutes either way, for clock skew).
+    pub replay_window: u64,
+    /// Most cnonces remembered at once; past it, new headers are refused
+    /// until old ones age out. Default 1000000 (about 100 MB at most).
+    pub replay_capacity: usize,
+    /// The super service's id: it may manage services over REST and owns the
+    /// rooms created over gRPC. Default "000000000000000000000000".
+    pub super_service_id: String,
+    /// The super service's MAuth key ("" = it cannot sign in over REST).
+    /// Prefer CONCLAVE_REST__SUPER_SERVICE_KEY or super_service_key_file.
+    /// Default "".
+    pub super_service_key: String,
+    /// A file holding that key, read when super_service_key is empty. Default "".
+    pub super_service_key_file: String,
+}
+
+impl Default for RestConfig {
+    fn default() -> Self {
+        RestConfig {
+            listen: "0.0.0.0:3000".into(),
+            max_body: 100 * 1024,
+            replay_protection: true,
+            replay_window: 300_000,
+            replay_capacity: 1_000_000,
+            super_service_id: "000000000000000000000000".into(),
+            super_service_key: String::new(),
+            super_service_key_file: String::new(),
         }
     }
 }

@@ -8,6 +8,12 @@ use tonic::Status;
 pub enum ManagementError {
     #[error("Room not found")]
     RoomNotFound,
+    #[error("Service not found")]
+    ServiceNotFound,
+    #[error("Service name exists: {0}")]
+    ServiceExists(String),
+    #[error("Super service not permitted to be deleted")]
+    SuperService,
     #[error("{0}")]
     InvalidRoom(String),
     #[error("Name or role not valid")]
@@ -30,9 +36,11 @@ impl From<ManagementError> for Status {
     fn from(e: ManagementError) -> Status {
         let message = e.to_string();
         match e {
-            ManagementError::RoomNotFound | ManagementError::UnknownToken => {
-                Status::not_found(message)
-            }
+            ManagementError::RoomNotFound
+            | ManagementError::ServiceNotFound
+            | ManagementError::UnknownToken => Status::not_found(message),
+            ManagementError::ServiceExists(_) => Status::already_exists(message),
+            ManagementError::SuperService => Status::permission_denied(message),
             ManagementError::InvalidRoom(_)
             | ManagementError::NameOrRole
             | ManagementError::InvalidArgument(_) => Status::invalid_argument(message),

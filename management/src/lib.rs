@@ -2,12 +2,18 @@
 //! management API) over gRPC, on an embedded store. `main.rs` parses
 //! configuration and calls [`run`]; tests call [`start`] with their own clock.
 
+pub mod accounts;
 pub mod clock;
 pub mod config;
 pub mod error;
+pub mod mauth;
+pub mod node;
+pub mod owt;
 pub mod portal;
+pub mod rest;
 pub mod room;
 pub mod service;
+pub mod services;
 pub mod store;
 
 use clock::Clock;
@@ -33,10 +39,13 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Grpc(#[from] GrpcError),
+    #[error("cannot serve the REST API: {0}")]
+    Rest(std::io::Error),
 }
 
 pub struct Management {
     server: GrpcServer,
+    rest: Option<rest::RestServer>,
 }
 
 impl Management {
@@ -44,7 +53,17 @@ impl Management {
         self.server.local_addr()
     }
 
+    /// The REST API's address, when it is on.
+    pub fn rest_addr(&self) -> Option<SocketAddr> {
+        self.rest.as_ref().map(rest::RestServer::local_addr)
+    }
+
     pub async fn stopped(self) -> Result<(), GrpcError> {
+        if let Some(rest) = self.rest
+            && let Err(e) = rest.stopped().await
+        {
+            tracing::warn!(error = %e, "REST API stopped with an error");
+        }
         self.server.stopped().await
     }
 }
@@ -72,13 +91,43 @@ pub async fn start_with_clock(
         &config.cluster.manager,
         Duration::from_millis(config.cluster.rpc_timeout),
     )?;
+    let super_key = conclave_common::token::load_optional_key(
+        &config.rest.super_service_key,
+        &config.rest.super_service_key_file,
+    )
+    .map_err(StartError::Config)?;
+    if super_key.is_empty() {
+        tracing::info!(
+            "no super service key (rest.super_service_key): the /services REST routes are closed"
+        );
+    }
+    let replay = config
+        .rest
+        .replay_protection
+        .then(|| mauth::ReplayGuard::new(config.rest.replay_window, config.rest.replay_capacity));
+    let accounts = accounts::Accounts::new(
+        config.rest.super_service_id.clone(),
+        super_key,
+        &key,
+        replay,
+    );
     let service = service::ManagementService::new(
         store,
         clock,
         key,
         ClusterManagerClient::new(channel),
         config.token,
+        accounts,
     );
+    let rest = if config.rest.listen.is_empty() {
+        None
+    } else {
+        Some(
+            rest::serve(&config.rest, service.clone(), shutdown.clone())
+                .await
+                .map_err(StartError::Rest)?,
+        )
+    };
     let server = ManagementServer::new(service).max_decoding_message_size(MAX_MESSAGE);
     let server = GrpcServer::start(
         &config.listen,
@@ -87,7 +136,7 @@ pub async fn start_with_clock(
         shutdown,
     )
     .await?;
-    Ok(Management { server })
+    Ok(Management { server, rest })
 }
 
 /// Run until `shutdown` is cancelled.

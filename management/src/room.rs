@@ -2,6 +2,7 @@
 //! defaults, and the validation that keeps bad configurations out of the store.
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// Longest room name, role name or view label accepted.
 pub const MAX_NAME_LEN: usize = 256;
@@ -35,6 +36,10 @@ pub struct View {
     pub label: String,
     pub audio: bool,
     pub video: bool,
+    /// The view as OWT's REST API describes it (formats, layout), kept as
+    /// given and shown back; `None`: OWT's default view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owt: Option<Value>,
 }
 
 impl Default for View {
@@ -43,6 +48,7 @@ impl Default for View {
             label: "common".into(),
             audio: true,
             video: true,
+            owt: None,
         }
     }
 }
@@ -75,6 +81,15 @@ pub struct Room {
     pub views: Vec<View>,
     pub notifying: Notifying,
     pub select_active_audio: bool,
+    /// The service that owns the room; "" for the default service (the
+    /// super service), which owns the rooms created over gRPC.
+    #[serde(default)]
+    pub service: String,
+    /// OWT's media settings (`mediaIn`, `mediaOut`, `transcoding`, `sip`,
+    /// `enableBandwidthAdaptation`): kept and shown over REST, unused
+    /// without a media plane. Missing keys show OWT's defaults.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub media: Map<String, Value>,
 }
 
 /// OWT's five default roles.
@@ -125,6 +140,8 @@ impl Room {
             views: vec![View::default()],
             notifying: Notifying::default(),
             select_active_audio: false,
+            service: String::new(),
+            media: Map::new(),
         }
     }
 

@@ -1,9 +1,11 @@
 //! The gRPC adapter: `management.v1.Management` over the store, with message
 //! conversion at the edge.
 
+use crate::accounts::Accounts;
 use crate::clock::Clock;
 use crate::config::TokenConfig;
 use crate::error::ManagementError;
+use crate::node::RoomNodes;
 use crate::portal;
 use crate::room::{self, MediaPermission, Notifying, Role, Room, View};
 use crate::store::{Origin, Store, Taken, TokenRecord};
@@ -23,11 +25,13 @@ const MAX_PAGE: u32 = 1000;
 
 #[derive(Clone)]
 pub struct ManagementService {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
     key: Arc<str>,
     cluster: ClusterManagerClient<Channel>,
+    pub(crate) nodes: RoomNodes,
     tokens: TokenConfig,
+    pub(crate) accounts: Arc<Accounts>,
 }
 
 impl ManagementService {
@@ -37,18 +41,21 @@ impl ManagementService {
         key: String,
         cluster: ClusterManagerClient<Channel>,
         tokens: TokenConfig,
+        accounts: Accounts,
     ) -> Self {
         ManagementService {
             store,
             clock,
             key: key.into(),
+            nodes: RoomNodes::new(cluster.clone(), conclave_common::grpc::DEFAULT_DEADLINE),
             cluster,
             tokens,
+            accounts: Arc::new(accounts),
         }
     }
 
     /// Run a store call on the blocking pool.
-    async fn with_store<T, F>(&self, f: F) -> Result<T, ManagementError>
+    pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T, ManagementError>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
@@ -60,68 +67,87 @@ impl ManagementService {
             .map_err(ManagementError::from)
     }
 
-    /// A deleted room that is live on a conference node is destroyed there
-    /// (OWT §14.7): its node ends and portals drop its participants. A room
-    /// that is not live, or a node that does not answer, is only logged.
-    async fn destroy_live_room(&self, room: &str) {
-        use conclave_proto::agent::v1 as agent;
-        use conclave_proto::conference::v1 as conf;
-        let deadline = conclave_common::grpc::DEFAULT_DEADLINE;
-        let mut cluster = self.cluster.clone();
-        let Ok(scheduled) = cluster
-            .get_scheduled(cluster::GetScheduledRequest {
-                purpose: conclave_common::purpose::Purpose::Conference.to_string(),
-                task: room.to_string(),
-            })
-            .await
-        else {
-            return;
-        };
-        let worker_id = scheduled.into_inner().worker_id;
-        let Ok(attr) = cluster
-            .get_worker_attr(cluster::GetWorkerAttrRequest { worker_id })
-            .await
-        else {
-            return;
-        };
-        let agent_endpoint = attr.into_inner().info.unwrap_or_default().grpc_endpoint;
-        let node = async {
-            let channel = conclave_common::grpc::channel(&agent_endpoint, deadline).ok()?;
-            let mut agent = agent::node_manager_client::NodeManagerClient::new(channel);
-            let node = agent
-                .query_node(agent::QueryNodeRequest {
-                    room: room.to_string(),
-                })
-                .await
-                .ok()?
-                .into_inner();
-            let channel = conclave_common::grpc::channel(&node.endpoint, deadline).ok()?;
-            conf::conference_client::ConferenceClient::new(channel)
-                .destroy(conf::DestroyRequest {})
-                .await
-                .ok()?;
-            Some(node.node_id)
-        }
-        .await;
-        match node {
-            Some(node) => tracing::info!(%room, %node, "live room destroyed"),
-            None => tracing::debug!(%room, "the deleted room was not live"),
-        }
-    }
-
     /// Keep the rooms gauge right after a change.
-    async fn count_rooms(&self) {
+    pub(crate) async fn count_rooms(&self) {
         if let Ok(n) = self.with_store(|s| s.room_count()).await {
             conclave_common::metrics::gauge!("management_rooms").set(n as f64);
         }
     }
 
-    async fn room(&self, id: &str) -> Result<Room, ManagementError> {
+    /// A room as gRPC shows it, with its owner's id.
+    fn shown(&self, room: Room) -> pb::Room {
+        let service = self.accounts.owner_id(&room.service);
+        pb::Room {
+            service,
+            ..room.into()
+        }
+    }
+
+    pub(crate) async fn room(&self, id: &str) -> Result<Room, ManagementError> {
         check_id("id", id)?;
         let id = id.to_string();
         self.with_store(move |s| s.room(&id))
             .await?
             .ok_or(ManagementError::RoomNotFound)
+    }
+
+    /// A one-time token for `user` as `role` in `room`, on a portal
+    /// scheduled for it (OWT §14.2); the origin defaults to OWT's
+    /// `{isp: "isp", region: "region"}`.
+    pub(crate) async fn make_token(
+        &self,
+        room: &Room,
+        user: String,
+        role: String,
+        origin: Option<Origin>,
+    ) -> Result<String, ManagementError> {
+        if user.trim().is_empty() || user.len() > MAX_ID_LEN || !room.has_role(&role) {
+            return Err(ManagementError::NameOrRole);
+        }
+        let origin = origin.unwrap_or_else(|| Origin {
+            isp: "isp".into(),
+            region: "region".into(),
+        });
+        if origin.isp.len() > MAX_ID_LEN || origin.region.len() > MAX_ID_LEN {
+            return Err(ManagementError::InvalidArgument(format!(
+                "preference fields must be at most {MAX_ID_LEN} bytes"
+            )));
+        }
+        let code = token_code();
+        let mut cluster = self.cluster.clone();
+        let info = portal::schedule_portal(
+            &mut cluster,
+            &code,
+            cluster::Preference {
+                isp: origin.isp.clone(),
+                region: origin.region.clone(),
+                ..Default::default()
+            },
+            self.tokens.portal_reserve_time,
+            self.tokens.portal_schedule_budget,
+            Duration::from_millis(self.tokens.portal_schedule_retry_interval),
+        )
+        .await
+        .ok_or(ManagementError::NoPortal)?;
+        let (host, secure) = portal::portal_host(&info);
+        let record = TokenRecord {
+            id: room::new_id(),
+            code,
+            user,
+            role,
+            room_id: room.id.clone(),
+            origin,
+            host: host.clone(),
+            secure,
+            created_ms: self.clock.now_ms(),
+        };
+        let token = JoinToken::new(&self.key, &record.id, &host, secure).encode();
+        let (id, room_id) = (record.id.clone(), record.room_id.clone());
+        self.with_store(move |s| s.insert_token(&record)).await?;
+        tracing::info!(token = %id, room = %room_id, portal = %host, "token created");
+        conclave_common::metrics::counter!("management_tokens_total", "event" => "created")
+            .increment(1);
+        Ok(token)
     }
 }
 
@@ -163,6 +189,7 @@ fn views(list: Vec<pb::View>) -> Vec<View> {
             label: v.label,
             audio: v.audio.unwrap_or(true),
             video: v.video.unwrap_or(true),
+            owt: None,
         })
         .collect()
 }
@@ -245,6 +272,7 @@ impl From<Room> for pb::Room {
                 stream_change: r.notifying.stream_change,
             }),
             select_active_audio: r.select_active_audio,
+            service: r.service,
         }
     }
 }
@@ -278,14 +306,16 @@ impl pb::management_server::Management for ManagementService {
         self.with_store(move |s| s.insert_room(&stored)).await?;
         tracing::info!(room = %room.id, name = %room.name, "room created");
         self.count_rooms().await;
-        Ok(Response::new(room.into()))
+        Ok(Response::new(self.shown(room)))
     }
 
     async fn get_room(
         &self,
         req: Request<pb::GetRoomRequest>,
     ) -> Result<Response<pb::Room>, Status> {
-        Ok(Response::new(self.room(&req.get_ref().id).await?.into()))
+        Ok(Response::new(
+            self.shown(self.room(&req.get_ref().id).await?),
+        ))
     }
 
     async fn list_rooms(
@@ -308,9 +338,11 @@ impl pb::management_server::Management for ManagementService {
                 Some(u64::from(per_page)),
             )
         };
-        let rooms = self.with_store(move |s| s.rooms(offset, limit)).await?;
+        let rooms = self
+            .with_store(move |s| s.rooms(None, offset, limit))
+            .await?;
         Ok(Response::new(pb::ListRoomsReply {
-            rooms: rooms.into_iter().map(Into::into).collect(),
+            rooms: rooms.into_iter().map(|r| self.shown(r)).collect(),
         }))
     }
 
@@ -339,7 +371,7 @@ impl pb::management_server::Management for ManagementService {
             return Err(ManagementError::RoomNotFound.into());
         }
         tracing::info!(room = %room.id, "room updated");
-        Ok(Response::new(room.into()))
+        Ok(Response::new(self.shown(room)))
     }
 
     async fn delete_room(
@@ -354,7 +386,7 @@ impl pb::management_server::Management for ManagementService {
         }
         tracing::info!(room = %id, "room deleted");
         self.count_rooms().await;
-        self.destroy_live_room(&id).await;
+        self.nodes.destroy(&id).await;
         Ok(Response::new(pb::DeleteRoomReply {}))
     }
 
@@ -367,60 +399,54 @@ impl pb::management_server::Management for ManagementService {
             return Err(ManagementError::RoomNotFound.into());
         }
         let room = self.room(&r.room_id).await?;
-        if r.user.trim().is_empty() || r.user.len() > MAX_ID_LEN || !room.has_role(&r.role) {
-            return Err(ManagementError::NameOrRole.into());
-        }
-        let origin = match r.preference {
-            Some(p) => Origin {
-                isp: p.isp,
-                region: p.region,
-            },
-            None => Origin {
-                isp: "isp".into(),
-                region: "region".into(),
-            },
-        };
-        if origin.isp.len() > MAX_ID_LEN || origin.region.len() > MAX_ID_LEN {
-            return Err(ManagementError::InvalidArgument(format!(
-                "preference fields must be at most {MAX_ID_LEN} bytes"
-            ))
-            .into());
-        }
-        let code = token_code();
-        let mut cluster = self.cluster.clone();
-        let info = portal::schedule_portal(
-            &mut cluster,
-            &code,
-            cluster::Preference {
-                isp: origin.isp.clone(),
-                region: origin.region.clone(),
-                ..Default::default()
-            },
-            self.tokens.portal_reserve_time,
-            self.tokens.portal_schedule_budget,
-            Duration::from_millis(self.tokens.portal_schedule_retry_interval),
-        )
-        .await
-        .ok_or(ManagementError::NoPortal)?;
-        let (host, secure) = portal::portal_host(&info);
-        let record = TokenRecord {
-            id: room::new_id(),
-            code,
-            user: r.user,
-            role: r.role,
-            room_id: room.id,
-            origin,
-            host: host.clone(),
-            secure,
-            created_ms: self.clock.now_ms(),
-        };
-        let token = JoinToken::new(&self.key, &record.id, &host, secure).encode();
-        let (id, room_id) = (record.id.clone(), record.room_id.clone());
-        self.with_store(move |s| s.insert_token(&record)).await?;
-        tracing::info!(token = %id, room = %room_id, portal = %host, "token created");
-        conclave_common::metrics::counter!("management_tokens_total", "event" => "created")
-            .increment(1);
+        let origin = r.preference.map(|p| Origin {
+            isp: p.isp,
+            region: p.region,
+        });
+        let token = self.make_token(&room, r.user, r.role, origin).await?;
         Ok(Response::new(pb::CreateTokenReply { token }))
+    }
+
+    async fn create_service(
+        &self,
+        req: Request<pb::CreateServiceRequest>,
+    ) -> Result<Response<pb::Service>, Status> {
+        let r = req.into_inner();
+        let service = ManagementService::create_service(self, r.name, r.key).await?;
+        Ok(Response::new(pb::Service {
+            id: service.id,
+            name: service.name,
+            key: service.key,
+            is_super: false,
+            rooms: Vec::new(),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _req: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesReply>, Status> {
+        let services = ManagementService::list_services(self).await?;
+        Ok(Response::new(pb::ListServicesReply {
+            services: services
+                .into_iter()
+                .map(|s| pb::Service {
+                    id: s.id,
+                    name: s.name,
+                    key: String::new(),
+                    is_super: s.is_super,
+                    rooms: s.rooms,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_service(
+        &self,
+        req: Request<pb::DeleteServiceRequest>,
+    ) -> Result<Response<pb::DeleteServiceReply>, Status> {
+        let rooms = ManagementService::delete_service(self, &req.into_inner().id).await?;
+        Ok(Response::new(pb::DeleteServiceReply { rooms }))
     }
 
     async fn consume_token(

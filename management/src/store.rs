@@ -5,6 +5,7 @@
 //! Methods are blocking; the service calls them on the blocking pool.
 
 use crate::room::Room;
+use crate::services::StoredService;
 use conclave_common::sync::Locked;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -61,8 +62,14 @@ pub trait Store: Send + Sync + 'static {
     fn insert_room(&self, room: &Room) -> Result<(), StoreError>;
     fn room_count(&self) -> Result<u64, StoreError>;
     fn room(&self, id: &str) -> Result<Option<Room>, StoreError>;
-    /// Rooms in creation order, `limit` of them from `offset` (`None` = all).
-    fn rooms(&self, offset: u64, limit: Option<u64>) -> Result<Vec<Room>, StoreError>;
+    /// Rooms in creation order, `limit` of them from `offset` (`None` = all);
+    /// only those of `service` when given ("" is the default service).
+    fn rooms(
+        &self,
+        service: Option<&str>,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<Room>, StoreError>;
     /// Replace a room's configuration; false when it does not exist.
     fn update_room(&self, room: &Room) -> Result<bool, StoreError>;
     /// Delete a room and its unconsumed tokens; false when it does not exist.
@@ -71,6 +78,14 @@ pub trait Store: Send + Sync + 'static {
     /// Atomically remove and return a token, purging every token older than
     /// `lifetime_ms` on the way. Exactly one of concurrent callers gets it.
     fn take_token(&self, id: &str, now_ms: i64, lifetime_ms: i64) -> Result<Taken, StoreError>;
+    /// Add a service; false when its name is taken.
+    fn insert_service(&self, service: &StoredService) -> Result<bool, StoreError>;
+    fn service(&self, id: &str) -> Result<Option<StoredService>, StoreError>;
+    /// Services in creation order.
+    fn services(&self) -> Result<Vec<StoredService>, StoreError>;
+    /// Delete a service with its rooms and their tokens; the ids of the
+    /// rooms deleted, or `None` when the service does not exist.
+    fn delete_service(&self, id: &str) -> Result<Option<Vec<String>>, StoreError>;
 }
 
 pub struct SqliteStore {
@@ -96,11 +111,31 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<SqliteStore, StoreError> {
+    fn init(mut conn: Connection) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.locked()
+    }
+}
+
+/// The schema version this code writes (`PRAGMA user_version`).
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Bring the schema to [`SCHEMA_VERSION`], one step at a time, each in a
+/// transaction: 1 rooms and tokens; 2 services, and rooms owned by one.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version < 1 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(
             "CREATE TABLE IF NOT EXISTS rooms (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  id TEXT NOT NULL UNIQUE,
@@ -113,16 +148,28 @@ impl SqliteStore {
                  data TEXT NOT NULL
              );
              CREATE INDEX IF NOT EXISTS tokens_created ON tokens (created_ms);
-             CREATE INDEX IF NOT EXISTS tokens_room ON tokens (room_id);",
+             CREATE INDEX IF NOT EXISTS tokens_room ON tokens (room_id);
+             PRAGMA user_version = 1;",
         )?;
-        Ok(SqliteStore {
-            conn: Mutex::new(conn),
-        })
+        tx.commit()?;
     }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.locked()
+    if version < 2 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(
+            "ALTER TABLE rooms ADD COLUMN service TEXT NOT NULL DEFAULT '';
+             CREATE INDEX rooms_service ON rooms (service, seq);
+             CREATE TABLE services (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 id TEXT NOT NULL UNIQUE,
+                 name TEXT NOT NULL UNIQUE,
+                 sealed_key TEXT NOT NULL
+             );
+             PRAGMA user_version = 2;",
+        )?;
+        tx.commit()?;
+        tracing::info!("management store migrated to schema version 2 (services)");
     }
+    Ok(())
 }
 
 fn parse<T: serde::de::DeserializeOwned>(id: &str, text: &str) -> Result<T, StoreError> {
@@ -139,8 +186,8 @@ fn json<T: Serialize>(value: &T) -> String {
 impl Store for SqliteStore {
     fn insert_room(&self, room: &Room) -> Result<(), StoreError> {
         self.conn().execute(
-            "INSERT INTO rooms (id, config) VALUES (?1, ?2)",
-            params![room.id, json(room)],
+            "INSERT INTO rooms (id, config, service) VALUES (?1, ?2, ?3)",
+            params![room.id, json(room), room.service],
         )?;
         Ok(())
     }
@@ -160,14 +207,22 @@ impl Store for SqliteStore {
         text.map(|t| parse(id, &t)).transpose()
     }
 
-    fn rooms(&self, offset: u64, limit: Option<u64>) -> Result<Vec<Room>, StoreError> {
+    fn rooms(
+        &self,
+        service: Option<&str>,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<Vec<Room>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id, config FROM rooms ORDER BY seq LIMIT ?1 OFFSET ?2")?;
+        let mut stmt = conn.prepare(
+            "SELECT id, config FROM rooms WHERE ?3 IS NULL OR service = ?3
+             ORDER BY seq LIMIT ?1 OFFSET ?2",
+        )?;
         let limit = limit.map(|l| l.min(i64::MAX as u64) as i64).unwrap_or(-1);
-        let rows = stmt.query_map(params![limit, offset.min(i64::MAX as u64) as i64], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
+        let rows = stmt.query_map(
+            params![limit, offset.min(i64::MAX as u64) as i64, service],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
         let mut rooms = Vec::new();
         for row in rows {
             let (id, config) = row?;
@@ -223,6 +278,59 @@ impl Store for SqliteStore {
             Some((_, data)) => Taken::Token(Box::new(parse(id, &data)?)),
         })
     }
+
+    fn insert_service(&self, service: &StoredService) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "INSERT INTO services (id, name, sealed_key) VALUES (?1, ?2, ?3)
+             ON CONFLICT DO NOTHING",
+            params![service.id, service.name, service.sealed_key],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn service(&self, id: &str) -> Result<Option<StoredService>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, name, sealed_key FROM services WHERE id = ?1",
+                [id],
+                stored_service,
+            )
+            .optional()?)
+    }
+
+    fn services(&self) -> Result<Vec<StoredService>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, name, sealed_key FROM services ORDER BY seq")?;
+        let rows = stmt.query_map([], stored_service)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delete_service(&self, id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        if tx.execute("DELETE FROM services WHERE id = ?1", [id])? == 0 {
+            return Ok(None);
+        }
+        let rooms: Vec<String> = {
+            let mut stmt = tx.prepare("DELETE FROM rooms WHERE service = ?1 RETURNING id")?;
+            stmt.query_map([id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        for room in &rooms {
+            tx.execute("DELETE FROM tokens WHERE room_id = ?1", [room])?;
+        }
+        tx.commit()?;
+        Ok(Some(rooms))
+    }
+}
+
+fn stored_service(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredService> {
+    Ok(StoredService {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        sealed_key: r.get(2)?,
+    })
 }
 
 #[cfg(test)]
@@ -262,15 +370,95 @@ mod tests {
         s.insert_room(&b).unwrap();
         assert_eq!(s.room(&a.id).unwrap().unwrap(), a);
         assert_eq!(s.room("nope").unwrap(), None);
-        assert_eq!(s.rooms(0, None).unwrap(), [a.clone(), b.clone()]);
-        assert_eq!(s.rooms(1, Some(1)).unwrap(), [b.clone()]);
+        assert_eq!(s.rooms(None, 0, None).unwrap(), [a.clone(), b.clone()]);
+        assert_eq!(s.rooms(None, 1, Some(1)).unwrap(), [b.clone()]);
         b.name = "bee".into();
         assert!(s.update_room(&b).unwrap());
         assert_eq!(s.room(&b.id).unwrap().unwrap().name, "bee");
         assert!(s.delete_room(&a.id).unwrap());
         assert!(!s.delete_room(&a.id).unwrap());
         assert!(!s.update_room(&a).unwrap());
-        assert_eq!(s.rooms(0, None).unwrap(), [b]);
+        assert_eq!(s.rooms(None, 0, None).unwrap(), [b]);
+    }
+
+    fn service(id: &str, name: &str) -> StoredService {
+        StoredService {
+            id: id.into(),
+            name: name.into(),
+            sealed_key: format!("sealed-{id}"),
+        }
+    }
+
+    #[test]
+    fn services_own_rooms_and_take_them_along() {
+        let s = SqliteStore::in_memory().unwrap();
+        assert!(s.insert_service(&service("s1", "one")).unwrap());
+        assert!(s.insert_service(&service("s2", "two")).unwrap());
+        assert!(
+            !s.insert_service(&service("s3", "one")).unwrap(),
+            "names are unique"
+        );
+        assert!(
+            !s.insert_service(&service("s1", "uno")).unwrap(),
+            "ids are unique"
+        );
+        assert_eq!(s.service("s1").unwrap(), Some(service("s1", "one")));
+        assert_eq!(s.service("nope").unwrap(), None);
+        assert_eq!(
+            s.services().unwrap(),
+            [service("s1", "one"), service("s2", "two")]
+        );
+        let mut mine = room("mine");
+        mine.service = "s1".into();
+        let mut theirs = room("theirs");
+        theirs.service = "s2".into();
+        let default = room("default");
+        for r in [&mine, &theirs, &default] {
+            s.insert_room(r).unwrap();
+        }
+        s.insert_token(&token("t", &mine.id, 0)).unwrap();
+        assert_eq!(s.rooms(Some("s1"), 0, None).unwrap(), [mine.clone()]);
+        assert_eq!(s.rooms(Some(""), 0, None).unwrap(), std::slice::from_ref(&default));
+        assert_eq!(s.rooms(None, 0, None).unwrap().len(), 3);
+        assert_eq!(s.delete_service("s1").unwrap(), Some(vec![mine.id.clone()]));
+        assert_eq!(s.delete_service("s1").unwrap(), None);
+        assert_eq!(s.room(&mine.id).unwrap(), None);
+        assert_eq!(s.take_token("t", 1, LIFE).unwrap(), Taken::Unknown);
+        assert_eq!(s.rooms(None, 0, None).unwrap(), [theirs, default]);
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_rooms() {
+        let dir = std::env::temp_dir().join(format!("conclave-store-v1-{}", new_id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = room("old");
+        {
+            // the schema as the first release wrote it, without a version
+            let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE rooms (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, config TEXT NOT NULL);
+                 CREATE TABLE tokens (id TEXT PRIMARY KEY, room_id TEXT NOT NULL, created_ms INTEGER NOT NULL, data TEXT NOT NULL);",
+            )
+            .unwrap();
+            let mut config: serde_json::Value = serde_json::to_value(&old).unwrap();
+            config.as_object_mut().unwrap().remove("service");
+            conn.execute(
+                "INSERT INTO rooms (id, config) VALUES (?1, ?2)",
+                params![old.id, config.to_string()],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&dir).unwrap();
+        assert_eq!(s.rooms(Some(""), 0, None).unwrap(), [old]);
+        let version: i64 = s
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        drop(s);
+        // opening again is a no-op
+        SqliteStore::open(&dir).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

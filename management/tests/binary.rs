@@ -52,6 +52,8 @@ async fn grpcurl_creates_a_room_and_a_token() {
                 "--set",
                 "listen=127.0.0.1:0",
                 "--set",
+                "rest.listen=127.0.0.1:0",
+                "--set",
                 &cluster_set,
                 "--set",
                 &data_set,
@@ -139,6 +141,8 @@ fn refuses_to_start_without_a_service_key() {
         .args([
             "--set",
             "listen=127.0.0.1:0",
+            "--set",
+            "rest.listen=127.0.0.1:0",
             "--set",
             "data_dir=/tmp/conclave-never-created",
         ])

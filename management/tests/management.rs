@@ -107,6 +107,7 @@ fn mgmt_config(stack: &Stack) -> management::Config {
         ..Default::default()
     };
     c.cluster.manager = stack.manager_addr.clone();
+    c.rest.listen = "127.0.0.1:0".into();
     c.token.portal_schedule_budget = 3;
     c.token.portal_schedule_retry_interval = 50;
     c

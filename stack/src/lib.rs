@@ -4,6 +4,7 @@
 //! helpers ([`testing`]), and an in-memory OTLP trace collector
 //! ([`trace_collector`]).
 
+pub mod owt_rest;
 pub mod process;
 pub mod testing;
 pub mod topology;

@@ -103,6 +103,8 @@ pub struct Topology {
     pub options: Options,
     pub manager: String,
     pub management: String,
+    /// The management REST API's address.
+    pub management_rest: String,
     /// The first agent's gRPC address.
     pub agent: String,
     /// The first portal's Socket.IO address.
@@ -133,6 +135,7 @@ impl Topology {
             options,
             manager: String::new(),
             management: String::new(),
+            management_rest: String::new(),
             agent: String::new(),
             portal_socket: String::new(),
             portal_grpc: String::new(),
@@ -151,6 +154,7 @@ impl Topology {
         )?;
         let sets = vec![
             format!("listen={}", t.options.listen(7000)),
+            format!("rest.listen={}", t.options.listen(3000)),
             format!("data_dir={}", t.options.data_dir.display()),
             format!("cluster.manager={}", t.manager),
         ];
@@ -160,6 +164,17 @@ impl Topology {
             &t.options.management.clone(),
             MANAGER_READY,
         )?;
+        // the REST API starts before the gRPC server, so its line is in the history
+        t.management_rest = t
+            .processes
+            .last()
+            .and_then(|p| {
+                p.history
+                    .iter()
+                    .filter(|l| l.contains("REST API listening"))
+                    .find_map(|l| conclave_common::handshake::field(l, "local_addr"))
+            })
+            .unwrap_or_default();
         t.agent = t.add_agent(&[])?;
         let sets = vec![
             format!("portal.listen={}", t.options.socket_listen),

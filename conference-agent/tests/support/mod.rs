@@ -162,6 +162,7 @@ pub async fn cluster(conference_strategy: &str) -> Cluster {
         ..Default::default()
     };
     mc.cluster.manager = manager_addr.clone();
+    mc.rest.listen = "127.0.0.1:0".into();
     let mgmt_server = management::start(mc, stop.clone()).await.unwrap();
     let portal = FakePortal::default();
     let portal_server = GrpcServer::start(
