@@ -90,6 +90,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
         free_port(),
         free_port(),
         free_port(),
+        free_port(),
     ];
     let compose = Compose {
         cli,
@@ -101,6 +102,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
             ("CONCLAVE_CLUSTER_PORT".into(), ports[3].to_string()),
             ("CONCLAVE_PORTAL2_PORT".into(), ports[4].to_string()),
             ("CONCLAVE_PORTAL2_GRPC_PORT".into(), ports[5].to_string()),
+            ("CONCLAVE_REST_PORT".into(), ports[6].to_string()),
         ],
     };
     let (ok, out) = run(&mut compose.cmd(&["up", "-d", "--scale", "conference-agent=3"]));
@@ -134,6 +136,37 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     );
     let (_, ps) = run(&mut compose.cmd(&["ps"]));
     eprintln!("{ps}");
+
+    // an OWT application server's path: a service, then REST with MAuth on
+    // the published port 3000
+    let service = grpcurl_json(
+        &grpcurl,
+        &management,
+        "management.v1.Management/CreateService",
+        r#"{"name":"compose-app"}"#,
+    );
+    let rest = conclave_stack::owt_rest::OwtRest::new(
+        service["id"].as_str().unwrap(),
+        service["key"].as_str().unwrap(),
+        &format!("127.0.0.1:{}", ports[6]),
+    );
+    let rest_room = rest
+        .create_room("rest room", serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(rest_room.status, 200, "{rest_room:?}");
+    let rest_room = rest_room.json()["_id"].as_str().unwrap().to_string();
+    let token = rest
+        .create_token(&rest_room, "rest-user", "presenter")
+        .await
+        .unwrap();
+    assert_eq!(token.status, 200, "{token:?}");
+    let mut c = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
+    let ack = c.login_as(&token.body, "1.2", "C++").await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
+    let listed = rest.get_participants(&rest_room).await.unwrap().json();
+    assert_eq!(listed[0]["user"], "rest-user", "{listed}");
+    c.quit().await;
 
     // three rooms, logged into from the host through the published port
     let mut rooms = Vec::new();

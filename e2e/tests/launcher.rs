@@ -134,6 +134,95 @@ async fn the_local_stack_prints_a_logins_trace() {
     let _ = std::fs::remove_dir_all(data);
 }
 
+/// The launcher makes a sample service for the REST API, prints how an OWT
+/// application server uses it, and a shell line (openssl and curl) that
+/// lists its rooms; the line works as printed, and a restart keeps the
+/// same service.
+#[test]
+fn the_local_stack_prints_a_working_rest_call() {
+    let has = |tool: &str| {
+        std::process::Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok()
+    };
+    if !has("curl") || !has("openssl") {
+        eprintln!("SKIPPED: curl or openssl missing");
+        return;
+    }
+    let (mut stack, _token, _host, data) = launch("rest", "127.0.0.1:0", &[]);
+    let ready = |stack: &ServiceProcess| {
+        stack
+            .history
+            .iter()
+            .find(|l| l.contains("conclave-stack ready"))
+            .cloned()
+            .expect("the ready line")
+    };
+    let line = ready(&stack);
+    let field = |k: &str| conclave_common::handshake::field(&line, k).expect(k);
+    let (id, key, rest) = (field("service_id"), field("service_key"), field("rest"));
+    let init = format!("API.init('{id}', '{key}', 'http://127.0.0.1:");
+    let mut printed: Vec<String> = stack.history.clone();
+    while let Ok(l) = stack.lines.recv_timeout(Duration::from_millis(300)) {
+        printed.push(l);
+    }
+    assert!(printed.iter().any(|l| l.contains(&init)), "{printed:#?}");
+    let example = printed
+        .iter()
+        .find(|l| l.trim_start().starts_with("ID="))
+        .expect("the example line")
+        .trim()
+        .to_string();
+    assert!(example.contains(&format!(
+        "http://127.0.0.1:{}/v1/rooms",
+        rest.rsplit(':').next().unwrap()
+    )));
+    let out = std::process::Command::new("bash")
+        .args(["-c", &example])
+        .output()
+        .expect("bash runs");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[]",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stack.signal("INT");
+    assert!(stack.wait_exit(Duration::from_secs(30)).is_some());
+    // started again on the same data: the same service
+    let data_arg = data.display().to_string();
+    let (mut again, _) = ServiceProcess::start_named(
+        "stack",
+        workspace_bin("conclave-stack").to_str().unwrap(),
+        &[
+            "--any-ports",
+            "--data-dir",
+            &data_arg,
+            "--hostname",
+            "127.0.0.1",
+            "--socket-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+        "conclave-stack ready",
+        "token",
+    )
+    .expect("the stack starts again");
+    let line = ready(&again);
+    assert_eq!(
+        conclave_common::handshake::field(&line, "service_id"),
+        Some(id)
+    );
+    assert_eq!(
+        conclave_common::handshake::field(&line, "service_key"),
+        Some(key)
+    );
+    again.signal("INT");
+    assert!(again.wait_exit(Duration::from_secs(30)).is_some());
+    let _ = std::fs::remove_dir_all(data);
+}
+
 /// Killing the launcher outright (SIGKILL: no chance to clean up) still
 /// stops every service: each one's standard input is a pipe from the
 /// launcher, and the kernel closes it.

@@ -2,6 +2,7 @@
 //! server) with its own Socket.IO client and measures login, relogin,
 //! fan-out, idle memory per connection and scheduler throughput.
 
+pub mod rest;
 pub mod sio;
 pub mod stats;
 
@@ -89,6 +90,7 @@ pub struct Report {
     /// library itself costs.
     pub baseline_idle: Option<IdleReport>,
     pub scheduler: Option<SchedulerReport>,
+    pub rest: Option<rest::RestReport>,
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
@@ -670,6 +672,12 @@ pub fn table(r: &Report) -> String {
         }
     }
     out.push('\n');
+    if let Some(x) = &r.rest {
+        out.push_str(&format!(
+            "\ntokens: REST with MAuth {:.0}/s (failed {}), gRPC CreateToken {:.0}/s (failed {}), {} in parallel; replay check {:.0} ns with {} cnonces remembered\n",
+            x.rest_tokens_per_second, x.rest_failed, x.grpc_tokens_per_second, x.grpc_failed, x.parallel, x.replay_check_ns, x.replay_remembered
+        ));
+    }
     if let Some(s) = &r.scheduler {
         out.push_str(&format!(
             "\nscheduler: {:.0} Schedule/s for new rooms, {:.0}/s for an existing room\n",

@@ -12,10 +12,10 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Scenarios to run, comma-separated: login, baseline, relogin, fanout, idle, scheduler.
+    /// Scenarios to run, comma-separated: login, baseline, relogin, fanout, idle, scheduler, rest.
     #[arg(
         long,
-        default_value = "baseline,login,relogin,fanout,idle,scheduler",
+        default_value = "baseline,login,relogin,fanout,idle,scheduler,rest",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -51,6 +51,9 @@ struct Args {
     /// Seconds of Schedule calls, each for new rooms and an existing one.
     #[arg(long, default_value_t = 3.0)]
     scheduler_seconds: f64,
+    /// Seconds of token creations, over REST and then over gRPC.
+    #[arg(long, default_value_t = 3.0)]
+    rest_seconds: f64,
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench.json")]
     json: PathBuf,
@@ -81,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let mut options = Options::on_free_ports(data.clone());
     options.env = vec![("RUST_LOG".into(), QUIET.into())];
     let stack = Topology::launch(options).await?;
+    let rest_addr = stack.management_rest.clone();
     let target = Target {
         portal: stack.portal_socket.clone(),
         management: stack.management.clone(),
@@ -160,6 +164,13 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("idle: {} connections", args.idle);
             report.idle = Some(
                 loadgen::idle(&target, args.idle, args.idle_room_size, args.concurrency).await?,
+            );
+        }
+        if want("rest") {
+            eprintln!("rest: {} s of tokens each way", args.rest_seconds);
+            report.rest = Some(
+                loadgen::rest::rest_tokens(&target.management, &rest_addr, args.rest_seconds, 8)
+                    .await?,
             );
         }
         if want("scheduler") {

@@ -418,7 +418,10 @@ mod tests {
         }
         s.insert_token(&token("t", &mine.id, 0)).unwrap();
         assert_eq!(s.rooms(Some("s1"), 0, None).unwrap(), [mine.clone()]);
-        assert_eq!(s.rooms(Some(""), 0, None).unwrap(), std::slice::from_ref(&default));
+        assert_eq!(
+            s.rooms(Some(""), 0, None).unwrap(),
+            std::slice::from_ref(&default)
+        );
         assert_eq!(s.rooms(None, 0, None).unwrap().len(), 3);
         assert_eq!(s.delete_service("s1").unwrap(), Some(vec![mine.id.clone()]));
         assert_eq!(s.delete_service("s1").unwrap(), None);

@@ -655,6 +655,72 @@ async fn rooms_and_unconsumed_tokens_survive_a_restart() {
     m.stop().await;
 }
 
+/// A service's key is shown once, stored sealed (the database file alone
+/// does not reveal it), and still works after a restart; with another
+/// cluster service key it cannot be unsealed, and the service cannot sign in.
+#[tokio::test]
+async fn service_keys_are_sealed_in_the_store_and_survive_a_restart() {
+    let stack = stack(vec![]).await;
+    let clock = ManualClock::new(now_ms());
+    let m = start(mgmt_config(&stack), clock.clone()).await;
+    let mut c = m.client.clone();
+    let made = c
+        .create_service(pb::CreateServiceRequest {
+            name: "sealed".into(),
+            key: Some("a-very-recognisable-service-key".into()),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(made.key, "a-very-recognisable-service-key");
+    let listed = c
+        .list_services(pb::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert_eq!(listed.len(), 2, "the super service and this one");
+    assert!(
+        listed.iter().all(|s| s.key.is_empty()),
+        "keys are never listed"
+    );
+    let dup = c
+        .create_service(pb::CreateServiceRequest {
+            name: "sealed".into(),
+            key: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code(), Code::AlreadyExists);
+    m.stop().await;
+    // the database and its write-ahead log
+    let mut saw_service = false;
+    for entry in std::fs::read_dir(&stack.data_dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("a-very-recognisable-service-key"));
+        saw_service |= text.contains(&made.id);
+    }
+    assert!(saw_service, "the service row was read");
+
+    let rest_sign_in = |addr: std::net::SocketAddr| {
+        let rest = conclave_stack::owt_rest::OwtRest::new(
+            &made.id,
+            "a-very-recognisable-service-key",
+            &addr.to_string(),
+        );
+        async move { rest.get_rooms(1, 50).await.unwrap().status }
+    };
+    let m = start(mgmt_config(&stack), clock.clone()).await;
+    assert_eq!(rest_sign_in(m.server.rest_addr().unwrap()).await, 200);
+    m.stop().await;
+    let mut other_key = mgmt_config(&stack);
+    other_key.service_key = "another-cluster-key".into();
+    let m = start(other_key, clock).await;
+    assert_eq!(rest_sign_in(m.server.rest_addr().unwrap()).await, 401);
+    m.stop().await;
+}
+
 #[tokio::test]
 async fn an_empty_service_key_is_refused_at_start() {
     let stack = stack(vec![]).await;

@@ -120,9 +120,14 @@ async fn main() -> anyhow::Result<()> {
             return Err(e.into());
         }
     };
-    match demo(&stack.management).await {
-        Ok((room, token)) => {
-            print_ready(&stack, &args.hostname, &room, &token);
+    let ready = async {
+        let demo = demo(&stack.management).await?;
+        let sample = sample_service(&stack.management, &args.data_dir).await?;
+        anyhow::Ok((demo, sample))
+    };
+    match ready.await {
+        Ok(((room, token), sample)) => {
+            print_ready(&stack, &args.hostname, &room, &token, &sample);
             stop.cancelled().await;
         }
         Err(e) => eprintln!("the stack did not become ready: {e:#}"),
@@ -133,8 +138,73 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The sample service's credentials, kept next to the database so that
+/// every start shows the same ones.
+const SAMPLE_FILE: &str = "sample-service.json";
+const SAMPLE_NAME: &str = "sampleService";
+
+/// The REST API's sample service (OWT's initdb makes one too): made on the
+/// first start, read back from the data directory afterwards.
+async fn sample_service(
+    management: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(String, String)> {
+    let mut m = ManagementClient::new(conclave_common::grpc::channel(
+        management,
+        Duration::from_secs(5),
+    )?);
+    let path = data_dir.join(SAMPLE_FILE);
+    let known: Option<(String, String)> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| {
+            Some((
+                v["id"].as_str()?.to_string(),
+                v["key"].as_str()?.to_string(),
+            ))
+        });
+    let listed = m
+        .list_services(mgmt::ListServicesRequest {})
+        .await?
+        .into_inner()
+        .services;
+    if let Some((id, key)) = known
+        && listed.iter().any(|s| s.id == id)
+    {
+        return Ok((id, key));
+    }
+    // the file is gone (or the database was reset): start again
+    if let Some(old) = listed.iter().find(|s| s.name == SAMPLE_NAME) {
+        m.delete_service(mgmt::DeleteServiceRequest { id: old.id.clone() })
+            .await?;
+    }
+    let made = m
+        .create_service(mgmt::CreateServiceRequest {
+            name: SAMPLE_NAME.into(),
+            key: None,
+        })
+        .await?
+        .into_inner();
+    let text = serde_json::json!({"id": made.id, "key": made.key}).to_string();
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok((made.id, made.key))
+}
+
+/// A shell line that signs one MAuth request with openssl and sends it with curl.
+fn rest_example(rest: &str, id: &str, key: &str) -> String {
+    format!(
+        "ID={id} KEY='{key}'; ts=$(date +%s%3N); n=$(openssl rand -hex 8); sig=$(printf %s \"$ts,$n\" | openssl dgst -sha256 -hmac \"$KEY\" | sed 's/^.*= //' | tr -d '\\n' | base64 -w0); curl -s -H \"Authorization: MAuth realm=http://marte3.dit.upm.es,mauth_signature_method=HMAC_SHA256,mauth_serviceid=$ID,mauth_cnonce=$n,mauth_timestamp=$ts,mauth_signature=$sig\" http://{rest}/v1/rooms"
+    )
+}
+
 /// The addresses, a demo token, commands to try, and one machine-readable line.
-fn print_ready(stack: &Topology, hostname: &str, room: &str, token: &str) {
+fn print_ready(
+    stack: &Topology,
+    hostname: &str,
+    room: &str,
+    token: &str,
+    (service_id, service_key): &(String, String),
+) {
     let (manager, management, agent) = (&stack.manager, &stack.management, &stack.agent);
     let portal_grpc = &stack.portal_grpc;
     let portal_pid = stack.processes[3].child.id();
@@ -142,7 +212,10 @@ fn print_ready(stack: &Topology, hostname: &str, room: &str, token: &str) {
     println!();
     println!("Conclave is running (Ctrl-C stops it):");
     println!("  Socket.IO     http://{hostname}:{port}/socket.io/");
+    let rest = &stack.management_rest;
+    let rest_port = rest.rsplit(':').next().unwrap_or("3000");
     println!("  management    {management}   (gRPC)");
+    println!("  REST API      http://{hostname}:{rest_port}/   (OWT's, with MAuth)");
     println!("  cluster       {manager}");
     println!("  portal        {portal_grpc}");
     println!("  agent         {agent}");
@@ -161,8 +234,18 @@ fn print_ready(stack: &Topology, hostname: &str, room: &str, token: &str) {
     println!("  grpcurl -plaintext -d '{{}}' {agent} agent.v1.NodeManager/ListNodes");
     println!("  grpcurl -plaintext -d '{{}}' {portal_grpc} portal.v1.Portal/ListClients");
     println!();
+    println!("The REST API's sample service, for your OWT application server:");
+    println!("  id   {service_id}");
+    println!("  key  {service_key}");
+    println!("  API.init('{service_id}', '{service_key}', 'http://{hostname}:{rest_port}/')");
+    println!("List its rooms from a shell (openssl signs the MAuth header):");
     println!(
-        "conclave-stack ready portal=http://{hostname}:{port} management={management} cluster={manager} agent={agent} portal_grpc={portal_grpc} portal_pid={portal_pid} room={room} token={token}"
+        "  {}",
+        rest_example(&format!("{hostname}:{rest_port}"), service_id, service_key)
+    );
+    println!();
+    println!(
+        "conclave-stack ready portal=http://{hostname}:{port} management={management} rest={rest} cluster={manager} agent={agent} portal_grpc={portal_grpc} portal_pid={portal_pid} service_id={service_id} service_key={service_key} room={room} token={token}"
     );
 }
 
