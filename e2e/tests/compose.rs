@@ -91,6 +91,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
         free_port(),
         free_port(),
         free_port(),
+        free_port(),
     ];
     let compose = Compose {
         cli,
@@ -103,6 +104,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
             ("CONCLAVE_PORTAL2_PORT".into(), ports[4].to_string()),
             ("CONCLAVE_PORTAL2_GRPC_PORT".into(), ports[5].to_string()),
             ("CONCLAVE_REST_PORT".into(), ports[6].to_string()),
+            ("CONCLAVE_SAMPLE_PORT".into(), ports[7].to_string()),
         ],
     };
     let (ok, out) = run(&mut compose.cmd(&["up", "-d", "--scale", "conference-agent=3"]));
@@ -130,9 +132,9 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     assert!(
         eventually(Duration::from_secs(90), || {
             let (ok, out) = run(&mut compose.cmd(&["ps"]));
-            ok && out.matches("(healthy)").count() == 7 && agents().len() == 3
+            ok && out.matches("(healthy)").count() == 8 && agents().len() == 3
         }),
-        "all seven containers healthy and three agents registered"
+        "all eight containers healthy and three agents registered"
     );
     let (_, ps) = run(&mut compose.cmd(&["ps"]));
     eprintln!("{ps}");
@@ -166,6 +168,40 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     assert_eq!(ack[0], "ok", "{ack:?}");
     let listed = rest.get_participants(&rest_room).await.unwrap().json();
     assert_eq!(listed[0]["user"], "rest-user", "{listed}");
+    c.quit().await;
+    // the sample service's page and its token route (it made its own service)
+    let sample = format!("127.0.0.1:{}", ports[7]);
+    let page = conclave_stack::owt_rest::raw(&sample, "GET", "/", None, "", None)
+        .await
+        .unwrap();
+    assert!(page.body.contains("Conclave sample conference"), "{page:?}");
+    let mut sample_token = String::new();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let out = Command::new("curl")
+                .args(["-s", "-X", "POST", "-H", "Content-Type: application/json"])
+                .args(["-d", r#"{"user":"page-user","role":"presenter"}"#])
+                .arg(format!("http://{sample}/tokens"))
+                .output();
+            match out {
+                Ok(o)
+                    if o.status.success()
+                        && conclave_common::token::JoinToken::decode(&String::from_utf8_lossy(
+                            &o.stdout,
+                        ))
+                        .is_ok() =>
+                {
+                    sample_token = String::from_utf8_lossy(&o.stdout).to_string();
+                    true
+                }
+                _ => false,
+            }
+        }),
+        "the sample gives tokens"
+    );
+    let mut c = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
+    let ack = c.login_as(&sample_token, "1.2", "JavaScript").await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
     c.quit().await;
 
     // three rooms, logged into from the host through the published port

@@ -168,6 +168,22 @@ fn the_local_stack_prints_a_working_rest_call() {
         printed.push(l);
     }
     assert!(printed.iter().any(|l| l.contains(&init)), "{printed:#?}");
+    // the sample page comes first, and serves
+    let own: Vec<&String> = printed
+        .iter()
+        .filter(|l| !l.starts_with('[') && !l.trim().is_empty())
+        .collect();
+    assert!(
+        own[0].starts_with("Open the sample conference page: http://127.0.0.1:"),
+        "{own:#?}"
+    );
+    let page = field("page");
+    let page_addr = page.trim_start_matches("http://").trim_end_matches('/');
+    let served = std::process::Command::new("curl")
+        .args(["-s", &format!("http://{page_addr}/")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&served.stdout).contains("Conclave sample conference"));
     let example = printed
         .iter()
         .find(|l| l.trim_start().starts_with("ID="))
@@ -182,11 +198,22 @@ fn the_local_stack_prints_a_working_rest_call() {
         .args(["-c", &example])
         .output()
         .expect("bash runs");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "[]",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    // the sample page made the sample room through the same API
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "{} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(listed.is_array(), "{listed}");
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["name"] == "sampleRoom"),
+        "{listed}"
     );
     stack.signal("INT");
     assert!(stack.wait_exit(Duration::from_secs(30)).is_some());

@@ -4,7 +4,8 @@
 //! helpers ([`testing`]), and an in-memory OTLP trace collector
 //! ([`trace_collector`]).
 
-pub mod owt_rest;
+/// OWT's REST client as the sample application server has it.
+pub use conclave_sample::owt_rest;
 pub mod process;
 pub mod testing;
 pub mod topology;

@@ -32,6 +32,10 @@ struct Args {
     /// Address the portal's Socket.IO server listens on (port 0: a free one).
     #[arg(long, default_value = "0.0.0.0:8080")]
     socket_listen: String,
+    /// Address the sample page and application server listen on (with
+    /// --any-ports: a free loopback port).
+    #[arg(long, default_value = "0.0.0.0:3001")]
+    sample_listen: String,
     /// Host name clients are sent to (it goes into tokens).
     #[arg(long, default_value = "localhost")]
     hostname: String,
@@ -122,13 +126,25 @@ async fn main() -> anyhow::Result<()> {
     };
     let ready = async {
         let demo = demo(&stack.management).await?;
-        let sample = sample_service(&stack.management, &args.data_dir).await?;
-        anyhow::Ok((demo, sample))
+        let sample = conclave_sample::sample_service::find_or_create(
+            &stack.management,
+            &args.data_dir,
+            "sampleService",
+        )
+        .await?;
+        let listen = if args.any_ports {
+            "127.0.0.1:0".to_string()
+        } else {
+            args.sample_listen.clone()
+        };
+        let page = start_sample(&stack, &listen, &sample).await?;
+        anyhow::Ok((demo, sample, page))
     };
     match ready.await {
-        Ok(((room, token), sample)) => {
-            print_ready(&stack, &args.hostname, &room, &token, &sample);
+        Ok(((room, token), sample, (page_process, page))) => {
+            print_ready(&stack, &args.hostname, &room, &token, &sample, &page);
             stop.cancelled().await;
+            drop(page_process);
         }
         Err(e) => eprintln!("the stack did not become ready: {e:#}"),
     }
@@ -138,56 +154,39 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The sample service's credentials, kept next to the database so that
-/// every start shows the same ones.
-const SAMPLE_FILE: &str = "sample-service.json";
-const SAMPLE_NAME: &str = "sampleService";
-
-/// The REST API's sample service (OWT's initdb makes one too): made on the
-/// first start, read back from the data directory afterwards.
-async fn sample_service(
-    management: &str,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<(String, String)> {
-    let mut m = ManagementClient::new(conclave_common::grpc::channel(
-        management,
-        Duration::from_secs(5),
-    )?);
-    let path = data_dir.join(SAMPLE_FILE);
-    let known: Option<(String, String)> = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| {
-            Some((
-                v["id"].as_str()?.to_string(),
-                v["key"].as_str()?.to_string(),
-            ))
-        });
-    let listed = m
-        .list_services(mgmt::ListServicesRequest {})
-        .await?
-        .into_inner()
-        .services;
-    if let Some((id, key)) = known
-        && listed.iter().any(|s| s.id == id)
-    {
-        return Ok((id, key));
-    }
-    // the file is gone (or the database was reset): start again
-    if let Some(old) = listed.iter().find(|s| s.name == SAMPLE_NAME) {
-        m.delete_service(mgmt::DeleteServiceRequest { id: old.id.clone() })
-            .await?;
-    }
-    let made = m
-        .create_service(mgmt::CreateServiceRequest {
-            name: SAMPLE_NAME.into(),
-            key: None,
-        })
-        .await?
-        .into_inner();
-    let text = serde_json::json!({"id": made.id, "key": made.key}).to_string();
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok((made.id, made.key))
+/// The sample page and application server, signing as the sample service;
+/// the process and its address.
+async fn start_sample(
+    stack: &Topology,
+    listen: &str,
+    (id, key): &(String, String),
+) -> anyhow::Result<(conclave_stack::process::ServiceProcess, String)> {
+    let program = stack.options.bin_dir.join("conclave-sample");
+    let sets = [
+        format!("listen={listen}"),
+        format!("rest_url=http://{}/", stack.management_rest),
+        format!("service_id={id}"),
+        format!("service_key={key}"),
+    ];
+    let args: Vec<String> = sets
+        .iter()
+        .flat_map(|s| ["--set".to_string(), s.clone()])
+        .collect();
+    let env = stack.options.env.clone();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        conclave_stack::process::ServiceProcess::start_named(
+            "sample",
+            &program.display().to_string(),
+            &args,
+            &env,
+            "sample serving",
+            "local_addr",
+        )
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("the sample page: {e}"))
 }
 
 /// A shell line that signs one MAuth request with openssl and sends it with curl.
@@ -204,11 +203,15 @@ fn print_ready(
     room: &str,
     token: &str,
     (service_id, service_key): &(String, String),
+    page: &str,
 ) {
     let (manager, management, agent) = (&stack.manager, &stack.management, &stack.agent);
     let portal_grpc = &stack.portal_grpc;
     let portal_pid = stack.processes[3].child.id();
     let port = stack.portal_socket.rsplit(':').next().unwrap_or("8080");
+    let page_port = page.rsplit(':').next().unwrap_or("3001");
+    println!();
+    println!("Open the sample conference page: http://{hostname}:{page_port}/");
     println!();
     println!("Conclave is running (Ctrl-C stops it):");
     println!("  Socket.IO     http://{hostname}:{port}/socket.io/");
@@ -245,7 +248,7 @@ fn print_ready(
     );
     println!();
     println!(
-        "conclave-stack ready portal=http://{hostname}:{port} management={management} rest={rest} cluster={manager} agent={agent} portal_grpc={portal_grpc} portal_pid={portal_pid} service_id={service_id} service_key={service_key} room={room} token={token}"
+        "conclave-stack ready page=http://{hostname}:{page_port}/ portal=http://{hostname}:{port} management={management} rest={rest} cluster={manager} agent={agent} portal_grpc={portal_grpc} portal_pid={portal_pid} service_id={service_id} service_key={service_key} room={room} token={token}"
     );
 }
 
