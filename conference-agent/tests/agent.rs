@@ -209,6 +209,7 @@ async fn getnode_join_text_leave_through_real_nodes() {
     node_client
         .drop_participant(conf::DropParticipantRequest {
             participant_id: "p2".into(),
+            reason: String::new(),
         })
         .await
         .unwrap();

@@ -104,13 +104,14 @@ impl Notifier {
 
     /// Ask a participant's portal to drop it (client gets `drop`, socket
     /// closes). Failures are logged and swallowed, as OWT does.
-    pub async fn drop_participant(&self, portal: &PortalRef, participant: &str) {
+    pub async fn drop_participant(&self, portal: &PortalRef, participant: &str, reason: &str) {
         let Some(mut client) = self.client(&portal.endpoint) else {
             return;
         };
         let req = conclave_common::grpc::request(
             pb::DropRequest {
                 participant_id: participant.to_string(),
+                reason: reason.to_string(),
             },
             self.timeout,
         );

@@ -261,14 +261,20 @@ impl pb::conference_server::Conference for ConferenceService {
         &self,
         req: Request<pb::DropParticipantRequest>,
     ) -> Result<Response<pb::DropParticipantReply>, Status> {
-        let id = req.into_inner().participant_id;
+        let r = req.into_inner();
+        let id = r.participant_id;
+        let reason = if r.reason.is_empty() {
+            "Dropped by the application"
+        } else {
+            r.reason.as_str()
+        };
         let participant = self
             .state()
             .participant(&id)
             .cloned()
             .ok_or(ConferenceError::NoSuchParticipant)?;
         self.notifier
-            .drop_participant(&participant.portal, &id)
+            .drop_participant(&participant.portal, &id, reason)
             .await;
         // The portal's own leave may have removed it already.
         if let Ok((_, deliveries)) = self.state().leave(&id, Instant::now()) {

@@ -168,6 +168,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     assert_eq!(ack[0], "ok", "{ack:?}");
     let listed = rest.get_participants(&rest_room).await.unwrap().json();
     assert_eq!(listed[0]["user"], "rest-user", "{listed}");
+    assert_eq!(c.emit("logout", vec![]).await[0], "ok");
     c.quit().await;
     // the sample service's page and its token route (it made its own service)
     let sample = format!("127.0.0.1:{}", ports[7]);
@@ -202,6 +203,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     let mut c = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
     let ack = c.login_as(&sample_token, "1.2", "JavaScript").await;
     assert_eq!(ack[0], "ok", "{ack:?}");
+    assert_eq!(c.emit("logout", vec![]).await[0], "ok");
     c.quit().await;
 
     // three rooms, logged into from the host through the published port

@@ -432,10 +432,15 @@ async fn portal_drop_and_grpcurl_list_clients() {
         .portal_client()
         .drop(conclave_proto::portal::v1::DropRequest {
             participant_id: b.sid.clone(),
+            reason: "Operator says so".into(),
         })
         .await
         .unwrap();
-    assert!(b.wait_event("drop", 5.0).await.is_some(), "b gets drop");
+    assert_eq!(
+        b.wait_event("drop", 5.0).await,
+        Some(json!({"reason": "Operator says so"})),
+        "b gets drop, with the reason"
+    );
     assert!(b.wait_disconnect(5.0).await, "then its socket closes");
     assert_eq!(
         a.wait_event("participant", 5.0).await.unwrap()["action"],

@@ -440,6 +440,6 @@ async fn two_browsers_meet_chat_survive_a_blip_and_see_leave_and_drop() {
     )
     .await;
     let errors = b.text(alice_s, "errors").await;
-    assert!(errors.starts_with("Dropped"), "{errors}");
+    assert_eq!(errors, "Dropped: Dropped by the application (REST API)");
     b.cmd(json!({"cmd": "quit"})).await;
 }

@@ -121,6 +121,7 @@ impl RoomNodes {
             .await?
             .drop_participant(conf::DropParticipantRequest {
                 participant_id: participant.to_string(),
+                reason: "Dropped by the application (REST API)".into(),
             })
             .await
             .map_err(NodeError::Rpc)?;

@@ -80,8 +80,9 @@ impl Portal {
         }
     }
 
-    /// Drop a participant: it gets `drop`, its socket closes, it leaves.
-    pub async fn drop_participant(&self, participant: &str) -> bool {
+    /// Drop a participant: it gets `drop` (with `{reason}` when there is
+    /// one), its socket closes, it leaves.
+    pub async fn drop_participant(&self, participant: &str, reason: &str) -> bool {
         let sid = self.delivery.with(|r| {
             let sid = r.client(participant)?.socket;
             Some((sid, r.close_connection(sid)))
@@ -90,10 +91,15 @@ impl Portal {
             return false;
         };
         if open {
-            self.delivery.emit(sid, "drop", &Value::Null);
+            let data = if reason.is_empty() {
+                Value::Null
+            } else {
+                serde_json::json!({ "reason": reason })
+            };
+            self.delivery.emit(sid, "drop", &data);
             self.delivery.close(sid);
         }
-        tracing::warn!(%participant, "participant dropped");
+        tracing::warn!(%participant, %reason, "participant dropped");
         conclave_common::metrics::counter!("portal_drops_total").increment(1);
         self.leave(participant).await
     }
@@ -156,7 +162,11 @@ impl Portal {
                 }
                 Err(e) => {
                     tracing::warn!(%participant, error = %e, "taking the seat back failed; dropping the client");
-                    self.drop_participant(&participant).await;
+                    self.drop_participant(
+                        &participant,
+                        "The conference did not take the participant back",
+                    )
+                    .await;
                 }
             }
         }
@@ -178,7 +188,10 @@ impl Portal {
         let (mut moved, mut dropped) = (0, 0);
         for (participant, reconnection, controller) in clients {
             if !reconnection {
-                dropped += usize::from(self.drop_participant(&participant).await);
+                dropped += usize::from(
+                    self.drop_participant(&participant, "The portal is shutting down")
+                        .await,
+                );
                 continue;
             }
             if let Err(e) = self.remotes.detach(&controller, &participant, grace).await {
@@ -199,13 +212,13 @@ impl Portal {
     }
 
     /// Drop every participant (cluster loss, shutdown, `Drop{"all"}`).
-    pub async fn drop_all(&self) -> usize {
+    pub async fn drop_all(&self, reason: &str) -> usize {
         let all: Vec<String> = self
             .delivery
             .with(|r| r.clients().map(|c| c.participant.clone()).collect());
         let mut n = 0;
         for p in all {
-            if self.drop_participant(&p).await {
+            if self.drop_participant(&p, reason).await {
                 n += 1;
             }
         }
@@ -215,13 +228,17 @@ impl Portal {
     /// A conference node exited or an agent was lost (OWT §9.5): the
     /// participants it served are dropped.
     pub fn controller_lost(self: &Arc<Self>, change: &ClusterChange) {
-        let (controller, participants) = match change {
-            ClusterChange::NodeExited { node, .. } => {
-                (node, self.delivery.with(|r| r.on_controller(node, &[])))
-            }
-            ClusterChange::WorkerLost { worker, .. } => {
-                (worker, self.delivery.with(|r| r.on_agent(worker)))
-            }
+        let (controller, participants, reason) = match change {
+            ClusterChange::NodeExited { node, .. } => (
+                node,
+                self.delivery.with(|r| r.on_controller(node, &[])),
+                "The room's conference node exited",
+            ),
+            ClusterChange::WorkerLost { worker, .. } => (
+                worker,
+                self.delivery.with(|r| r.on_agent(worker)),
+                "The room's conference agent was lost",
+            ),
             ClusterChange::WorkerJoined { .. } => return,
         };
         if !participants.is_empty() {
@@ -229,7 +246,7 @@ impl Portal {
         }
         for participant in participants {
             let portal = self.clone();
-            tokio::spawn(async move { portal.drop_participant(&participant).await });
+            tokio::spawn(async move { portal.drop_participant(&participant, reason).await });
         }
     }
 }

@@ -79,11 +79,13 @@ impl pb::portal_server::Portal for PortalService {
     }
 
     async fn drop(&self, req: Request<pb::DropRequest>) -> Result<Response<pb::DropReply>, Status> {
-        let id = req.into_inner().participant_id;
-        if id == "all" {
-            self.portal.drop_all().await;
+        let r = req.into_inner();
+        if r.participant_id == "all" {
+            self.portal.drop_all(&r.reason).await;
         } else {
-            self.portal.drop_participant(&id).await;
+            self.portal
+                .drop_participant(&r.participant_id, &r.reason)
+                .await;
         }
         Ok(Response::new(pb::DropReply {}))
     }

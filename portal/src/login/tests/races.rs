@@ -3,7 +3,7 @@
 use super::fake::{Harness, Stage};
 use super::{GRACE, error_of};
 use crate::login::Answer;
-use serde_json::{Value, json};
+use serde_json::json;
 use socketioxide::socket::Sid;
 use std::time::Duration;
 
@@ -267,7 +267,13 @@ async fn a_lost_node_drops_its_participants() {
         tokio::task::yield_now().await;
     }
     assert_eq!(h.portal.participants(), 0);
-    assert_eq!(h.sockets.emitted(sid), [("drop".to_string(), Value::Null)]);
+    assert_eq!(
+        h.sockets.emitted(sid),
+        [(
+            "drop".to_string(),
+            json!({"reason": "The room's conference node exited"})
+        )]
+    );
     assert!(h.sockets.closed(sid));
     assert!(!h.sockets.closed(other));
 }
@@ -353,7 +359,10 @@ async fn a_drain_hands_seats_to_the_nodes_and_refuses_new_logins() {
     // the other cannot relogin: it is dropped and leaves
     assert_eq!(
         h.sockets.emitted(plain),
-        [("drop".to_string(), Value::Null)]
+        [(
+            "drop".to_string(),
+            json!({"reason": "The portal is shutting down"})
+        )]
     );
     assert!(h.remotes.calls().contains(&format!("leave node-1 {plain}")));
     assert_eq!(h.portal.participants(), 0);
