@@ -74,7 +74,7 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// Logs the stack must still print (its addresses) while staying quiet per login.
-const QUIET: &str = "warn,conclave_common::grpc=info,conference_agent=info,portal=info,portal::login=warn,portal::stages=warn,portal::requests=warn";
+const QUIET: &str = "warn,conclave_common::grpc=info,management::rest=info,conference_agent=info,portal=info,portal::login=warn,portal::stages=warn,portal::requests=warn";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

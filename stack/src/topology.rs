@@ -174,7 +174,11 @@ impl Topology {
                     .filter(|l| l.contains("REST API listening"))
                     .find_map(|l| conclave_common::handshake::field(l, "local_addr"))
             })
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                TopologyError::NotReady(
+                    "management logged no REST API address (a log filter must let management::rest=info through)".into(),
+                )
+            })?;
         t.agent = t.add_agent(&[])?;
         let sets = vec![
             format!("portal.listen={}", t.options.socket_listen),
