@@ -76,8 +76,14 @@ fn every_scenario_runs_and_loses_nothing() {
     let rest = &report["rest"];
     assert_eq!(rest["rest_failed"], 0, "{report}");
     assert_eq!(rest["grpc_failed"], 0, "{report}");
-    assert!(rest["rest_tokens_per_second"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(rest["grpc_tokens_per_second"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        rest["rest_tokens_per_second"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        rest["grpc_tokens_per_second"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     assert!(rest["replay_check_ns"].as_f64().unwrap() > 0.0, "{report}");
     let _ = std::fs::remove_file(json);
 }
