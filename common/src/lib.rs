@@ -16,6 +16,7 @@ pub mod purpose;
 pub mod shutdown;
 pub mod sync;
 pub mod telemetry;
+pub mod tls;
 pub mod token;
 pub mod trace;
 

@@ -74,6 +74,11 @@ pub async fn stack_with_agent(agent: &[&str], extra_portal: &[&str]) -> Stack {
     launch(&[], extra_portal, agent).await
 }
 
+/// A stack whose portal gets `portal` and management gets `management` flags.
+pub async fn stack_with_portal_and_management(portal: &[&str], management: &[&str]) -> Stack {
+    launch_with(&[], portal, &[], management).await
+}
+
 /// A stack whose management service also gets the `--set` flags `management`.
 pub async fn stack_with_management(management: &[&str]) -> Stack {
     launch_with(&[], &[], &[], management).await
@@ -483,10 +488,16 @@ pub fn have_clients() -> bool {
 
 impl PyClient {
     pub async fn spawn(flavor: Flavor) -> PyClient {
+        Self::spawn_with_env(flavor, &[]).await
+    }
+
+    /// A client process with extra environment (e.g. the CA it trusts).
+    pub async fn spawn_with_env(flavor: Flavor, env: &[(&str, &str)]) -> PyClient {
         let py = python(flavor).expect("python client");
         let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/driver.py");
         let mut child = Command::new(py)
             .arg(driver)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -522,7 +533,12 @@ impl PyClient {
 
     /// Spawn a client of `flavor` and connect it to `url`.
     pub async fn connect_url(url: &str, flavor: Flavor) -> PyClient {
-        let mut c = PyClient::spawn(flavor).await;
+        Self::connect_url_with_env(url, flavor, &[]).await
+    }
+
+    /// As [`connect_url`](Self::connect_url), with extra environment.
+    pub async fn connect_url_with_env(url: &str, flavor: Flavor, env: &[(&str, &str)]) -> PyClient {
+        let mut c = PyClient::spawn_with_env(flavor, env).await;
         let transports = match flavor {
             Flavor::Eio4Polling => json!(["polling", "websocket"]),
             Flavor::Eio4Websocket => json!(["websocket"]),

@@ -139,6 +139,44 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
     let (_, ps) = run(&mut compose.cmd(&["ps"]));
     eprintln!("{ps}");
 
+    // internal gRPC ports are published on the host's loopback only; the
+    // public ones (Socket.IO, REST with MAuth, the sample page) on every
+    // interface. Only the bindings are read: no traffic to other addresses.
+    let binding = |service: &str, port: &str| -> String {
+        let (ok, out) = run(&mut compose.cmd(&["port", service, port]));
+        assert!(ok, "compose port {service} {port}: {out}");
+        out.lines()
+            .rev()
+            .find(|l| l.contains(':'))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    for (service, port) in [
+        ("cluster-manager", "7001"),
+        ("management", "7000"),
+        ("portal", "7002"),
+        ("portal-2", "7002"),
+        ("conference-agent", "7003"),
+    ] {
+        let b = binding(service, port);
+        assert!(
+            b.starts_with("127.0.0.1:"),
+            "{service} {port} is bound to {b}"
+        );
+    }
+    for (service, port) in [
+        ("portal", "8080"),
+        ("management", "3000"),
+        ("sample", "3001"),
+    ] {
+        let b = binding(service, port);
+        assert!(
+            b.starts_with("0.0.0.0:") || b.starts_with("[::]:") || b.starts_with(":::"),
+            "{service} {port} is bound to {b}"
+        );
+    }
+
     // an OWT application server's path: a service, then REST with MAuth on
     // the published port 3000
     let service = grpcurl_json(

@@ -102,6 +102,9 @@ pub struct RestConfig {
     pub super_service_key: String,
     /// A file holding that key, read when super_service_key is empty. Default "".
     pub super_service_key_file: String,
+    /// Serve https: `cert` and `key` PEM files, reloaded when they change or
+    /// on SIGHUP. Default: plaintext.
+    pub tls: conclave_common::tls::ServerTls,
 }
 
 impl Default for RestConfig {
@@ -115,6 +118,7 @@ impl Default for RestConfig {
             super_service_id: "000000000000000000000000".into(),
             super_service_key: String::new(),
             super_service_key_file: String::new(),
+            tls: conclave_common::tls::ServerTls::default(),
         }
     }
 }

@@ -82,6 +82,10 @@ pub async fn start_with_clock(
     let key =
         conclave_common::token::load_service_key(&config.service_key, &config.service_key_file)
             .map_err(StartError::Config)?;
+    if config.rest.tls.enabled() {
+        conclave_common::tls::load(&config.rest.tls.cert, &config.rest.tls.key)
+            .map_err(|e| StartError::Config(format!("rest.tls: {e}")))?;
+    }
     let store = Arc::new(store::SqliteStore::open(std::path::Path::new(
         &config.data_dir,
     ))?);

@@ -288,11 +288,24 @@ pub async fn serve(
         .fallback(handle)
         .with_state(app)
         .layer(conclave_common::http::HttpLayer::new(routes::template));
-    tracing::info!(%local_addr, "REST API listening");
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
+    let secure = config.tls.enabled();
+    tracing::info!(%local_addr, tls = secure, "REST API listening");
+    let task = if secure {
+        let (tls, _) =
+            conclave_common::tls::server_config(&config.tls, &[b"http/1.1"], shutdown.clone())
+                .map_err(std::io::Error::other)?;
+        let listener = conclave_common::tls::TlsListener::new(listener, tls, false)?;
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        })
+    } else {
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        })
+    };
     Ok(RestServer { local_addr, task })
 }

@@ -55,9 +55,13 @@ pub struct PortalConfig {
     /// Public URL in front of the portal (e.g. "https://conf.example.com");
     /// tokens then carry it instead of hostname:port. Default "".
     pub via_host: String,
-    /// Clients connect with TLS (tokens carry `secure`). TLS itself is
-    /// terminated in front of the portal. Default false (OWT's code default).
+    /// Clients connect with TLS (tokens carry `secure`) though TLS is
+    /// terminated in front of the portal. Default false (OWT's code default);
+    /// `portal.tls` implies it.
     pub ssl: bool,
+    /// Serve https/wss here: `cert` and `key` PEM files, reloaded when they
+    /// change (`reload_interval`) or on SIGHUP. Default: plaintext.
+    pub tls: conclave_common::tls::ServerTls,
     /// Port announced in tokens; 0 = the bound Socket.IO port. Default 0.
     pub public_port: u16,
     /// Seconds between Engine.IO pings. Default 25 (Socket.IO's default).
@@ -115,6 +119,7 @@ impl Default for PortalConfig {
             ip_address: String::new(),
             via_host: String::new(),
             ssl: false,
+            tls: conclave_common::tls::ServerTls::default(),
             public_port: 0,
             ping_interval: 25,
             ping_timeout: 20,

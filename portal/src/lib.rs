@@ -51,6 +51,8 @@ pub enum StartError {
     Grpc(#[from] GrpcError),
     #[error(transparent)]
     Worker(#[from] conclave_common::cluster_worker::WorkerError),
+    #[error("portal.tls: {0}")]
+    Tls(#[from] conclave_common::tls::TlsError),
 }
 
 /// A running portal.
@@ -133,6 +135,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<RunningPortal, StartError> {
     config.validate().map_err(StartError::Config)?;
+    if config.portal.tls.enabled() {
+        // a clear start-up error before anything listens
+        conclave_common::tls::load(&config.portal.tls.cert, &config.portal.tls.key)?;
+    }
     let key =
         conclave_common::token::load_service_key(&config.service_key, &config.service_key_file)
             .map_err(StartError::Config)?;
@@ -201,18 +207,42 @@ pub async fn start(
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     let http_stop = CancellationToken::new();
     let http_wait = http_stop.clone();
-    let http = tokio::spawn(async move {
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_wait.cancelled().await })
-            .await
-        {
-            tracing::error!(error = %e, "Socket.IO server failed");
-        }
-    });
-    tracing::info!(local_addr = %socket_addr, "Socket.IO server listening");
+    let secure = config.portal.tls.enabled();
+    let http = if secure {
+        let (tls, _) = conclave_common::tls::server_config(
+            &config.portal.tls,
+            &[b"http/1.1"],
+            http_stop.clone(),
+        )?;
+        let listener =
+            conclave_common::tls::TlsListener::new(listener, tls, true).map_err(|source| {
+                StartError::Bind {
+                    addr: config.portal.listen.clone(),
+                    source,
+                }
+            })?;
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { http_wait.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "Socket.IO server failed");
+            }
+        })
+    } else {
+        tokio::spawn(async move {
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { http_wait.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "Socket.IO server failed");
+            }
+        })
+    };
+    tracing::info!(local_addr = %socket_addr, tls = secure, "Socket.IO server listening");
 
     let public_port = if config.portal.public_port == 0 {
         socket_addr.port()
@@ -231,7 +261,7 @@ pub async fn start(
             ..Default::default()
         }),
         via_host: config.portal.via_host.clone(),
-        ssl: config.portal.ssl,
+        ssl: config.portal.ssl || secure,
     };
     let client_load = ManualLoad::new(0.0);
     let load: Arc<dyn LoadSource> = if config.portal.load == "clients" {
