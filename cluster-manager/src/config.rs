@@ -20,6 +20,9 @@ pub struct Config {
     pub log: LogConfig,
     /// OTLP export of spans (off by default).
     pub trace: TraceConfig,
+    /// Mutual TLS for this service's gRPC, server and client: `ca`, `cert`
+    /// and `key` PEM files. Default: none (plaintext, as the log says once).
+    pub tls: conclave_common::tls::ServiceTls,
 }
 
 impl Default for Config {
@@ -30,6 +33,7 @@ impl Default for Config {
             strategy: StrategyConfig::default(),
             log: LogConfig::default(),
             trace: TraceConfig::default(),
+            tls: conclave_common::tls::ServiceTls::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9701"),
         }
     }
@@ -198,6 +202,10 @@ impl conclave_common::cli::ServiceConfig for Config {
 
     fn trace(&self) -> &TraceConfig {
         &self.trace
+    }
+
+    fn tls(&self) -> Option<&conclave_common::tls::ServiceTls> {
+        Some(&self.tls)
     }
 }
 

@@ -34,6 +34,11 @@ pub trait ServiceConfig: Serialize + DeserializeOwned + Default {
     const SERVICE: &'static str;
     fn log(&self) -> &LogConfig;
     fn trace(&self) -> &TraceConfig;
+    /// The `[tls]` table of a service with gRPC (mutual TLS); none for
+    /// services without gRPC.
+    fn tls(&self) -> Option<&crate::tls::ServiceTls> {
+        None
+    }
 }
 
 /// What every binary's `main` does: answer `--health-check` or
@@ -49,16 +54,23 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    let config: C = args.load()?;
     if let Some(endpoint) = &args.health_check {
+        // the check speaks the service's own gRPC: TLS when it has [tls]
+        if let Some(tls) = config.tls() {
+            crate::grpc::configure_tls(tls)?;
+        }
         health_check_exit(endpoint).await;
     }
-    let config: C = args.load()?;
     if args.print_config {
         print!("{}", config::to_toml(&config));
         return Ok(());
     }
     let telemetry =
         crate::telemetry::init(C::SERVICE, config.log(), config.trace(), args.log_json)?;
+    if let Some(tls) = config.tls() {
+        crate::grpc::configure_tls(tls)?;
+    }
     let shutdown = crate::shutdown::on_signal();
     if crate::shutdown::exit_with_stdin_requested() {
         crate::shutdown::watch_stdin(

@@ -43,6 +43,47 @@ pub enum GrpcError {
     Serve(#[from] tonic::transport::Error),
 }
 
+/// Mutual TLS for every gRPC server and client of this process, once
+/// configured ([`configure_tls`]).
+struct MutualTls {
+    server: tonic::transport::ServerTlsConfig,
+    client: tonic::transport::ClientTlsConfig,
+}
+
+static MUTUAL_TLS: std::sync::OnceLock<MutualTls> = std::sync::OnceLock::new();
+
+/// Set up this process's gRPC from its `[tls]` table: with `ca`, `cert` and
+/// `key`, every server requires a client certificate signed by the CA and
+/// every client presents its own and checks the server's; without, all is
+/// plaintext, as the log says once. True when TLS is on.
+pub fn configure_tls(tls: &crate::tls::ServiceTls) -> Result<bool, crate::tls::TlsError> {
+    if !tls.enabled() {
+        tracing::info!("gRPC is plaintext: no [tls] table (tls.ca, tls.cert, tls.key)");
+        return Ok(false);
+    }
+    let pem = tls.read()?;
+    let identity = tonic::transport::Identity::from_pem(pem.cert, pem.key);
+    let ca = tonic::transport::Certificate::from_pem(pem.ca);
+    let config = MutualTls {
+        server: tonic::transport::ServerTlsConfig::new()
+            .identity(identity.clone())
+            .client_ca_root(ca.clone()),
+        client: tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(ca)
+            .identity(identity),
+    };
+    if MUTUAL_TLS.set(config).is_err() {
+        tracing::debug!("gRPC TLS was already configured in this process");
+    }
+    tracing::info!(ca = %tls.ca, cert = %tls.cert, "gRPC with mutual TLS");
+    Ok(true)
+}
+
+/// Whether this process's gRPC uses mutual TLS.
+pub fn tls_enabled() -> bool {
+    MUTUAL_TLS.get().is_some()
+}
+
 /// A started gRPC server.
 pub struct GrpcServer {
     local_addr: SocketAddr,
@@ -108,8 +149,12 @@ impl GrpcServer {
             .add_service(reflection_v1alpha);
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let reporter = health.clone();
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = MUTUAL_TLS.get() {
+            builder = builder.tls_config(tls.server.clone())?;
+        }
         let task = tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            builder
                 .layer(ServerLayer)
                 .http2_keepalive_interval(Some(Duration::from_secs(10)))
                 .http2_keepalive_timeout(Some(Duration::from_secs(5)))
@@ -122,7 +167,7 @@ impl GrpcServer {
                 })
                 .await
         });
-        tracing::info!(%local_addr, "gRPC server listening");
+        tracing::info!(%local_addr, tls = tls_enabled(), "gRPC server listening");
         Ok(GrpcServer {
             local_addr,
             health,
@@ -301,13 +346,21 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 /// connecting happens on first use and again after the peer restarts. Every
 /// call gets `deadline` unless the request sets its own.
 pub fn channel(endpoint: &str, deadline: Duration) -> Result<Channel, GrpcError> {
-    let uri = if endpoint.contains("://") {
-        endpoint.to_string()
-    } else {
-        format!("http://{endpoint}")
+    let tls = MUTUAL_TLS.get();
+    let uri = match (endpoint.split_once("://"), tls) {
+        (Some((_, rest)), Some(_)) => format!("https://{rest}"),
+        (Some(_), None) => endpoint.to_string(),
+        (None, Some(_)) => format!("https://{endpoint}"),
+        (None, None) => format!("http://{endpoint}"),
     };
-    let ep = Endpoint::from_shared(uri)
-        .map_err(|_| GrpcError::Endpoint(endpoint.to_string()))?
+    let mut ep =
+        Endpoint::from_shared(uri).map_err(|_| GrpcError::Endpoint(endpoint.to_string()))?;
+    if let Some(tls) = tls {
+        ep = ep
+            .tls_config(tls.client.clone())
+            .map_err(|_| GrpcError::Endpoint(endpoint.to_string()))?;
+    }
+    let ep = ep
         .connect_timeout(Duration::from_millis(1000))
         .timeout(deadline)
         .tcp_nodelay(true)

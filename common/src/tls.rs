@@ -20,6 +20,65 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
+/// `[tls]` of a service: mutual TLS for all its gRPC, server and client.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceTls {
+    /// PEM CA certificate(s): peers must present a certificate signed by it.
+    /// Default "" (no `[tls]`: gRPC is plaintext).
+    pub ca: String,
+    /// PEM certificate this service presents, as a server and as a client.
+    /// Default "".
+    pub cert: String,
+    /// Its PEM private key. Default "".
+    pub key: String,
+}
+
+impl ServiceTls {
+    pub fn enabled(&self) -> bool {
+        !self.ca.is_empty() || !self.cert.is_empty() || !self.key.is_empty()
+    }
+
+    /// Check the files; the PEM texts.
+    pub fn read(&self) -> Result<PemFiles, TlsError> {
+        if self.ca.is_empty() {
+            return Err(TlsError::Format {
+                path: "[tls] ca".into(),
+                what: "mutual TLS needs a CA certificate (tls.ca)".into(),
+            });
+        }
+        load(&self.cert, &self.key)?;
+        let ca = read(&self.ca)?;
+        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&ca)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::Format {
+                path: self.ca.clone(),
+                what: format!("not a PEM certificate ({e})"),
+            })?;
+        if cas.is_empty() {
+            return Err(TlsError::Format {
+                path: self.ca.clone(),
+                what: "no PEM certificate in the file".into(),
+            });
+        }
+        for c in &cas {
+            check_validity(&self.ca, c)?;
+        }
+        Ok(PemFiles {
+            ca,
+            cert: read(&self.cert)?,
+            key: read(&self.key)?,
+        })
+    }
+}
+
+/// The PEM texts of a `[tls]` table, checked.
+pub struct PemFiles {
+    pub ca: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
 /// `[*.tls]` of a server clients reach.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 #[serde(default, deny_unknown_fields)]

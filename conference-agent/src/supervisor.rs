@@ -40,6 +40,18 @@ fn trace_settings(trace: &conclave_common::telemetry::TraceConfig) -> Vec<String
     args
 }
 
+/// `--set` flags giving a node its agent's `[tls]` table: nodes speak
+/// mutual TLS exactly when their agent does.
+fn tls_settings(tls: &conclave_common::tls::ServiceTls) -> Vec<String> {
+    if !tls.enabled() {
+        return Vec::new();
+    }
+    [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)]
+        .into_iter()
+        .flat_map(|(k, v)| ["--set".to_string(), format!("tls.{k}={v}")])
+        .collect()
+}
+
 impl Agent {
     /// Start one node process for the pool entry `id`.
     pub(crate) fn spawn_node(self: &Arc<Self>, id: String) {
@@ -60,6 +72,7 @@ impl Agent {
                 node.reconnection_timeout
             ))
             .args(trace_settings(&self.config.trace))
+            .args(tls_settings(&self.config.tls))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

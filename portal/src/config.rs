@@ -22,6 +22,9 @@ pub struct Config {
     pub log: LogConfig,
     /// OTLP export of spans (off by default).
     pub trace: TraceConfig,
+    /// Mutual TLS for this service's gRPC, server and client: `ca`, `cert`
+    /// and `key` PEM files. Default: none (plaintext, as the log says once).
+    pub tls: conclave_common::tls::ServiceTls,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             log: LogConfig::default(),
             trace: TraceConfig::default(),
+            tls: conclave_common::tls::ServiceTls::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9702"),
         }
     }
@@ -168,5 +172,9 @@ impl conclave_common::cli::ServiceConfig for Config {
 
     fn trace(&self) -> &TraceConfig {
         &self.trace
+    }
+
+    fn tls(&self) -> Option<&conclave_common::tls::ServiceTls> {
+        Some(&self.tls)
     }
 }
