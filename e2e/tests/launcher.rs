@@ -250,6 +250,91 @@ fn the_local_stack_prints_a_working_rest_call() {
     let _ = std::fs::remove_dir_all(data);
 }
 
+/// `--tls`: development certificates, then everything over TLS: a client
+/// that trusts only the printed CA logs in over wss, the printed REST call
+/// works over https, grpcurl reaches management with the client certificate,
+/// and the sample page is served over https.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_local_stack_runs_everything_over_tls() {
+    if !have_clients() {
+        return;
+    }
+    let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
+    let (mut stack, token, host, data) = launch("tls", "127.0.0.1:0", &["--tls"]);
+    let line = stack
+        .history
+        .iter()
+        .find(|l| l.contains("conclave-stack ready"))
+        .cloned()
+        .unwrap();
+    let field = |k: &str| conclave_common::handshake::field(&line, k).expect(k);
+    let ca = field("ca");
+    assert!(ca.ends_with("tls/ca.pem"), "{line}");
+    assert!(field("page").starts_with("https://"), "{line}");
+    let trust = [
+        ("SSL_CERT_FILE", ca.as_str()),
+        ("REQUESTS_CA_BUNDLE", ca.as_str()),
+        ("WEBSOCKET_CLIENT_CA_BUNDLE", ca.as_str()),
+    ];
+    assert!(
+        conclave_common::token::JoinToken::decode(&token)
+            .unwrap()
+            .secure
+    );
+    let mut client =
+        PyClient::connect_url_with_env(&format!("https://{host}"), Flavor::Eio4Websocket, &trust)
+            .await;
+    let ack = client.login_as(&token, "1.2", "C++").await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
+    client.quit().await;
+
+    let mut printed: Vec<String> = stack.history.clone();
+    while let Ok(l) = stack.lines.recv_timeout(Duration::from_millis(300)) {
+        printed.push(l);
+    }
+    assert!(
+        printed.iter().any(|l| l.starts_with("CA certificate: ")),
+        "{printed:#?}"
+    );
+    let example = printed
+        .iter()
+        .find(|l| l.trim_start().starts_with("ID="))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        example.contains("--cacert") && example.contains("https://"),
+        "{example}"
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &example])
+        .output()
+        .unwrap();
+    let listed: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert!(listed.is_array(), "{listed}");
+    let dir = std::path::Path::new(&ca).parent().unwrap();
+    let (ok, out) = conclave_stack::testing::run(std::process::Command::new(&grpcurl).args([
+        "-cacert",
+        &ca,
+        "-cert",
+        &dir.join("client.pem").display().to_string(),
+        "-key",
+        &dir.join("client-key.pem").display().to_string(),
+        &field("management"),
+        "list",
+    ]));
+    assert!(ok && out.contains("management.v1.Management"), "{out}");
+    let page = std::process::Command::new("curl")
+        .args(["-s", "--cacert", &ca, &field("page")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&page.stdout).contains("Conclave sample conference"));
+    stack.signal("INT");
+    assert!(stack.wait_exit(Duration::from_secs(30)).is_some());
+    let _ = std::fs::remove_dir_all(data);
+}
+
 /// Killing the launcher outright (SIGKILL: no chance to clean up) still
 /// stops every service: each one's standard input is a pipe from the
 /// launcher, and the kernel closes it.

@@ -9,9 +9,15 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Where the page and `/tokens` are served. Default "0.0.0.0:3001" (OWT's sample port).
     pub listen: String,
-    /// The REST API, as an OWT application server's `API.init` takes it.
-    /// Default "http://127.0.0.1:3000/".
+    /// The REST API, as an OWT application server's `API.init` takes it
+    /// (http:// or https://). Default "http://127.0.0.1:3000/".
     pub rest_url: String,
+    /// For an https `rest_url`: the PEM CA certificate(s) to trust ("" =
+    /// none, which refuses every server). Default "".
+    pub rest_ca: String,
+    /// Serve the page over https: `cert` and `key` PEM files (a camera
+    /// needs a secure page). Default: plaintext.
+    pub tls: conclave_common::tls::ServerTls,
     /// The service the sample signs its REST calls as. When either is empty,
     /// the sample finds or makes the service `service_name` over management's
     /// gRPC and keeps its key in `data_dir`. Default "" for both.
@@ -34,6 +40,8 @@ impl Default for Config {
         Config {
             listen: "0.0.0.0:3001".into(),
             rest_url: "http://127.0.0.1:3000/".into(),
+            rest_ca: String::new(),
+            tls: conclave_common::tls::ServerTls::default(),
             service_id: String::new(),
             service_key: String::new(),
             service_name: "sampleService".into(),
@@ -58,20 +66,31 @@ impl conclave_common::cli::ServiceConfig for Config {
     }
 }
 
-/// host:port of an `http://host:port/` URL (the port defaults to 80).
-pub fn rest_addr(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("rest_url must start with http:// (got `{url}`)"))?;
+/// host:port of an `http://` or `https://` URL (the port defaults to 80 or
+/// 443), and whether it is https.
+pub fn rest_addr(url: &str) -> Result<(String, bool), String> {
+    let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => {
+            return Err(format!(
+                "rest_url must start with http:// or https:// (got `{url}`)"
+            ));
+        }
+    };
     let host = rest.split('/').next().unwrap_or_default();
     if host.is_empty() {
         return Err(format!("rest_url has no host (got `{url}`)"));
     }
-    Ok(if host.contains(':') {
-        host.to_string()
-    } else {
-        format!("{host}:80")
-    })
+    let port = if secure { 443 } else { 80 };
+    Ok((
+        if host.contains(':') {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        },
+        secure,
+    ))
 }
 
 #[cfg(test)]
@@ -80,13 +99,17 @@ mod tests {
     fn rest_urls() {
         assert_eq!(
             super::rest_addr("http://localhost:3000/").unwrap(),
-            "localhost:3000"
+            ("localhost:3000".into(), false)
         );
         assert_eq!(
             super::rest_addr("http://rest.example.com").unwrap(),
-            "rest.example.com:80"
+            ("rest.example.com:80".into(), false)
         );
-        assert!(super::rest_addr("https://x/").is_err());
+        assert_eq!(
+            super::rest_addr("https://rest.example.com/").unwrap(),
+            ("rest.example.com:443".into(), true)
+        );
+        assert!(super::rest_addr("ftp://x/").is_err());
         assert!(super::rest_addr("http:///").is_err());
     }
 }

@@ -240,7 +240,20 @@ impl Sample {
 
 /// Start serving: find (or make) the sample service, then listen.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Sample, StartError> {
-    let rest_addr = config::rest_addr(&config.rest_url).map_err(StartError::Config)?;
+    let (rest_addr, rest_secure) =
+        config::rest_addr(&config.rest_url).map_err(StartError::Config)?;
+    let rest_tls = if rest_secure {
+        Some(
+            owt_rest::TlsClient::from_ca_file(&config.rest_ca)
+                .map_err(|e| StartError::Config(format!("rest_ca: {e}")))?,
+        )
+    } else {
+        None
+    };
+    if config.tls.enabled() {
+        conclave_common::tls::load(&config.tls.cert, &config.tls.key)
+            .map_err(|e| StartError::Config(format!("tls: {e}")))?;
+    }
     let (id, key) = if !config.service_id.is_empty() && !config.service_key.is_empty() {
         (config.service_id.clone(), config.service_key.clone())
     } else {
@@ -252,8 +265,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Sample
         .await
         .map_err(|e| StartError::Service(format!("{e:#}")))?
     };
+    let mut rest = OwtRest::new(&id, &key, &rest_addr);
+    if let Some(tls) = rest_tls {
+        rest = rest.with_tls(tls);
+    }
     let app = Arc::new(App {
-        rest: OwtRest::new(&id, &key, &rest_addr),
+        rest,
         room_name: config.room.clone(),
         room: Mutex::new(None),
     });
@@ -286,12 +303,31 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Sample
         .fallback(handle)
         .with_state(app)
         .layer(conclave_common::http::HttpLayer::new(route_label));
-    tracing::info!(%local_addr, service = %id, rest = %rest_addr, "sample serving");
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-    });
+    let secure = config.tls.enabled();
+    tracing::info!(%local_addr, service = %id, rest = %rest_addr, tls = secure, "sample serving");
+    let task = if secure {
+        let (tls, _) =
+            conclave_common::tls::server_config(&config.tls, &[b"http/1.1"], shutdown.clone())
+                .map_err(|e| StartError::Config(format!("tls: {e}")))?;
+        let listener =
+            conclave_common::tls::TlsListener::new(listener, tls, false).map_err(|source| {
+                StartError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                }
+            })?;
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        })
+    } else {
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        })
+    };
     Ok(Sample { local_addr, task })
 }
 

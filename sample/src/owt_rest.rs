@@ -45,6 +45,46 @@ pub struct OwtRest {
     pub key: String,
     /// host:port of the REST API.
     pub addr: String,
+    /// https, trusting these roots; `None`: plain http.
+    pub tls: Option<TlsClient>,
+}
+
+/// The roots an https client trusts.
+#[derive(Clone)]
+pub struct TlsClient {
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for TlsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsClient")
+    }
+}
+
+impl TlsClient {
+    /// Trust the PEM CA certificate(s) in `path` only.
+    pub fn from_ca_file(path: &str) -> std::io::Result<TlsClient> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(path)?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            let cert = cert.map_err(|e| std::io::Error::other(format!("{path}: {e}")))?;
+            roots
+                .add(cert)
+                .map_err(|e| std::io::Error::other(format!("{path}: {e}")))?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(std::io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(TlsClient {
+            config: std::sync::Arc::new(config),
+        })
+    }
 }
 
 fn now_ms() -> i64 {
@@ -68,7 +108,14 @@ impl OwtRest {
             service_id: service_id.into(),
             key: key.into(),
             addr: addr.into(),
+            tls: None,
         }
+    }
+
+    /// The same client over https.
+    pub fn with_tls(mut self, tls: TlsClient) -> OwtRest {
+        self.tls = Some(tls);
+        self
     }
 
     /// The MAuth header for `timestamp` and `cnonce`.
@@ -106,8 +153,9 @@ impl OwtRest {
             format!("/v1/{path}")
         };
         let text = body.map(|b| b.to_string());
-        raw(
+        request(
             &self.addr,
+            self.tls.as_ref(),
             method,
             &path,
             text.as_deref(),
@@ -220,6 +268,19 @@ pub async fn raw(
     content_type: &str,
     authorization: Option<&str>,
 ) -> std::io::Result<Answer> {
+    request(addr, None, method, path, body, content_type, authorization).await
+}
+
+/// As [`raw`], over https when `tls` is given.
+pub async fn request(
+    addr: &str,
+    tls: Option<&TlsClient>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    content_type: &str,
+    authorization: Option<&str>,
+) -> std::io::Result<Answer> {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if let Some(auth) = authorization {
@@ -233,7 +294,24 @@ pub async fn raw(
         None => head.push_str("Content-Type: text/plain;charset=UTF-8\r\n"),
     }
     head.push_str("\r\n");
-    let mut stream = TcpStream::connect(addr).await?;
+    let tcp = TcpStream::connect(addr).await?;
+    match tls {
+        None => exchange(tcp, &head, body).await,
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| std::io::Error::other(format!("{host}: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+                .connect(name, tcp)
+                .await?;
+            exchange(stream, &head, body).await
+        }
+    }
+}
+
+async fn exchange<S>(mut stream: S, head: &str, body: Option<&str>) -> std::io::Result<Answer>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream.write_all(head.as_bytes()).await?;
     if let Some(b) = body {
         stream.write_all(b.as_bytes()).await?;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use conclave_proto::management::v1 as mgmt;
 use conclave_proto::management::v1::management_client::ManagementClient;
+use conclave_stack::devcerts::DevCerts;
 use conclave_stack::trace_collector::{TraceCollector, render_tree};
 use conclave_stack::{Options, Topology};
 use std::collections::HashMap;
@@ -36,6 +37,12 @@ struct Args {
     /// --any-ports: a free loopback port).
     #[arg(long, default_value = "0.0.0.0:3001")]
     sample_listen: String,
+    /// Everything over TLS: development certificates (a CA, a server and a
+    /// client certificate) made under `<data-dir>/tls`; the portal serves
+    /// wss, the REST API and the sample page https, and every gRPC call is
+    /// mutual TLS.
+    #[arg(long)]
+    tls: bool,
     /// Host name clients are sent to (it goes into tokens).
     #[arg(long, default_value = "localhost")]
     hostname: String,
@@ -100,6 +107,36 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(key) = std::env::var("CONCLAVE_SERVICE_KEY") {
         options.service_key = key;
     }
+    let certs = if args.tls {
+        let certs = dev_certs(&args.data_dir.join("tls"), &args.hostname)?;
+        let (ca, cert, key) = (
+            certs.ca.display().to_string(),
+            certs.server.display().to_string(),
+            certs.server_key.display().to_string(),
+        );
+        // this launcher calls the services' gRPC too
+        conclave_common::grpc::configure_tls(&conclave_common::tls::ServiceTls {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        })?;
+        options.env.extend([
+            ("CONCLAVE_TLS__CA".to_string(), ca),
+            ("CONCLAVE_TLS__CERT".to_string(), cert.clone()),
+            ("CONCLAVE_TLS__KEY".to_string(), key.clone()),
+        ]);
+        options.portal.extend([
+            format!("portal.tls.cert={cert}"),
+            format!("portal.tls.key={key}"),
+        ]);
+        options.management.extend([
+            format!("rest.tls.cert={cert}"),
+            format!("rest.tls.key={key}"),
+        ]);
+        Some(certs)
+    } else {
+        None
+    };
     if args.print_traces {
         let collector = TraceCollector::start("127.0.0.1:0")
             .await
@@ -137,12 +174,20 @@ async fn main() -> anyhow::Result<()> {
         } else {
             args.sample_listen.clone()
         };
-        let page = start_sample(&stack, &listen, &sample).await?;
+        let page = start_sample(&stack, &listen, &sample, certs.as_ref()).await?;
         anyhow::Ok((demo, sample, page))
     };
     match ready.await {
         Ok(((room, token), sample, (page_process, page))) => {
-            print_ready(&stack, &args.hostname, &room, &token, &sample, &page);
+            print_ready(
+                &stack,
+                &args.hostname,
+                &room,
+                &token,
+                &sample,
+                &page,
+                certs.as_ref(),
+            );
             stop.cancelled().await;
             drop(page_process);
         }
@@ -160,14 +205,19 @@ async fn start_sample(
     stack: &Topology,
     listen: &str,
     (id, key): &(String, String),
+    certs: Option<&DevCerts>,
 ) -> anyhow::Result<(conclave_stack::process::ServiceProcess, String)> {
     let program = stack.options.bin_dir.join("conclave-sample");
-    let sets = [
+    let scheme = if certs.is_some() { "https" } else { "http" };
+    let mut sets = vec![
         format!("listen={listen}"),
-        format!("rest_url=http://{}/", stack.management_rest),
+        format!("rest_url={scheme}://{}/", stack.management_rest),
         format!("service_id={id}"),
         format!("service_key={key}"),
     ];
+    if let Some(c) = certs {
+        sets.push(format!("rest_ca={}", c.ca.display()));
+    }
     let args: Vec<String> = sets
         .iter()
         .flat_map(|s| ["--set".to_string(), s.clone()])
@@ -190,10 +240,26 @@ async fn start_sample(
 }
 
 /// A shell line that signs one MAuth request with openssl and sends it with curl.
-fn rest_example(rest: &str, id: &str, key: &str) -> String {
+fn rest_example(rest: &str, id: &str, key: &str, ca: Option<&std::path::Path>) -> String {
+    let (scheme, trust) = match ca {
+        Some(ca) => ("https", format!("--cacert {} ", ca.display())),
+        None => ("http", String::new()),
+    };
     format!(
-        "ID={id} KEY='{key}'; ts=$(date +%s%3N); n=$(openssl rand -hex 8); sig=$(printf %s \"$ts,$n\" | openssl dgst -sha256 -hmac \"$KEY\" | sed 's/^.*= //' | tr -d '\\n' | base64 -w0); curl -s -H \"Authorization: MAuth realm=http://marte3.dit.upm.es,mauth_signature_method=HMAC_SHA256,mauth_serviceid=$ID,mauth_cnonce=$n,mauth_timestamp=$ts,mauth_signature=$sig\" http://{rest}/v1/rooms"
+        "ID={id} KEY='{key}'; ts=$(date +%s%3N); n=$(openssl rand -hex 8); sig=$(printf %s \"$ts,$n\" | openssl dgst -sha256 -hmac \"$KEY\" | sed 's/^.*= //' | tr -d '\\n' | base64 -w0); curl -s {trust}-H \"Authorization: MAuth realm=http://marte3.dit.upm.es,mauth_signature_method=HMAC_SHA256,mauth_serviceid=$ID,mauth_cnonce=$n,mauth_timestamp=$ts,mauth_signature=$sig\" {scheme}://{rest}/v1/rooms"
     )
+}
+
+/// Development certificates in `dir`: the CA and client certificate kept
+/// from an earlier start, a fresh server certificate for `hostname`.
+fn dev_certs(dir: &std::path::Path, hostname: &str) -> anyhow::Result<DevCerts> {
+    let known = DevCerts::paths(dir);
+    let certs = if known.ca.is_file() && known.ca_key.is_file() && known.client.is_file() {
+        conclave_stack::devcerts::issue_server(dir, &[hostname])?
+    } else {
+        conclave_stack::devcerts::generate(dir, &[hostname])?
+    };
+    Ok(certs)
 }
 
 /// The addresses, a demo token, commands to try, and one machine-readable line.
@@ -204,21 +270,41 @@ fn print_ready(
     token: &str,
     (service_id, service_key): &(String, String),
     page: &str,
+    certs: Option<&DevCerts>,
 ) {
+    let http = if certs.is_some() { "https" } else { "http" };
+    let ca = certs.map_or("none".to_string(), |c| c.ca.display().to_string());
+    let grpc = match certs {
+        Some(c) => format!(
+            "-cacert {} -cert {} -key {}",
+            c.ca.display(),
+            c.client.display(),
+            c.client_key.display()
+        ),
+        None => "-plaintext".to_string(),
+    };
     let (manager, management, agent) = (&stack.manager, &stack.management, &stack.agent);
     let portal_grpc = &stack.portal_grpc;
     let portal_pid = stack.processes[3].child.id();
     let port = stack.portal_socket.rsplit(':').next().unwrap_or("8080");
     let page_port = page.rsplit(':').next().unwrap_or("3001");
     println!();
-    println!("Open the sample conference page: http://{hostname}:{page_port}/");
+    println!("Open the sample conference page: {http}://{hostname}:{page_port}/");
+    if let Some(c) = certs {
+        println!("CA certificate: {}", c.ca.display());
+        println!(
+            "  (trust it in your browser; grpcurl's client certificate: {} and {})",
+            c.client.display(),
+            c.client_key.display()
+        );
+    }
     println!();
     println!("Conclave is running (Ctrl-C stops it):");
-    println!("  Socket.IO     http://{hostname}:{port}/socket.io/");
+    println!("  Socket.IO     {http}://{hostname}:{port}/socket.io/");
     let rest = &stack.management_rest;
     let rest_port = rest.rsplit(':').next().unwrap_or("3000");
     println!("  management    {management}   (gRPC)");
-    println!("  REST API      http://{hostname}:{rest_port}/   (OWT's, with MAuth)");
+    println!("  REST API      {http}://{hostname}:{rest_port}/   (OWT's, with MAuth)");
     println!("  cluster       {manager}");
     println!("  portal        {portal_grpc}");
     println!("  agent         {agent}");
@@ -227,28 +313,33 @@ fn print_ready(
     println!("  {token}");
     println!();
     println!("Try:");
-    println!("  grpcurl -plaintext {management} list");
+    println!("  grpcurl {grpc} {management} list");
     println!(
-        "  grpcurl -plaintext -d '{{\"roomId\":\"{room}\",\"user\":\"bob\",\"role\":\"viewer\"}}' {management} management.v1.Management/CreateToken"
+        "  grpcurl {grpc} -d '{{\"roomId\":\"{room}\",\"user\":\"bob\",\"role\":\"viewer\"}}' {management} management.v1.Management/CreateToken"
     );
     println!(
-        "  grpcurl -plaintext -d '{{\"purpose\":\"all\"}}' {manager} cluster.v1.ClusterManager/GetWorkers"
+        "  grpcurl {grpc} -d '{{\"purpose\":\"all\"}}' {manager} cluster.v1.ClusterManager/GetWorkers"
     );
-    println!("  grpcurl -plaintext -d '{{}}' {agent} agent.v1.NodeManager/ListNodes");
-    println!("  grpcurl -plaintext -d '{{}}' {portal_grpc} portal.v1.Portal/ListClients");
+    println!("  grpcurl {grpc} -d '{{}}' {agent} agent.v1.NodeManager/ListNodes");
+    println!("  grpcurl {grpc} -d '{{}}' {portal_grpc} portal.v1.Portal/ListClients");
     println!();
     println!("The REST API's sample service, for your OWT application server:");
     println!("  id   {service_id}");
     println!("  key  {service_key}");
-    println!("  API.init('{service_id}', '{service_key}', 'http://{hostname}:{rest_port}/')");
+    println!("  API.init('{service_id}', '{service_key}', '{http}://{hostname}:{rest_port}/')");
     println!("List its rooms from a shell (openssl signs the MAuth header):");
     println!(
         "  {}",
-        rest_example(&format!("{hostname}:{rest_port}"), service_id, service_key)
+        rest_example(
+            &format!("{hostname}:{rest_port}"),
+            service_id,
+            service_key,
+            certs.map(|c| c.ca.as_path())
+        )
     );
     println!();
     println!(
-        "conclave-stack ready page=http://{hostname}:{page_port}/ portal=http://{hostname}:{port} management={management} rest={rest} cluster={manager} agent={agent} portal_grpc={portal_grpc} portal_pid={portal_pid} service_id={service_id} service_key={service_key} room={room} token={token}"
+        "conclave-stack ready page={http}://{hostname}:{page_port}/ portal={http}://{hostname}:{port} ca={ca} management={management} rest={rest} cluster={manager} agent={agent} portal_grpc={portal_grpc} portal_pid={portal_pid} service_id={service_id} service_key={service_key} room={room} token={token}"
     );
 }
 
