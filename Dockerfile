@@ -7,7 +7,7 @@ COPY . .
 RUN RUSTFLAGS='-C target-feature=+crt-static' cargo build --release \
         --target x86_64-unknown-linux-gnu --workspace --bins \
     && mkdir /out \
-    && for b in cluster-manager management conference-agent conference portal conclave-sample; do \
+    && for b in cluster-manager management conference-agent conference portal conclave-sample conclave-certs; do \
          strip -o /out/$b target/x86_64-unknown-linux-gnu/release/$b; \
        done
 

@@ -13,7 +13,7 @@ RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --target "$TARGE
 CONTEXT=target/docker-context
 rm -rf "$CONTEXT"
 mkdir -p "$CONTEXT/bin"
-for b in cluster-manager management conference-agent conference portal conclave-sample; do
+for b in cluster-manager management conference-agent conference portal conclave-sample conclave-certs; do
     strip -o "$CONTEXT/bin/$b" "target/$TARGET/release/$b" 2>/dev/null \
         || cp "target/$TARGET/release/$b" "$CONTEXT/bin/$b"
 done

@@ -32,6 +32,12 @@ pub struct ServiceTls {
     pub cert: String,
     /// Its PEM private key. Default "".
     pub key: String,
+    /// The name every server certificate is checked against, instead of
+    /// the host dialed. For deployments where services are dialed by
+    /// address (scaled agents advertise their container or pod IP), all
+    /// sharing one certificate that carries this name. Default "" (the
+    /// host dialed).
+    pub server_name: String,
 }
 
 impl ServiceTls {

@@ -46,10 +46,16 @@ fn tls_settings(tls: &conclave_common::tls::ServiceTls) -> Vec<String> {
     if !tls.enabled() {
         return Vec::new();
     }
-    [("ca", &tls.ca), ("cert", &tls.cert), ("key", &tls.key)]
-        .into_iter()
-        .flat_map(|(k, v)| ["--set".to_string(), format!("tls.{k}={v}")])
-        .collect()
+    [
+        ("ca", &tls.ca),
+        ("cert", &tls.cert),
+        ("key", &tls.key),
+        ("server_name", &tls.server_name),
+    ]
+    .into_iter()
+    .filter(|(_, v)| !v.is_empty())
+    .flat_map(|(k, v)| ["--set".to_string(), format!("tls.{k}={v}")])
+    .collect()
 }
 
 impl Agent {
@@ -222,5 +228,41 @@ async fn health_monitor(agent: Arc<Agent>, id: String, endpoint: String) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tls_settings;
+    use conclave_common::tls::ServiceTls;
+
+    #[test]
+    fn nodes_get_the_agents_tls_table() {
+        assert!(tls_settings(&ServiceTls::default()).is_empty());
+        let tls = ServiceTls {
+            ca: "/c/ca.pem".into(),
+            cert: "/c/s.pem".into(),
+            key: "/c/s-key.pem".into(),
+            server_name: String::new(),
+        };
+        assert_eq!(
+            tls_settings(&tls),
+            [
+                "--set",
+                "tls.ca=/c/ca.pem",
+                "--set",
+                "tls.cert=/c/s.pem",
+                "--set",
+                "tls.key=/c/s-key.pem"
+            ]
+        );
+        let named = ServiceTls {
+            server_name: "conclave".into(),
+            ..tls
+        };
+        assert_eq!(
+            tls_settings(&named)[6..],
+            ["--set", "tls.server_name=conclave"]
+        );
     }
 }

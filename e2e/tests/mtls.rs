@@ -27,6 +27,7 @@ async fn every_service_speaks_mutual_tls_and_refuses_the_rest() {
             ca: ca.clone(),
             cert: cert.clone(),
             key: key.clone(),
+            ..Default::default()
         })
         .unwrap()
     );
@@ -110,6 +111,24 @@ async fn every_service_speaks_mutual_tls_and_refuses_the_rest() {
         "list",
     ]));
     assert!(!ok, "another CA's client certificate must fail: {out}");
+    // a client certificate from the right CA whose validity has ended is
+    // refused; the same one still valid is accepted
+    for (name, days_ago, accepted) in [("expired", 1, false), ("current", -30, true)] {
+        let (cert, key) = devcerts::issue_client_ending(&dir, name, days_ago).unwrap();
+        let (ok, out) = conclave_stack::testing::run(Command::new(&grpcurl).args([
+            "-connect-timeout",
+            "2",
+            "-cacert",
+            &ca,
+            "-cert",
+            &cert.display().to_string(),
+            "-key",
+            &key.display().to_string(),
+            &stack.management,
+            "list",
+        ]));
+        assert_eq!(ok, accepted, "{name} client certificate: {out}");
+    }
     // the health check binaries speak TLS from their [tls]
     let bin = conclave_stack::testing::workspace_bin("management");
     let out = Command::new(&bin)

@@ -91,6 +91,11 @@ pub struct Report {
     pub baseline_idle: Option<IdleReport>,
     pub scheduler: Option<SchedulerReport>,
     pub rest: Option<rest::RestReport>,
+    /// The login and idle scenarios again on a stack where everything is
+    /// TLS: clients over wss, every gRPC call mutual TLS.
+    pub tls_login_sequential: Option<LoginReport>,
+    pub tls_login: Option<LoginReport>,
+    pub tls_idle: Option<IdleReport>,
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
@@ -631,6 +636,12 @@ pub fn table(r: &Report) -> String {
     if let Some(l) = &r.baseline_login {
         out.push_str(&row(&format!("bare ack, {} at once", l.concurrency), l));
     }
+    if let Some(l) = &r.tls_login_sequential {
+        out.push_str(&row("stack TLS, 1 at a time", l));
+    }
+    if let Some(l) = &r.tls_login {
+        out.push_str(&row(&format!("stack TLS, {} at once", l.concurrency), l));
+    }
     for (what, a, b) in [
         ("1 at a time", &r.login_sequential, &r.baseline_sequential),
         ("at once", &r.login, &r.baseline_login),
@@ -663,7 +674,11 @@ pub fn table(r: &Report) -> String {
             ));
         }
     }
-    for (name, i) in [("portal", &r.idle), ("bare server", &r.baseline_idle)] {
+    for (name, i) in [
+        ("portal", &r.idle),
+        ("portal over TLS", &r.tls_idle),
+        ("bare server", &r.baseline_idle),
+    ] {
         if let Some(i) = i {
             out.push_str(&format!(
                 "\nidle: {} connections, {name} RSS {} -> {} KiB, {:.1} KiB per connection",

@@ -12,10 +12,12 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// Scenarios to run, comma-separated: login, baseline, relogin, fanout, idle, scheduler, rest.
+    /// Scenarios to run, comma-separated: login, baseline, relogin, fanout,
+    /// idle, scheduler, rest, tls (login, and idle when asked, again on a
+    /// second stack with everything over TLS, after the first has stopped).
     #[arg(
         long,
-        default_value = "baseline,login,relogin,fanout,idle,scheduler,rest",
+        default_value = "baseline,login,relogin,fanout,idle,scheduler,rest,tls",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -71,6 +73,74 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(p)
+}
+
+/// The login (and idle) scenarios on a second stack where everything is
+/// TLS: development certificates, the portal over wss, mutual TLS between
+/// services and from this process to management.
+async fn tls_scenarios(
+    args: &Args,
+    data: &std::path::Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let want = |s: &str| args.scenarios.iter().any(|x| x == s);
+    let certs = conclave_stack::devcerts::generate(&data.join("tls"), &[])?;
+    let (ca, cert, key) = (
+        certs.ca.display().to_string(),
+        certs.server.display().to_string(),
+        certs.server_key.display().to_string(),
+    );
+    conclave_common::grpc::configure_tls(&conclave_common::tls::ServiceTls {
+        ca: ca.clone(),
+        cert: cert.clone(),
+        key: key.clone(),
+        ..Default::default()
+    })?;
+    loadgen::sio::trust_ca(&certs.ca)?;
+    let mut options = Options::on_free_ports(data.join("tls-stack"));
+    options.env = vec![
+        ("RUST_LOG".into(), QUIET.into()),
+        ("CONCLAVE_TLS__CA".into(), ca),
+        ("CONCLAVE_TLS__CERT".into(), cert.clone()),
+        ("CONCLAVE_TLS__KEY".into(), key.clone()),
+    ];
+    options.portal.extend([
+        format!("portal.tls.cert={cert}"),
+        format!("portal.tls.key={key}"),
+    ]);
+    let stack = Topology::launch(options).await?;
+    let port = stack
+        .portal_socket
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_string())
+        .unwrap_or_default();
+    let target = Target {
+        // the certificate names localhost
+        portal: format!("wss://localhost:{port}"),
+        management: stack.management.clone(),
+        cluster: stack.manager.clone(),
+        portal_pid: Some(stack.processes[3].child.id()),
+    };
+    eprintln!("TLS stack ready: portal {}", target.portal);
+    let result: anyhow::Result<()> = async {
+        eprintln!("login over TLS");
+        report.tls_login_sequential = Some(
+            loadgen::login_scenario(&target, args.sequential_logins, 1, args.room_size).await?,
+        );
+        report.tls_login = Some(
+            loadgen::login_scenario(&target, args.logins, args.concurrency, args.room_size).await?,
+        );
+        if want("idle") {
+            eprintln!("idle over TLS: {} connections", args.idle);
+            report.tls_idle = Some(
+                loadgen::idle(&target, args.idle, args.idle_room_size, args.concurrency).await?,
+            );
+        }
+        Ok(())
+    }
+    .await;
+    tokio::task::spawn_blocking(move || drop(stack)).await?;
+    result
 }
 
 /// Logs the stack must still print (its addresses) while staying quiet per login.
@@ -182,6 +252,10 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     tokio::task::spawn_blocking(move || drop(stack)).await?;
+    let result = match result {
+        Ok(()) if want("tls") => tls_scenarios(&args, &data, &mut report).await,
+        other => other,
+    };
     let _ = std::fs::remove_dir_all(&data);
     println!("{}", loadgen::table(&report));
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;

@@ -1,6 +1,8 @@
 //! A small Socket.IO client (protocol 5 over Engine.IO 4, WebSocket only, as
 //! the OWT C++ SDK connects) written for measuring: TCP_NODELAY on, one task
-//! reading frames, acks matched by id, events queued.
+//! reading frames, acks matched by id, events queued. An address
+//! `wss://host:port` connects over TLS, trusting the CA given to
+//! [`trust_ca`].
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -8,9 +10,33 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+
+/// What `wss://` connections trust: set once by [`trust_ca`].
+static TLS: std::sync::OnceLock<tokio_rustls::TlsConnector> = std::sync::OnceLock::new();
+
+/// Trust the PEM CA certificate(s) in `path` for `wss://` addresses (this
+/// process, once).
+pub fn trust_ca(path: &std::path::Path) -> anyhow::Result<()> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)? {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let _ = TLS.set(tokio_rustls::TlsConnector::from(Arc::new(config)));
+    Ok(())
+}
 
 type Acks = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
 
@@ -38,12 +64,37 @@ fn err(msg: impl Into<String>) -> anyhow::Error {
 }
 
 impl Client {
-    /// Connect to `addr` (host:port) and join the default namespace.
+    /// Connect to `addr` (host:port, or wss://host:port for TLS) and join
+    /// the default namespace.
     pub async fn connect(addr: &str) -> anyhow::Result<Client> {
-        let tcp = TcpStream::connect(addr).await?;
+        let (secure, host_port) = match addr.strip_prefix("wss://") {
+            Some(rest) => (true, rest),
+            None => (false, addr),
+        };
+        let tcp = TcpStream::connect(host_port).await?;
         tcp.set_nodelay(true)?;
-        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+        if !secure {
+            let url = format!("ws://{host_port}/socket.io/?EIO=4&transport=websocket");
+            let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+            return Self::open(ws).await;
+        }
+        let tls = TLS
+            .get()
+            .ok_or_else(|| err("wss:// needs a CA to trust (sio::trust_ca)"))?;
+        let host = host_port.rsplit_once(':').map_or(host_port, |(h, _)| h);
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
+        let stream = tls.connect(name, tcp).await?;
+        let url = format!("wss://{host_port}/socket.io/?EIO=4&transport=websocket");
+        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        Self::open(ws).await
+    }
+
+    /// The Socket.IO handshake on an open WebSocket, then the reader and
+    /// writer tasks.
+    async fn open<S>(ws: WebSocketStream<S>) -> anyhow::Result<Client>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sink, mut stream) = ws.split();
         // open packet
         let open = match stream.next().await {

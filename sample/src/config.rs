@@ -27,6 +27,10 @@ pub struct Config {
     pub service_name: String,
     /// Management's gRPC address, to make the service. Default "127.0.0.1:7000".
     pub management: String,
+    /// Mutual TLS for that gRPC call, as every service's `[tls]` table
+    /// (`ca`, `cert`, `key`, `server_name`); needed when management's
+    /// gRPC requires client certificates. Default: plaintext.
+    pub grpc_tls: conclave_common::tls::ServiceTls,
     /// Where the made service's id and key are kept. Default "data/sample".
     pub data_dir: String,
     /// The room tokens are for when a request names none. Default "sampleRoom".
@@ -46,6 +50,7 @@ impl Default for Config {
             service_key: String::new(),
             service_name: "sampleService".into(),
             management: "127.0.0.1:7000".into(),
+            grpc_tls: conclave_common::tls::ServiceTls::default(),
             data_dir: "data/sample".into(),
             room: "sampleRoom".into(),
             log: LogConfig::default(),
@@ -63,6 +68,10 @@ impl conclave_common::cli::ServiceConfig for Config {
 
     fn trace(&self) -> &TraceConfig {
         &self.trace
+    }
+
+    fn tls(&self) -> Option<&conclave_common::tls::ServiceTls> {
+        Some(&self.grpc_tls)
     }
 }
 

@@ -350,12 +350,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     Ok(())
 }
 
-/// `--health-check HOST:PORT`: whether `/healthz` answers 200.
-pub async fn healthy(addr: &str) -> bool {
+/// `--health-check HOST:PORT`: whether `/healthz` answers 200 (over
+/// https trusting `tls` when given).
+pub async fn healthy(addr: &str, tls: Option<&owt_rest::TlsClient>) -> bool {
     matches!(
         tokio::time::timeout(
             Duration::from_secs(2),
-            owt_rest::raw(addr, "GET", "/healthz", None, "", None)
+            owt_rest::request(addr, tls, "GET", "/healthz", None, "", None)
         )
         .await,
         Ok(Ok(a)) if a.status == 200

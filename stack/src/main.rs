@@ -108,7 +108,8 @@ async fn main() -> anyhow::Result<()> {
         options.service_key = key;
     }
     let certs = if args.tls {
-        let certs = dev_certs(&args.data_dir.join("tls"), &args.hostname)?;
+        let certs =
+            conclave_stack::devcerts::ensure(&args.data_dir.join("tls"), &[&args.hostname])?;
         let (ca, cert, key) = (
             certs.ca.display().to_string(),
             certs.server.display().to_string(),
@@ -119,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             ca: ca.clone(),
             cert: cert.clone(),
             key: key.clone(),
+            ..Default::default()
         })?;
         options.env.extend([
             ("CONCLAVE_TLS__CA".to_string(), ca),
@@ -248,18 +250,6 @@ fn rest_example(rest: &str, id: &str, key: &str, ca: Option<&std::path::Path>) -
     format!(
         "ID={id} KEY='{key}'; ts=$(date +%s%3N); n=$(openssl rand -hex 8); sig=$(printf %s \"$ts,$n\" | openssl dgst -sha256 -hmac \"$KEY\" | sed 's/^.*= //' | tr -d '\\n' | base64 -w0); curl -s {trust}-H \"Authorization: MAuth realm=http://marte3.dit.upm.es,mauth_signature_method=HMAC_SHA256,mauth_serviceid=$ID,mauth_cnonce=$n,mauth_timestamp=$ts,mauth_signature=$sig\" {scheme}://{rest}/v1/rooms"
     )
-}
-
-/// Development certificates in `dir`: the CA and client certificate kept
-/// from an earlier start, a fresh server certificate for `hostname`.
-fn dev_certs(dir: &std::path::Path, hostname: &str) -> anyhow::Result<DevCerts> {
-    let known = DevCerts::paths(dir);
-    let certs = if known.ca.is_file() && known.ca_key.is_file() && known.client.is_file() {
-        conclave_stack::devcerts::issue_server(dir, &[hostname])?
-    } else {
-        conclave_stack::devcerts::generate(dir, &[hostname])?
-    };
-    Ok(certs)
 }
 
 /// The addresses, a demo token, commands to try, and one machine-readable line.
