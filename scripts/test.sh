@@ -39,6 +39,17 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
         echo "chromium and chromium-driver are missing (apt-get install chromium chromium-driver); the browser tests will be skipped" >&2
     fi
 fi
+# PostgreSQL's server binaries for the management store tests (each test
+# starts its own server on a free loopback port, as the postgres user).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "== installing postgresql"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+        echo "PostgreSQL is missing (apt-get install postgresql); its tests will be skipped" >&2
+    fi
+fi
 # Engine.IO 3 client (python-socketio 4.x): its own environment, same import name.
 VENV3=.venv-test-eio3
 if ! "$VENV3/bin/python" -c 'import socketio' 2>/dev/null; then

@@ -64,13 +64,17 @@ pub fn configure_tls(tls: &crate::tls::ServiceTls) -> Result<bool, crate::tls::T
     let pem = tls.read()?;
     let identity = tonic::transport::Identity::from_pem(pem.cert, pem.key);
     let ca = tonic::transport::Certificate::from_pem(pem.ca);
+    let mut client = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(ca.clone())
+        .identity(identity.clone());
+    if !tls.server_name.is_empty() {
+        client = client.domain_name(tls.server_name.clone());
+    }
     let config = MutualTls {
         server: tonic::transport::ServerTlsConfig::new()
-            .identity(identity.clone())
-            .client_ca_root(ca.clone()),
-        client: tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(ca)
-            .identity(identity),
+            .identity(identity)
+            .client_ca_root(ca),
+        client,
     };
     if MUTUAL_TLS.set(config).is_err() {
         tracing::debug!("gRPC TLS was already configured in this process");
@@ -369,6 +373,71 @@ pub fn channel(endpoint: &str, deadline: Duration) -> Result<Channel, GrpcError>
     Ok(Channel {
         inner: ep.connect_lazy(),
     })
+}
+
+/// Replicas of one service given as a comma-separated list of addresses
+/// (`management = "mgmt-1:7000,mgmt-2:7000"`): calls go to one of them and
+/// move on to the next when it cannot be reached (`Unavailable`: refused,
+/// reset, or the replica itself saying its database is away), remembering
+/// the one that answered. A single address is a plain channel.
+#[derive(Clone)]
+pub struct Failover {
+    channels: std::sync::Arc<[(String, Channel)]>,
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Failover {
+    pub fn new(addresses: &str, deadline: Duration) -> Result<Failover, GrpcError> {
+        let channels: Vec<(String, Channel)> = addresses
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| Ok((a.to_string(), channel(a, deadline)?)))
+            .collect::<Result<_, GrpcError>>()?;
+        if channels.is_empty() {
+            return Err(GrpcError::Endpoint(addresses.to_string()));
+        }
+        Ok(Failover {
+            channels: channels.into(),
+            current: Default::default(),
+        })
+    }
+
+    /// The addresses, in order.
+    pub fn addresses(&self) -> Vec<&str> {
+        self.channels.iter().map(|(a, _)| a.as_str()).collect()
+    }
+
+    /// Make the call `f` on the current replica, then on each other one in
+    /// turn while they answer `Unavailable`; the last answer otherwise.
+    pub async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, tonic::Status>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        use std::sync::atomic::Ordering;
+        let n = self.channels.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            let (address, channel) = &self.channels[at];
+            match f(channel.clone()).await {
+                Err(status) if status.code() == tonic::Code::Unavailable && n > 1 => {
+                    tracing::warn!(%address, error = %status.message(), "replica unavailable, trying the next");
+                    last = Some(status);
+                }
+                answer => {
+                    if at != start {
+                        self.current.store(at, Ordering::Relaxed);
+                        tracing::info!(%address, "now calling this replica");
+                    }
+                    return answer;
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| tonic::Status::unavailable("no replica")))
+    }
 }
 
 /// A request with its own deadline (sent as `grpc-timeout`).

@@ -15,7 +15,9 @@ pub struct Config {
     /// This node's id, `<agent worker id>_<n>`; the controller name portals
     /// match broadcasts against. Set by the agent (`--node-id`). Default "".
     pub node_id: String,
-    /// host:port of the management service (room configuration). Default "127.0.0.1:7000".
+    /// host:port of the management service (room configuration); several
+    /// replicas as a comma-separated list (calls fail over between them).
+    /// Default "127.0.0.1:7000".
     pub management: String,
     pub cluster: ClusterLink,
     /// An idle room (no participant) is destroyed after this long and the

@@ -16,7 +16,6 @@ use conclave_common::purpose::Purpose;
 use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_proto::conference::v1::conference_server::ConferenceServer;
-use conclave_proto::management::v1::management_client::ManagementClient;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -78,10 +77,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         .await
         .ok()
         .flatten();
-    let management = ManagementClient::new(conclave_common::grpc::channel(
+    let management = conclave_common::grpc::Failover::new(
         &config.management,
         conclave_common::grpc::DEFAULT_DEADLINE,
-    )?);
+    )?;
     let notifier = Arc::new(notifier::Notifier::new(
         config.node_id.clone(),
         Duration::from_millis(config.portal_rpc_timeout),

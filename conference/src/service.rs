@@ -3,7 +3,6 @@
 use crate::conference::{Conference, ConferenceError, JoinRequest, Participant, PortalRef};
 use crate::notifier::Notifier;
 use crate::room::{Permission, RoomConfig};
-use conclave_common::grpc::Channel;
 use conclave_common::sync::Locked;
 use conclave_proto::conference::v1 as pb;
 use conclave_proto::management::v1 as mgmt;
@@ -47,7 +46,7 @@ pub struct Seats {
 pub struct ConferenceService {
     state: Arc<Mutex<Conference>>,
     init: Arc<tokio::sync::Mutex<()>>,
-    management: ManagementClient<Channel>,
+    management: conclave_common::grpc::Failover,
     notifier: Arc<Notifier>,
     /// Cancelled to end the node (self-clean, destroy, failed room init).
     exit: CancellationToken,
@@ -58,7 +57,7 @@ pub struct ConferenceService {
 
 impl ConferenceService {
     pub fn new(
-        management: ManagementClient<Channel>,
+        management: conclave_common::grpc::Failover,
         notifier: Arc<Notifier>,
         exit: CancellationToken,
         node_id: String,
@@ -112,14 +111,19 @@ impl ConferenceService {
         if self.state().accepts(room_id)? {
             return Ok(());
         }
-        let mut client = self.management.clone();
-        let req = conclave_common::grpc::request(
-            mgmt::GetRoomRequest {
-                id: room_id.to_string(),
-            },
-            conclave_common::grpc::DEFAULT_DEADLINE,
-        );
-        match client.get_room(req).await {
+        let answer = self
+            .management
+            .call(|channel| {
+                let req = conclave_common::grpc::request(
+                    mgmt::GetRoomRequest {
+                        id: room_id.to_string(),
+                    },
+                    conclave_common::grpc::DEFAULT_DEADLINE,
+                );
+                async move { ManagementClient::new(channel).get_room(req).await }
+            })
+            .await;
+        match answer {
             Ok(room) => {
                 let config = RoomConfig::from(room.into_inner());
                 tracing::info!(node = %self.node_id, room = %room_id, "room initialised");

@@ -150,6 +150,22 @@ impl Stack {
         self.blocking(move |t| t.add_portal(&sets)).await
     }
 
+    /// Another portal with these `--set` flags; its Socket.IO address.
+    pub async fn add_portal_with(&mut self, sets: Vec<String>) -> String {
+        self.blocking(move |t| t.add_portal(&sets)).await
+    }
+
+    /// Another conference agent with these `--set` flags; its gRPC address.
+    pub async fn add_agent_with(&mut self, sets: Vec<String>) -> String {
+        self.blocking(move |t| t.add_agent(&sets)).await
+    }
+
+    /// Another management replica with the first one's settings (a shared
+    /// `store.url`); its gRPC address.
+    pub async fn add_management(&mut self) -> String {
+        self.blocking(|t| t.add_management(&[])).await
+    }
+
     /// Run a blocking topology change off the async runtime.
     async fn blocking<T: Send + 'static>(
         &mut self,

@@ -5,6 +5,7 @@ use crate::error::ManagementError;
 use crate::mauth::{AuthError, Header, ReplayGuard};
 use crate::service::ManagementService;
 use crate::services::{self, KeyBox, Service, StoredService};
+use crate::store::StoreError;
 
 /// OWT's name for the super service.
 pub const SUPER_SERVICE_NAME: &str = "superService";
@@ -83,11 +84,15 @@ impl ManagementService {
             }
             let id = header.service_id.clone();
             let stored = self
-                .with_store(move |s| s.service(&id))
+                .store
+                .service(&id)
                 .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "looking up a service failed");
-                    AuthError::UnknownService
+                .map_err(|e| match e {
+                    StoreError::Unavailable(_) => AuthError::Unavailable(e.to_string()),
+                    e => {
+                        tracing::error!(error = %e, "looking up a service failed");
+                        AuthError::UnknownService
+                    }
                 })?
                 .ok_or(AuthError::UnknownService)?;
             self.accounts.keys.open(&stored).map_err(|e| {
@@ -125,7 +130,12 @@ impl ManagementService {
             name: name.clone(),
             sealed_key: self.accounts.keys.seal(&id, &key),
         };
-        if !self.with_store(move |s| s.insert_service(&stored)).await? {
+        if !self
+            .store
+            .insert_service(&stored)
+            .await
+            .map_err(ManagementError::from)?
+        {
             return Err(ManagementError::ServiceExists(name));
         }
         tracing::info!(service = %id, %name, "service created");
@@ -134,9 +144,8 @@ impl ManagementService {
 
     /// Every service, the super service first, with its rooms.
     pub async fn list_services(&self) -> Result<Vec<ServiceSummary>, ManagementError> {
-        let (stored, rooms) = self
-            .with_store(|s| Ok((s.services()?, s.rooms(None, 0, None)?)))
-            .await?;
+        let stored = self.store.services().await?;
+        let rooms = self.store.rooms(None, 0, None).await?;
         let rooms_of = |owner: &str| {
             rooms
                 .iter()
@@ -178,8 +187,10 @@ impl ManagementService {
         }
         let key = id.to_string();
         let rooms = self
-            .with_store(move |s| s.delete_service(&key))
-            .await?
+            .store
+            .delete_service(&key)
+            .await
+            .map_err(ManagementError::from)?
             .ok_or(ManagementError::ServiceNotFound)?;
         tracing::info!(service = %id, rooms = rooms.len(), "service deleted");
         self.count_rooms().await;

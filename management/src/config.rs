@@ -18,9 +18,12 @@ pub struct Config {
     pub service_key: String,
     /// A file holding the service key, read when service_key is empty. Default "".
     pub service_key_file: String,
-    /// Directory of the embedded database (created on first start).
-    /// Default "data/management".
+    /// Directory of the embedded database (created on first start), used
+    /// when `store.url` is empty. Default "data/management".
     pub data_dir: String,
+    /// The database: the embedded SQLite file by default, PostgreSQL with
+    /// `store.url` (several replicas on one database).
+    pub store: crate::store::StoreConfig,
     pub cluster: ClusterLink,
     pub token: TokenConfig,
     /// OWT's REST API (rooms, tokens, participants, services) with MAuth.
@@ -42,6 +45,7 @@ impl Default for Config {
             service_key: String::new(),
             service_key_file: String::new(),
             data_dir: "data/management".into(),
+            store: crate::store::StoreConfig::default(),
             cluster: ClusterLink::default(),
             token: TokenConfig::default(),
             rest: RestConfig::default(),

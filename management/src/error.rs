@@ -46,6 +46,10 @@ impl From<ManagementError> for Status {
             | ManagementError::InvalidArgument(_) => Status::invalid_argument(message),
             ManagementError::NoPortal => Status::unavailable(message),
             ManagementError::Expired => Status::failed_precondition(message),
+            ManagementError::Store(StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %message, "store unavailable");
+                Status::unavailable(message)
+            }
             ManagementError::Store(_) | ManagementError::Internal(_) => {
                 tracing::error!(error = %message, "management failure");
                 Status::internal(message)

@@ -86,11 +86,11 @@ pub async fn start_with_clock(
         conclave_common::tls::load(&config.rest.tls.cert, &config.rest.tls.key)
             .map_err(|e| StartError::Config(format!("rest.tls: {e}")))?;
     }
-    let store = Arc::new(store::SqliteStore::open(std::path::Path::new(
-        &config.data_dir,
-    ))?);
+    let store = store::open(&config.store, &config.data_dir).await?;
     let _ = conclave_common::metrics::serve(&config.metrics, shutdown.clone()).await;
-    tracing::info!(data_dir = %config.data_dir, "store opened");
+    if config.store.url.is_empty() {
+        tracing::info!(data_dir = %config.data_dir, "store opened (embedded SQLite)");
+    }
     let channel = conclave_common::grpc::channel(
         &config.cluster.manager,
         Duration::from_millis(config.cluster.rpc_timeout),
@@ -149,4 +149,34 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     management.stopped().await?;
     tracing::info!("management stopped");
     Ok(())
+}
+
+/// `management --copy-store-to TARGET`: the configured store copied into
+/// a PostgreSQL database (`postgres://...`, its schema made first) or a
+/// SQLite file in the directory TARGET.
+pub async fn copy_store(
+    config: &Config,
+    target: &str,
+) -> Result<store::CopyReport, store::StoreError> {
+    let same_file = config.store.url.is_empty()
+        && std::path::Path::new(target).canonicalize().ok()
+            == std::path::Path::new(&config.data_dir).canonicalize().ok();
+    if same_file || target == config.store.url {
+        return Err(store::StoreError::Config(format!(
+            "{target} is the store being copied"
+        )));
+    }
+    let from = store::open(&config.store, &config.data_dir).await?;
+    let to_config = store::StoreConfig {
+        url: if target.starts_with("postgres://") || target.starts_with("postgresql://") {
+            target.to_string()
+        } else {
+            String::new()
+        },
+        ..config.store.clone()
+    };
+    let to = store::open(&to_config, target).await?;
+    let report = store::copy(from.as_ref(), to.as_ref()).await?;
+    tracing::info!(from = from.kind(), to = to.kind(), ?report, "store copied");
+    Ok(report)
 }

@@ -56,6 +56,10 @@ pub enum AuthError {
     Stale,
     #[error("replayed cnonce")]
     Replayed,
+    /// The service could not be looked up: the store is unavailable. Not
+    /// an authentication failure: REST answers 503.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn unquote(s: &str) -> &str {

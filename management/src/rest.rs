@@ -14,6 +14,7 @@ use crate::config::RestConfig;
 use crate::error::ManagementError;
 use crate::mauth::{AuthError, FAILURE_MESSAGE};
 use crate::service::ManagementService;
+use crate::store::StoreError;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -59,6 +60,10 @@ impl RestError {
     pub fn unauthorized() -> RestError {
         RestError::new(StatusCode::UNAUTHORIZED, 1101, FAILURE_MESSAGE)
     }
+    /// The store cannot be reached: 503, OWT's server error code.
+    pub fn unavailable(message: impl Into<String>) -> RestError {
+        RestError::new(StatusCode::SERVICE_UNAVAILABLE, 2001, message)
+    }
     pub fn forbidden(message: &str) -> RestError {
         RestError::new(StatusCode::FORBIDDEN, 1102, message)
     }
@@ -93,6 +98,10 @@ impl From<ManagementError> for RestError {
             | ManagementError::Expired => RestError::bad_request(message),
             ManagementError::NoPortal => {
                 RestError::new(StatusCode::INTERNAL_SERVER_ERROR, 1301, message)
+            }
+            ManagementError::Store(StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %message, "store unavailable");
+                RestError::unavailable(message)
             }
             ManagementError::Store(_) | ManagementError::Internal(_) => {
                 tracing::error!(error = %message, "management failure");
@@ -195,6 +204,10 @@ async fn handle(State(app): State<Arc<App>>, request: http::Request<Body>) -> Re
         .and_then(|v| v.to_str().ok());
     let caller = match app.service.authenticate(authorization).await {
         Ok(caller) => caller,
+        Err(AuthError::Unavailable(message)) => {
+            tracing::warn!(error = %message, "cannot check MAuth: the store is unavailable");
+            return respond(Err(RestError::unavailable(message)));
+        }
         Err(e) => {
             let reason = match e {
                 AuthError::Missing => "missing",
@@ -204,6 +217,7 @@ async fn handle(State(app): State<Arc<App>>, request: http::Request<Body>) -> Re
                 AuthError::Signature => "signature",
                 AuthError::Stale => "stale",
                 AuthError::Replayed => "replayed",
+                AuthError::Unavailable(_) => "unavailable",
             };
             conclave_common::metrics::counter!("management_rest_auth_failures_total", "reason" => reason)
                 .increment(1);

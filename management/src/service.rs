@@ -54,22 +54,9 @@ impl ManagementService {
         }
     }
 
-    /// Run a store call on the blocking pool.
-    pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T, ManagementError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-    {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|e| ManagementError::Internal(e.to_string()))?
-            .map_err(ManagementError::from)
-    }
-
     /// Keep the rooms gauge right after a change.
     pub(crate) async fn count_rooms(&self) {
-        if let Ok(n) = self.with_store(|s| s.room_count()).await {
+        if let Ok(n) = self.store.room_count().await.map_err(ManagementError::from) {
             conclave_common::metrics::gauge!("management_rooms").set(n as f64);
         }
     }
@@ -86,8 +73,10 @@ impl ManagementService {
     pub(crate) async fn room(&self, id: &str) -> Result<Room, ManagementError> {
         check_id("id", id)?;
         let id = id.to_string();
-        self.with_store(move |s| s.room(&id))
-            .await?
+        self.store
+            .room(&id)
+            .await
+            .map_err(ManagementError::from)?
             .ok_or(ManagementError::RoomNotFound)
     }
 
@@ -143,7 +132,10 @@ impl ManagementService {
         };
         let token = JoinToken::new(&self.key, &record.id, &host, secure).encode();
         let (id, room_id) = (record.id.clone(), record.room_id.clone());
-        self.with_store(move |s| s.insert_token(&record)).await?;
+        self.store
+            .insert_token(&record)
+            .await
+            .map_err(ManagementError::from)?;
         tracing::info!(token = %id, room = %room_id, portal = %host, "token created");
         conclave_common::metrics::counter!("management_tokens_total", "event" => "created")
             .increment(1);
@@ -303,7 +295,10 @@ impl pb::management_server::Management for ManagementService {
         room.validate()
             .map_err(|e| ManagementError::InvalidRoom(e.0))?;
         let stored = room.clone();
-        self.with_store(move |s| s.insert_room(&stored)).await?;
+        self.store
+            .insert_room(&stored)
+            .await
+            .map_err(ManagementError::from)?;
         tracing::info!(room = %room.id, name = %room.name, "room created");
         self.count_rooms().await;
         Ok(Response::new(self.shown(room)))
@@ -339,8 +334,10 @@ impl pb::management_server::Management for ManagementService {
             )
         };
         let rooms = self
-            .with_store(move |s| s.rooms(None, offset, limit))
-            .await?;
+            .store
+            .rooms(None, offset, limit)
+            .await
+            .map_err(ManagementError::from)?;
         Ok(Response::new(pb::ListRoomsReply {
             rooms: rooms.into_iter().map(|r| self.shown(r)).collect(),
         }))
@@ -367,7 +364,12 @@ impl pb::management_server::Management for ManagementService {
         room.validate()
             .map_err(|e| ManagementError::InvalidRoom(e.0))?;
         let stored = room.clone();
-        if !self.with_store(move |s| s.update_room(&stored)).await? {
+        if !self
+            .store
+            .update_room(&stored)
+            .await
+            .map_err(ManagementError::from)?
+        {
             return Err(ManagementError::RoomNotFound.into());
         }
         tracing::info!(room = %room.id, "room updated");
@@ -381,7 +383,12 @@ impl pb::management_server::Management for ManagementService {
         let id = req.into_inner().id;
         check_id("id", &id)?;
         let room = id.clone();
-        if !self.with_store(move |s| s.delete_room(&room)).await? {
+        if !self
+            .store
+            .delete_room(&room)
+            .await
+            .map_err(ManagementError::from)?
+        {
             return Err(ManagementError::RoomNotFound.into());
         }
         tracing::info!(room = %id, "room deleted");
@@ -465,8 +472,10 @@ impl pb::management_server::Management for ManagementService {
         let now = self.clock.now_ms();
         let lifetime = self.tokens.lifetime.min(i64::MAX as u64) as i64;
         let taken = self
-            .with_store(move |s| s.take_token(&id, now, lifetime))
-            .await?;
+            .store
+            .take_token(&id, now, lifetime)
+            .await
+            .map_err(ManagementError::from)?;
         let event = match &taken {
             Taken::Token(_) => "consumed",
             Taken::Expired => "expired",

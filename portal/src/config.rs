@@ -13,7 +13,9 @@ pub struct Config {
     pub service_key: String,
     /// A file holding the service key, read when service_key is empty. Default "".
     pub service_key_file: String,
-    /// host:port of the management service. Default "127.0.0.1:7000".
+    /// host:port of the management service; several replicas as a
+    /// comma-separated list (calls fail over between them). Default
+    /// "127.0.0.1:7000".
     pub management: String,
     pub portal: PortalConfig,
     /// Prometheus `/metrics` ("" = off). Default "0.0.0.0:9702".

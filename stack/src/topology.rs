@@ -281,6 +281,28 @@ impl Topology {
         self.spawn("portal", sets, &all_extra, PORTAL_READY)
     }
 
+    /// Another management replica on free ports (its REST API too), with
+    /// the first one's settings and `extra` (a shared `store.url`); its
+    /// gRPC address. The process is the last in `processes`.
+    pub fn add_management(&mut self, extra: &[String]) -> Result<String, TopologyError> {
+        let n = self.processes.len();
+        let sets = vec![
+            "listen=127.0.0.1:0".to_string(),
+            "rest.listen=127.0.0.1:0".into(),
+            format!(
+                "data_dir={}",
+                self.options
+                    .data_dir
+                    .join(format!("management-{n}"))
+                    .display()
+            ),
+            format!("cluster.manager={}", self.manager),
+        ];
+        let mut all_extra = self.options.management.clone();
+        all_extra.extend(extra.iter().cloned());
+        self.spawn("management", sets, &all_extra, MANAGER_READY)
+    }
+
     /// Start the cluster manager again on its address (after it was
     /// killed), with `extra` settings.
     pub fn restart_manager(&mut self, extra: &[String]) -> Result<(), TopologyError> {

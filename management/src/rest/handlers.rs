@@ -2,6 +2,7 @@
 
 use super::routes::{Resource, Sub};
 use super::{Call, Reply, RestError};
+use crate::error::ManagementError;
 use crate::node::NodeError;
 use crate::owt;
 use crate::room::Room;
@@ -111,7 +112,10 @@ async fn create_room(api: &ManagementService, call: &Call) -> Result<Reply, Rest
     let owner = api.accounts.owner_key(&call.caller.id).to_string();
     let room = owt::create(&call.body, &owner).map_err(|e| RestError::bad_request(e.0))?;
     let stored = room.clone();
-    api.with_store(move |s| s.insert_room(&stored)).await?;
+    api.store
+        .insert_room(&stored)
+        .await
+        .map_err(ManagementError::from)?;
     tracing::info!(room = %room.id, name = %room.name, service = %call.caller.id, "room created");
     api.count_rooms().await;
     Ok(Reply::Json(owt::room_json(&room)))
@@ -144,8 +148,10 @@ async fn list_rooms(api: &ManagementService, call: &Call) -> Result<Reply, RestE
     };
     let owner = api.accounts.owner_key(&call.caller.id).to_string();
     let rooms = api
-        .with_store(move |s| s.rooms(Some(&owner), offset, limit))
-        .await?;
+        .store
+        .rooms(Some(&owner), offset, limit)
+        .await
+        .map_err(ManagementError::from)?;
     Ok(Reply::Json(Value::Array(
         rooms.iter().map(owt::room_json).collect(),
     )))
@@ -155,7 +161,12 @@ async fn update_room(api: &ManagementService, call: &Call, id: &str) -> Result<R
     let room = own_room(api, call, id).await?;
     let updated = owt::update(&room, &call.body).map_err(|e| RestError::bad_request(e.0))?;
     let stored = updated.clone();
-    if !api.with_store(move |s| s.update_room(&stored)).await? {
+    if !api
+        .store
+        .update_room(&stored)
+        .await
+        .map_err(ManagementError::from)?
+    {
         return Err(RestError::room_not_found());
     }
     tracing::info!(room = %id, "room updated");
@@ -165,7 +176,12 @@ async fn update_room(api: &ManagementService, call: &Call, id: &str) -> Result<R
 async fn delete_room(api: &ManagementService, call: &Call, id: &str) -> Result<Reply, RestError> {
     let room = own_room(api, call, id).await?;
     let key = room.id.clone();
-    if !api.with_store(move |s| s.delete_room(&key)).await? {
+    if !api
+        .store
+        .delete_room(&key)
+        .await
+        .map_err(ManagementError::from)?
+    {
         return Err(RestError::room_not_found());
     }
     tracing::info!(room = %id, "room deleted");

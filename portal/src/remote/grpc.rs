@@ -54,29 +54,31 @@ impl Channels {
 
 /// Management: token consumption.
 pub struct ManagementRemote {
-    client: ManagementClient<Channel>,
+    /// Management's replicas (a comma-separated `management`).
+    replicas: conclave_common::grpc::Failover,
     deadline: Duration,
 }
 
 impl ManagementRemote {
-    pub fn new(address: &str, deadline: Duration) -> Result<Self, GrpcError> {
+    pub fn new(addresses: &str, deadline: Duration) -> Result<Self, GrpcError> {
         Ok(ManagementRemote {
-            client: ManagementClient::new(conclave_common::grpc::channel(address, deadline)?),
+            replicas: conclave_common::grpc::Failover::new(addresses, deadline)?,
             deadline,
         })
     }
 
     pub async fn consume_token(&self, token_id: &str) -> Result<Grant, RemoteError> {
-        let request = request(
-            mgmt::ConsumeTokenRequest {
-                token_id: token_id.to_string(),
-            },
-            self.deadline,
-        );
         let grant = self
-            .client
-            .clone()
-            .consume_token(request)
+            .replicas
+            .call(|channel| {
+                let request = request(
+                    mgmt::ConsumeTokenRequest {
+                        token_id: token_id.to_string(),
+                    },
+                    self.deadline,
+                );
+                async move { ManagementClient::new(channel).consume_token(request).await }
+            })
             .await
             .map_err(|s| RemoteError::from_status("management", "ConsumeToken", s))?
             .into_inner();
