@@ -5,6 +5,7 @@
 pub mod rest;
 pub mod sio;
 pub mod stats;
+pub mod store;
 
 use conclave_common::grpc::Channel;
 use conclave_proto::cluster::v1 as cluster;
@@ -96,6 +97,8 @@ pub struct Report {
     pub tls_login_sequential: Option<LoginReport>,
     pub tls_login: Option<LoginReport>,
     pub tls_idle: Option<IdleReport>,
+    /// Token creations and consumptions on each store (SQLite, PostgreSQL).
+    pub stores: Vec<store::StoreReport>,
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
@@ -692,6 +695,15 @@ pub fn table(r: &Report) -> String {
             "\ntokens: REST with MAuth {:.0}/s (failed {}), gRPC CreateToken {:.0}/s (failed {}), {} in parallel; replay check {:.0} ns with {} cnonces remembered\n",
             x.rest_tokens_per_second, x.rest_failed, x.grpc_tokens_per_second, x.grpc_failed, x.parallel, x.replay_check_ns, x.replay_remembered
         ));
+    }
+    for s in &r.stores {
+        out.push_str(&format!(
+            "\ntokens on {:<8}: {:.0} created/s (failed {}), {:.0} consumed/s over {} (failed {}), {} in parallel",
+            s.store, s.created_per_second, s.create_failed, s.consumed_per_second, s.consumed, s.consume_failed, s.parallel
+        ));
+    }
+    if !r.stores.is_empty() {
+        out.push('\n');
     }
     if let Some(s) = &r.scheduler {
         out.push_str(&format!(

@@ -14,10 +14,12 @@ use std::time::Duration;
 struct Args {
     /// Scenarios to run, comma-separated: login, baseline, relogin, fanout,
     /// idle, scheduler, rest, tls (login, and idle when asked, again on a
-    /// second stack with everything over TLS, after the first has stopped).
+    /// second stack with everything over TLS, after the first has stopped),
+    /// store (token creations and consumptions on the embedded SQLite, then
+    /// on a stack whose management uses a PostgreSQL server started here).
     #[arg(
         long,
-        default_value = "baseline,login,relogin,fanout,idle,scheduler,rest,tls",
+        default_value = "baseline,login,relogin,fanout,idle,scheduler,rest,tls,store",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -56,6 +58,9 @@ struct Args {
     /// Seconds of token creations, over REST and then over gRPC.
     #[arg(long, default_value_t = 3.0)]
     rest_seconds: f64,
+    /// Seconds of token creations on each store.
+    #[arg(long, default_value_t = 3.0)]
+    store_seconds: f64,
     /// Where to write the JSON report.
     #[arg(long, default_value = "bench.json")]
     json: PathBuf,
@@ -73,6 +78,34 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
         );
     }
     Ok(p)
+}
+
+/// Token creations and consumptions on a stack whose management keeps its
+/// state in a PostgreSQL server started here (Debian's postgresql).
+async fn postgres_scenario(
+    args: &Args,
+    data: &std::path::Path,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    if conclave_stack::postgres::bin_dir().is_none() {
+        eprintln!(
+            "store: no PostgreSQL server binaries (apt-get install postgresql), PostgreSQL skipped"
+        );
+        return Ok(());
+    }
+    let pg = tokio::task::spawn_blocking(conclave_stack::postgres::Postgres::start).await??;
+    let url = pg.create_database("bench")?;
+    let mut options = Options::on_free_ports(data.join("pg-stack"));
+    options.env = vec![("RUST_LOG".into(), QUIET.into())];
+    options.management.push(format!("store.url={url}"));
+    let stack = Topology::launch(options).await?;
+    eprintln!("store: {} s of tokens on PostgreSQL", args.store_seconds);
+    let result =
+        loadgen::store::store_tokens(&stack.management, "postgres", args.store_seconds, 8).await;
+    tokio::task::spawn_blocking(move || drop(stack)).await?;
+    drop(pg);
+    report.stores.push(result?);
+    Ok(())
 }
 
 /// The login (and idle) scenarios on a second stack where everything is
@@ -243,6 +276,13 @@ async fn main() -> anyhow::Result<()> {
                     .await?,
             );
         }
+        if want("store") {
+            eprintln!("store: {} s of tokens on SQLite", args.store_seconds);
+            report.stores.push(
+                loadgen::store::store_tokens(&target.management, "sqlite", args.store_seconds, 8)
+                    .await?,
+            );
+        }
         if want("scheduler") {
             eprintln!("scheduler: {} s each", args.scheduler_seconds);
             report.scheduler = Some(loadgen::scheduler(&target, args.scheduler_seconds, 8).await?);
@@ -252,6 +292,10 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     tokio::task::spawn_blocking(move || drop(stack)).await?;
+    let result = match result {
+        Ok(()) if want("store") => postgres_scenario(&args, &data, &mut report).await,
+        other => other,
+    };
     let result = match result {
         Ok(()) if want("tls") => tls_scenarios(&args, &data, &mut report).await,
         other => other,

@@ -26,7 +26,7 @@ pub struct RestReport {
 }
 
 /// Run `make` from `parallel` workers for `seconds`; (successes/s, failures).
-async fn rate<F, Fut>(seconds: f64, parallel: usize, make: F) -> (f64, usize)
+pub(crate) async fn rate<F, Fut>(seconds: f64, parallel: usize, make: F) -> (f64, usize)
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,

@@ -30,6 +30,8 @@ fn every_scenario_runs_and_loses_nothing() {
             "0.3",
             "--rest-seconds",
             "0.3",
+            "--store-seconds",
+            "0.3",
             "--json",
             json.to_str().unwrap(),
         ])
@@ -85,6 +87,24 @@ fn every_scenario_runs_and_loses_nothing() {
         "{report}"
     );
     assert!(rest["replay_check_ns"].as_f64().unwrap() > 0.0, "{report}");
+    // the same logins and idle connections over TLS
+    for key in ["tls_login", "tls_login_sequential"] {
+        assert_eq!(report[key]["failed"], 0, "{key}: {report}");
+    }
+    assert_eq!(report["tls_login"]["logins"], 40, "{report}");
+    assert_eq!(report["tls_idle"]["connections"], 30, "{report}");
+    // tokens on each store: SQLite, and PostgreSQL where it is installed
+    let stores = report["stores"].as_array().unwrap();
+    assert_eq!(stores[0]["store"], "sqlite", "{report}");
+    if conclave_stack::postgres::bin_dir().is_some() {
+        assert_eq!(stores.len(), 2, "{report}");
+        assert_eq!(stores[1]["store"], "postgres", "{report}");
+    }
+    for s in stores {
+        assert_eq!(s["create_failed"], 0, "{report}");
+        assert_eq!(s["consume_failed"], 0, "{report}");
+        assert!(s["consumed"].as_u64().unwrap() > 0, "{report}");
+    }
     let _ = std::fs::remove_file(json);
 }
 
