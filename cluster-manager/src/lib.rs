@@ -74,6 +74,9 @@ pub async fn start(
     let sweeper = service.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(Instant::now() + sweep_period, sweep_period);
+        // after a pause, one late sweep (which sees the pause), not a burst
+        // of catch-up sweeps that would count it against every worker
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

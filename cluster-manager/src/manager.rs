@@ -117,6 +117,19 @@ pub struct Manager {
     started: Instant,
     workers: HashMap<String, Registered>,
     schedulers: BTreeMap<String, Scheduler>,
+    /// When the last liveness sweep ran.
+    last_sweep: Instant,
+}
+
+/// What one liveness sweep did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Sweep {
+    /// On time: silent workers counted, those past the bound removed.
+    Counted(Vec<ClusterEvent>),
+    /// The sweep itself ran this late (the manager was paused, a VM
+    /// stopped, the process starved): the silence was this manager's, not
+    /// the workers'. Nobody was counted; every deadline starts again.
+    Renewed { late: std::time::Duration },
 }
 
 /// Longest id, purpose or task accepted.
@@ -143,6 +156,7 @@ impl Manager {
             started: now,
             workers: HashMap::new(),
             schedulers: BTreeMap::new(),
+            last_sweep: now,
         }
     }
 
@@ -279,9 +293,31 @@ impl Manager {
             .collect()
     }
 
-    /// One liveness sweep: every worker's counter grows; those past
+    /// One liveness sweep at `now`, due every `check_alive_interval`. On
+    /// time, every worker's counter grows and those past
+    /// `check_alive_count` are removed. A sweep that comes more than two
+    /// intervals after the last one means this manager was not running
+    /// (SIGSTOP, a paused VM, starvation): the keep-alives it missed are
+    /// its own pause, so instead of counting them it renews every
+    /// worker's deadline.
+    pub fn sweep(&mut self, now: Instant) -> Sweep {
+        let interval = std::time::Duration::from_millis(self.config.manager.check_alive_interval);
+        let since = now.saturating_duration_since(self.last_sweep);
+        self.last_sweep = now;
+        if since > interval * 2 {
+            for w in self.workers.values_mut() {
+                w.alive_count = 0;
+            }
+            return Sweep::Renewed {
+                late: since - interval,
+            };
+        }
+        Sweep::Counted(self.check_alive())
+    }
+
+    /// Count one sweep against every worker; those past
     /// `check_alive_count` are removed.
-    pub fn check_alive(&mut self) -> Vec<ClusterEvent> {
+    fn check_alive(&mut self) -> Vec<ClusterEvent> {
         let limit = self.config.manager.check_alive_count;
         let mut dead = Vec::new();
         for (id, w) in self.workers.iter_mut() {
@@ -607,6 +643,48 @@ mod tests {
         );
     }
 
+    /// One sweep on time (an interval after the last).
+    fn counted(m: &mut Manager) -> Vec<ClusterEvent> {
+        let at = m.last_sweep + Duration::from_millis(m.config.manager.check_alive_interval);
+        match m.sweep(at) {
+            Sweep::Counted(lost) => lost,
+            other => panic!("an on-time sweep counted nothing: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_late_sweep_renews_every_deadline_instead_of_evicting() {
+        let t0 = Instant::now();
+        let mut m = Manager::new(config(0), t0);
+        ready(&mut m, "conference", "a", t0);
+        ready(&mut m, "portal", "p", t0);
+        // two silent sweeps on time: counts 2 of 3
+        assert!(counted(&mut m).is_empty());
+        assert!(counted(&mut m).is_empty());
+        // the manager is paused for 10 s: its next sweep is late
+        let late = m.last_sweep + Duration::from_secs(10);
+        assert_eq!(
+            m.sweep(late),
+            Sweep::Renewed {
+                late: Duration::from_secs(9)
+            }
+        );
+        // the workers get a full bound again from the resume
+        for _ in 0..3 {
+            assert!(counted(&mut m).is_empty());
+        }
+        assert_eq!(counted(&mut m).len(), 2, "silent ever since: removed");
+        // two intervals exactly is still on time
+        let mut m = Manager::new(config(0), t0);
+        ready(&mut m, "conference", "a", t0);
+        for i in 1..=3 {
+            assert!(
+                matches!(m.sweep(t0 + Duration::from_secs(2 * i)), Sweep::Counted(l) if l.is_empty())
+            );
+        }
+        assert!(matches!(m.sweep(t0 + Duration::from_secs(8)), Sweep::Counted(l) if l.len() == 1));
+    }
+
     #[test]
     fn keep_alive_answers_and_the_sweep_removes_silent_workers() {
         let t0 = Instant::now();
@@ -618,10 +696,10 @@ mod tests {
         assert!(!m.keep_alive("ghost"));
         // three sweeps: both still there (count 3 is not > 3)
         for _ in 0..3 {
-            assert!(m.check_alive().is_empty());
+            assert!(counted(&mut m).is_empty());
             assert!(m.keep_alive("b"));
         }
-        let lost = m.check_alive();
+        let lost = counted(&mut m);
         assert_eq!(
             lost,
             vec![ClusterEvent::WorkerLost {

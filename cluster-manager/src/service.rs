@@ -71,9 +71,20 @@ impl ClusterService {
 
     /// One liveness sweep, publishing the workers it removed.
     pub fn sweep(&self) {
-        let lost = self.core().check_alive();
-        for event in lost {
-            self.publish(event);
+        match self.core().sweep(Instant::now()) {
+            crate::manager::Sweep::Counted(lost) => {
+                for event in lost {
+                    self.publish(event);
+                }
+            }
+            crate::manager::Sweep::Renewed { late } => {
+                tracing::warn!(
+                    late_ms = late.as_millis() as u64,
+                    "the liveness sweep ran late: this manager was paused or starved; every worker's deadline renewed, nobody removed"
+                );
+                conclave_common::metrics::counter!("cluster_manager_late_sweeps_total")
+                    .increment(1);
+            }
         }
         let stats = self.core().stats();
         for (purpose, available, full, tasks) in stats {
@@ -216,11 +227,14 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
             .core()
             .join(&r.purpose, &r.worker_id, info, Instant::now())
             .map_err(status)?;
+        // no event: the worker was known already, with its purpose
+        let known = event.is_none();
         if let Some(event) = event {
             self.publish(event);
         }
         Ok(Response::new(pb::JoinReply {
             state: state.as_str().into(),
+            known,
         }))
     }
 

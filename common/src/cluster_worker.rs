@@ -136,14 +136,15 @@ impl KeepAliveTracker {
 /// What a successful rejoin during recovery means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejoined {
-    /// The manager itself restarted ("initializing"): re-announce our tasks.
+    /// The manager itself restarted ("initializing"), or still knew us (the
+    /// keep-alives were lost to a stall, its or ours): re-announce our tasks.
     Reannounce,
     /// The manager is in service and had dropped us: our tasks are lost.
     Lost,
 }
 
-pub fn rejoined(manager_state: &str) -> Rejoined {
-    if manager_state == "initializing" {
+pub fn rejoined(manager_state: &str, known: bool) -> Rejoined {
+    if known || manager_state == "initializing" {
         Rejoined::Reannounce
     } else {
         Rejoined::Lost
@@ -236,7 +237,7 @@ impl ClusterWorker {
         let mut last = String::new();
         for attempt in 1..=attempts {
             match shared.join_once().instrument(span.clone()).await {
-                Ok(state) => {
+                Ok((state, _)) => {
                     span.in_scope(|| info!(manager_state = %state, attempt, "joined the cluster"));
                     shared.set_registered(true);
                     let stop = CancellationToken::new();
@@ -429,7 +430,8 @@ impl Shared {
         Duration::from_millis(self.config.join_retry_interval)
     }
 
-    async fn join_once(&self) -> Result<String, tonic::Status> {
+    /// One Join: the manager's state, and whether it still knew us.
+    async fn join_once(&self) -> Result<(String, bool), tonic::Status> {
         let mut client = self.client.clone();
         let reply = client
             .join(pb::JoinRequest {
@@ -437,8 +439,9 @@ impl Shared {
                 worker_id: self.id.clone(),
                 info: Some(self.info.clone()),
             })
-            .await?;
-        Ok(reply.into_inner().state)
+            .await?
+            .into_inner();
+        Ok((reply.state, reply.known))
     }
 
     async fn keep_alive(&self) -> KeepAliveOutcome {
@@ -479,14 +482,21 @@ impl Shared {
                 return false;
             }
             match self.join_once().await {
-                Ok(state) => {
-                    match rejoined(&state) {
+                Ok((state, known)) => {
+                    match rejoined(&state, known) {
                         Rejoined::Reannounce => {
                             let tasks = self.local().tasks.clone();
-                            info!(
-                                tasks = tasks.len(),
-                                "rejoined a restarted manager, re-announcing tasks"
-                            );
+                            if known {
+                                info!(
+                                    tasks = tasks.len(),
+                                    "rejoined a manager that still knew this worker (a stall), re-announcing tasks"
+                                );
+                            } else {
+                                info!(
+                                    tasks = tasks.len(),
+                                    "rejoined a restarted manager, re-announcing tasks"
+                                );
+                            }
                             if !tasks.is_empty() {
                                 let mut client = self.client.clone();
                                 if let Err(status) = client
@@ -604,8 +614,10 @@ mod tests {
 
     #[test]
     fn rejoin_meaning() {
-        assert_eq!(rejoined("initializing"), Rejoined::Reannounce);
-        assert_eq!(rejoined("in-service"), Rejoined::Lost);
+        assert_eq!(rejoined("initializing", false), Rejoined::Reannounce);
+        assert_eq!(rejoined("in-service", false), Rejoined::Lost);
+        // the manager still had us (it or we stalled): nothing was lost
+        assert_eq!(rejoined("in-service", true), Rejoined::Reannounce);
     }
 
     #[test]

@@ -134,6 +134,82 @@ async fn cluster_manager_killed_and_restarted_under_a_trickle_of_logins() {
     stayer.quit().await;
 }
 
+/// Issue 20, point 4: the one cluster manager paused (SIGSTOP, as a VM
+/// pause) for 10 s, far past the workers' liveness bound, then resumed.
+/// Its late sweep renews every deadline instead of evicting the world, and
+/// workers that lost their keep-alives rejoin a manager that still knows
+/// them: nobody is dropped, rooms keep their agent, logins work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_manager_paused_for_10_s_drops_nobody() {
+    if !have_clients() {
+        return;
+    }
+    let mut stack = stack(&[]).await;
+    let room = stack.room(-1).await;
+    let mut stayers = Vec::new();
+    for i in 0..3 {
+        stayers.push(stack.logged_in(&room, &format!("stayer{i}")).await);
+    }
+    let agent_before = stack.room_agent(&room).await;
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        tokens.push(stack.token(&room, &format!("t{i}"), "viewer").await);
+    }
+
+    stack.processes[0].signal("STOP");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stack.processes[0].signal("CONT");
+    let resumed = Instant::now();
+    // a trickle of logins from the resume until one succeeds
+    let mut first_ok = None;
+    for token in tokens.iter() {
+        let mut c = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+        let ack = c.login(token, "1.2").await;
+        c.quit().await;
+        if ack[0] == "ok" {
+            first_ok = Some(resumed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first_ok = first_ok.expect("logins succeed again");
+    timing(
+        "manager paused 10 s",
+        "resume to first successful login",
+        first_ok,
+    );
+    assert!(
+        first_ok <= Duration::from_secs(3),
+        "logins back within 3 s of the resume: {first_ok:?}"
+    );
+    // nobody was dropped, and they can text
+    for s in stayers.iter_mut() {
+        assert!(s.wait_event("drop", 0.5).await.is_none(), "no drop");
+        assert!(s.connected().await);
+        assert_eq!(
+            s.emit("text", vec![json!({"to": "all", "message": "still here"})])
+                .await,
+            vec![json!("ok")]
+        );
+    }
+    assert_eq!(workers(&stack, "portal").await.len(), 1);
+    assert_eq!(workers(&stack, "conference").await.len(), 1);
+    assert_eq!(
+        stack.room_agent(&room).await,
+        agent_before,
+        "the room kept its agent"
+    );
+    let late_sweep = stack
+        .drain_logs(0)
+        .iter()
+        .any(|l| l.contains("the liveness sweep ran late"));
+    assert!(late_sweep, "the manager saw its own pause");
+    stack.assert_invariants(&[]).await;
+    for s in stayers {
+        s.quit().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_agent_is_dropped_and_its_rooms_move() {
     if !have_clients() {
