@@ -19,6 +19,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .build_client(true)
         .compile_fds(fds)?;
+    // etcd's lease and election API, for the cluster manager's election:
+    // clients only, and kept out of the descriptor set reflection serves
+    let etcd = protox::compile(["etcd_rpc.proto", "etcd_election.proto"], ["etcd"])?;
+    tonic_prost_build::configure()
+        .build_server(false)
+        .build_client(true)
+        .compile_fds(etcd)?;
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=etcd");
     Ok(())
 }

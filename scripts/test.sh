@@ -50,6 +50,16 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         echo "PostgreSQL is missing (apt-get install postgresql); its tests will be skipped" >&2
     fi
 fi
+# etcd for the cluster managers' election tests (each starts its own).
+if ! command -v etcd >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "== installing etcd-server"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+    else
+        echo "etcd is missing (apt-get install etcd-server); its tests will be skipped" >&2
+    fi
+fi
 # Engine.IO 3 client (python-socketio 4.x): its own environment, same import name.
 VENV3=.venv-test-eio3
 if ! "$VENV3/bin/python" -c 'import socketio' 2>/dev/null; then

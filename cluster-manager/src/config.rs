@@ -23,6 +23,9 @@ pub struct Config {
     /// Mutual TLS for this service's gRPC, server and client: `ca`, `cert`
     /// and `key` PEM files. Default: none (plaintext, as the log says once).
     pub tls: conclave_common::tls::ServiceTls,
+    /// Standby managers through an etcd election. Default: none (this
+    /// manager serves alone).
+    pub election: crate::election::ElectionConfig,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             log: LogConfig::default(),
             trace: TraceConfig::default(),
             tls: conclave_common::tls::ServiceTls::default(),
+            election: crate::election::ElectionConfig::default(),
             metrics: conclave_common::metrics::MetricsConfig::on("0.0.0.0:9701"),
         }
     }

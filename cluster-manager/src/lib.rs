@@ -3,6 +3,7 @@
 //! `main.rs` parses configuration and calls [`run`]; tests call [`start`].
 
 pub mod config;
+pub mod election;
 pub mod manager;
 pub mod matcher;
 pub mod scheduler;
@@ -59,10 +60,19 @@ pub async fn start(
     let sweep_period = Duration::from_millis(config.manager.check_alive_interval);
     let listen = config.listen.clone();
     let _ = conclave_common::metrics::serve(&config.metrics, shutdown.clone()).await;
-    let service = service::ClusterService::new(
-        manager::Manager::new(config, Instant::now()),
+    let election = config.election.clone();
+    let standing = election.enabled().then(|| {
+        std::sync::Arc::new(std::sync::Mutex::new(election::Standing::new(
+            Duration::from_secs(election.ttl.max(1)),
+        )))
+    });
+    let mut service = service::ClusterService::new(
+        manager::Manager::new(config.clone(), Instant::now()),
         shutdown.clone(),
     );
+    if let Some(s) = &standing {
+        service = service.with_election(s.clone());
+    }
     let routes = tonic::service::Routes::new(ClusterManagerServer::new(service.clone()));
     let server = GrpcServer::start(
         &listen,
@@ -71,6 +81,35 @@ pub async fn start(
         shutdown.clone(),
     )
     .await?;
+    if let Some(standing) = standing {
+        let advertise = if !election.advertise.is_empty() {
+            election.advertise.clone()
+        } else if server.local_addr().ip().is_unspecified() {
+            format!(
+                "{}:{}",
+                conclave_common::net::first_non_loopback_ip(),
+                server.local_addr().port()
+            )
+        } else {
+            server.local_addr().to_string()
+        };
+        tracing::info!(etcd = ?election.etcd, name = %election.name, ttl = election.ttl, %advertise, "campaigning for the lead (standby until elected)");
+        let terms = service.clone();
+        tokio::spawn(election::run(
+            election,
+            advertise,
+            standing,
+            move |leading| {
+                if !leading {
+                    tracing::warn!("no longer leading: standing by");
+                }
+                terms.new_term(config.clone());
+            },
+            shutdown.clone(),
+        ));
+    } else {
+        tracing::info!("no [election]: this cluster manager serves alone");
+    }
     let sweeper = service.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval_at(Instant::now() + sweep_period, sweep_period);

@@ -25,6 +25,12 @@ pub struct ClusterService {
     core: Arc<Mutex<Manager>>,
     events: broadcast::Sender<ClusterEvent>,
     shutdown: CancellationToken,
+    /// With `[election]`: whether this manager leads (it serves only then).
+    standing: Option<crate::election::Shared>,
+    /// Cancelled when this manager's leadership ends or starts anew:
+    /// `Watch` streams of the old term end, so watchers re-subscribe to
+    /// the leader and re-read the cluster.
+    term: Arc<Mutex<CancellationToken>>,
 }
 
 impl ClusterService {
@@ -34,10 +40,39 @@ impl ClusterService {
             core: Arc::new(Mutex::new(manager)),
             events,
             shutdown,
+            standing: None,
+            term: Arc::default(),
         }
     }
 
     /// Lock the core briefly; never held across an await.
+    /// Serve only while leading the election given here.
+    pub fn with_election(mut self, standing: crate::election::Shared) -> Self {
+        self.standing = Some(standing);
+        self
+    }
+
+    /// A new term (elected, or stepped down): start from a fresh state, as a
+    /// restarted manager does, and end every `Watch` of the old term.
+    pub fn new_term(&self, config: crate::config::Config) {
+        *self.core() = Manager::new(config, Instant::now());
+        let old = std::mem::take(&mut *self.term.locked());
+        old.cancel();
+    }
+
+    /// Every call's first step: a standby manager answers `Unavailable`
+    /// naming the leader; a leader whose lease ran out steps down here.
+    fn serving(&self) -> Result<(), Status> {
+        match &self.standing {
+            None => Ok(()),
+            Some(s) => s
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(Instant::now())
+                .map_err(|e| Status::unavailable(e.to_string())),
+        }
+    }
+
     pub fn core(&self) -> MutexGuard<'_, Manager> {
         self.core.locked()
     }
@@ -221,6 +256,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterEvent, Status>> +
 #[tonic::async_trait]
 impl pb::cluster_manager_server::ClusterManager for ClusterService {
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
+        self.serving()?;
         let r = req.into_inner();
         let info = r.info.unwrap_or_default().into();
         let (state, event) = self
@@ -239,6 +275,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
     }
 
     async fn quit(&self, req: Request<pb::QuitRequest>) -> Result<Response<pb::QuitReply>, Status> {
+        self.serving()?;
         let event = self.core().quit(&req.get_ref().worker_id).map_err(status)?;
         self.publish(event);
         Ok(Response::new(pb::QuitReply {}))
@@ -248,6 +285,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::KeepAliveRequest>,
     ) -> Result<Response<pb::KeepAliveReply>, Status> {
+        self.serving()?;
         let known = self.core().keep_alive(&req.get_ref().worker_id);
         Ok(Response::new(pb::KeepAliveReply {
             message: if known { "ok" } else { "whoareyou" }.into(),
@@ -258,6 +296,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::ReportLoadRequest>,
     ) -> Result<Response<pb::ReportLoadReply>, Status> {
+        self.serving()?;
         let r = req.get_ref();
         self.core()
             .report_load(&r.worker_id, r.load)
@@ -269,6 +308,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::ReportStateRequest>,
     ) -> Result<Response<pb::ReportStateReply>, Status> {
+        self.serving()?;
         let r = req.get_ref();
         self.core()
             .report_state(&r.worker_id, r.state)
@@ -280,6 +320,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::PickUpTasksRequest>,
     ) -> Result<Response<pb::PickUpTasksReply>, Status> {
+        self.serving()?;
         let r = req.get_ref();
         self.core()
             .pick_up_tasks(&r.worker_id, &r.tasks, Instant::now())
@@ -291,6 +332,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::LayDownTaskRequest>,
     ) -> Result<Response<pb::LayDownTaskReply>, Status> {
+        self.serving()?;
         let r = req.get_ref();
         self.core()
             .lay_down_task(&r.worker_id, &r.task, Instant::now())
@@ -302,6 +344,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::ScheduleRequest>,
     ) -> Result<Response<pb::ScheduleReply>, Status> {
+        self.serving()?;
         let r = req.into_inner();
         let preference = r.preference.unwrap_or_default().into();
         let started = std::time::Instant::now();
@@ -343,6 +386,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::UnscheduleRequest>,
     ) -> Result<Response<pb::UnscheduleReply>, Status> {
+        self.serving()?;
         let r = req.get_ref();
         self.core()
             .unschedule(&r.worker_id, &r.task)
@@ -354,6 +398,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::GetWorkersRequest>,
     ) -> Result<Response<pb::GetWorkersReply>, Status> {
+        self.serving()?;
         let workers = self
             .core()
             .get_workers(&req.get_ref().purpose)
@@ -365,6 +410,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::GetWorkerAttrRequest>,
     ) -> Result<Response<pb::WorkerAttr>, Status> {
+        self.serving()?;
         let a = self
             .core()
             .get_worker_attr(&req.get_ref().worker_id)
@@ -384,6 +430,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::GetTasksRequest>,
     ) -> Result<Response<pb::GetTasksReply>, Status> {
+        self.serving()?;
         let tasks = self
             .core()
             .get_tasks(&req.get_ref().worker_id)
@@ -395,6 +442,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::GetScheduledRequest>,
     ) -> Result<Response<pb::GetScheduledReply>, Status> {
+        self.serving()?;
         let r = req.get_ref();
         let worker_id = self
             .core()
@@ -407,6 +455,7 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::ReportNodeExitRequest>,
     ) -> Result<Response<pb::ReportNodeExitReply>, Status> {
+        self.serving()?;
         let r = req.get_ref();
         let event = self
             .core()
@@ -429,14 +478,20 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        self.serving()?;
         let purposes = req.into_inner().purposes;
         let mut events = self.events.subscribe();
         let shutdown = self.shutdown.clone();
+        let term = self.term.locked().clone();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
                     _ = shutdown.cancelled() => return,
+                    _ = term.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("this cluster manager no longer leads: watch the leader and re-read the cluster state"))).await;
+                        return;
+                    }
                     _ = tx.closed() => return,
                     e = events.recv() => e,
                 };

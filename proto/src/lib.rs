@@ -33,3 +33,15 @@ pub mod management {
         tonic::include_proto!("management.v1");
     }
 }
+
+/// The part of etcd's v3 API the cluster manager's election speaks
+/// (leases, the election service), compiled from `etcd/` with etcd's own
+/// field numbers. Clients only.
+pub mod etcd {
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+    pub mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
+    }
+}

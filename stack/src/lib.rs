@@ -7,6 +7,7 @@
 /// OWT's REST client as the sample application server has it.
 pub use conclave_sample::owt_rest;
 pub mod devcerts;
+pub mod etcd;
 pub mod postgres;
 pub mod process;
 pub mod testing;

@@ -1,0 +1,145 @@
+//! Standby cluster managers through a real etcd (issue 20, first part):
+//! one leads, the other answers every call with `Unavailable` naming the
+//! leader; the leader killed, the standby takes over; the leader paused past
+//! its lease does not serve when it resumes.
+
+use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use conclave_stack::etcd::{self, Etcd};
+use conclave_stack::testing::{ServiceProcess, workspace_bin};
+use std::time::{Duration, Instant};
+
+fn manager(etcd: &Etcd) -> (ServiceProcess, String) {
+    let bin = workspace_bin("cluster-manager");
+    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
+    ServiceProcess::start_named(
+        "cluster-manager",
+        bin.to_str().unwrap(),
+        &[
+            "--set",
+            "listen=127.0.0.1:0",
+            "--set",
+            "metrics.listen=",
+            "--set",
+            &etcd_set,
+            "--set",
+            "election.ttl=2",
+        ],
+        &[("RUST_LOG", "info")],
+        "gRPC server listening",
+        "local_addr",
+    )
+    .unwrap()
+}
+
+/// A worker call: Ok, or the status a standby answers.
+async fn call(addr: &str) -> Result<(), tonic::Status> {
+    let channel = conclave_common::grpc::channel(addr, Duration::from_secs(2)).unwrap();
+    ClusterManagerClient::new(channel)
+        .get_workers(cluster::GetWorkersRequest {
+            purpose: "all".into(),
+        })
+        .await
+        .map(|_| ())
+}
+
+async fn until_serving(addr: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if call(addr).await.is_ok() {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leads_the_standby_names_it_and_takes_over_when_it_dies() {
+    if !etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start().unwrap();
+    let (mut a, a_addr) = manager(&etcd);
+    assert!(
+        until_serving(&a_addr, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the first manager leads"
+    );
+    let (b, b_addr) = manager(&etcd);
+    // the standby names the leader
+    let mut named = None;
+    for _ in 0..100 {
+        match call(&b_addr).await {
+            Err(s) if s.message().contains(&a_addr) => {
+                named = Some(s);
+                break;
+            }
+            Ok(()) => panic!("a standby served"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let named = named.expect("the standby names the leader");
+    assert_eq!(named.code(), tonic::Code::Unavailable);
+    assert_eq!(
+        named.message(),
+        format!("this cluster manager is a standby: the leader is {a_addr}")
+    );
+    // the leader killed: the standby leads once the lease (2 s) runs out
+    a.signal("KILL");
+    let killed = Instant::now();
+    a.wait_exit(Duration::from_secs(5));
+    let took = until_serving(&b_addr, Duration::from_secs(10))
+        .await
+        .expect("the standby takes over");
+    eprintln!(
+        "ELECTION-TIMING leader SIGKILL: the standby serves {:.0} ms after the kill",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_does_not_serve_when_it_resumes() {
+    if !etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start().unwrap();
+    let (a, a_addr) = manager(&etcd);
+    assert!(
+        until_serving(&a_addr, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    let (b, b_addr) = manager(&etcd);
+    a.signal("STOP");
+    let took = until_serving(&b_addr, Duration::from_secs(10))
+        .await
+        .expect("the standby takes over from the paused leader");
+    eprintln!(
+        "ELECTION-TIMING leader SIGSTOP: the standby serves {:.0} ms after the pause",
+        took.as_secs_f64() * 1000.0
+    );
+    a.signal("CONT");
+    // the first answer after the resume already refuses
+    let status = call(&a_addr)
+        .await
+        .expect_err("the old leader must not serve");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // and it follows the new leader from then on
+    let mut follows = false;
+    for _ in 0..100 {
+        if let Err(s) = call(&a_addr).await
+            && s.message().contains(&b_addr)
+        {
+            follows = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(follows, "the old leader names the new one");
+    assert!(call(&b_addr).await.is_ok(), "the new leader keeps serving");
+    drop((a, b));
+}
