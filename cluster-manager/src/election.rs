@@ -42,6 +42,11 @@ pub struct ElectionConfig {
     /// (host:port). Default "": this host's first non-loopback address and
     /// the listen port.
     pub advertise: String,
+    /// `manager.initial_time` of a newly elected leader: how long it answers
+    /// `Schedule` with "not ready" while the workers, told "whoareyou" on
+    /// their next keep-alive (every 800 ms), rejoin and re-announce their
+    /// tasks. Default 1000.
+    pub initial_time: u64,
 }
 
 impl Default for ElectionConfig {
@@ -51,6 +56,7 @@ impl Default for ElectionConfig {
             name: "conclave/cluster-manager".into(),
             ttl: 2,
             advertise: String::new(),
+            initial_time: 1000,
         }
     }
 }

@@ -95,6 +95,8 @@ pub async fn start(
         };
         tracing::info!(etcd = ?election.etcd, name = %election.name, ttl = election.ttl, %advertise, "campaigning for the lead (standby until elected)");
         let terms = service.clone();
+        let mut term_config = config.clone();
+        term_config.manager.initial_time = election.initial_time;
         tokio::spawn(election::run(
             election,
             advertise,
@@ -103,7 +105,7 @@ pub async fn start(
                 if !leading {
                     tracing::warn!("no longer leading: standing by");
                 }
-                terms.new_term(config.clone());
+                terms.new_term(term_config.clone());
             },
             shutdown.clone(),
         ));

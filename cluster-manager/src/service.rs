@@ -69,7 +69,20 @@ impl ClusterService {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .check(Instant::now())
-                .map_err(|e| Status::unavailable(e.to_string())),
+                .map_err(|e| {
+                    // the metadata that makes a multi-address channel move on
+                    let leader = match &e {
+                        crate::election::NotLeader::Leader(l) => l.clone(),
+                        crate::election::NotLeader::NoLeader => String::new(),
+                    };
+                    let mut status = Status::unavailable(e.to_string());
+                    if let Ok(value) = leader.parse() {
+                        status
+                            .metadata_mut()
+                            .insert(conclave_common::grpc::STANDBY_HEADER, value);
+                    }
+                    status
+                }),
         }
     }
 

@@ -299,9 +299,90 @@ where
 /// A client channel that carries the current trace (`traceparent`) and
 /// records client-side latency and status per method: every gRPC client of
 /// Conclave goes through it.
+///
+/// Given several addresses (`"a:7001,b:7001"`: standby cluster managers),
+/// a call goes to the one that answered last and moves on to the next when
+/// that one cannot be reached or answers as a standby (the
+/// [`STANDBY_HEADER`] metadata), so callers follow the leader without
+/// knowing there are several.
 #[derive(Debug, Clone)]
 pub struct Channel {
-    inner: tonic::transport::Channel,
+    inner: Inner,
+}
+
+#[derive(Debug, Clone)]
+enum Inner {
+    One(tonic::transport::Channel),
+    Replicas(std::sync::Arc<Replicas>),
+}
+
+#[derive(Debug)]
+struct Replicas {
+    channels: Vec<(String, tonic::transport::Channel)>,
+    current: std::sync::atomic::AtomicUsize,
+}
+
+/// Response metadata of a server that is a standby (a cluster manager not
+/// leading its election); its value names the leader when known.
+pub const STANDBY_HEADER: &str = "conclave-standby";
+
+impl Replicas {
+    /// The request sent to each replica in turn until one answers as
+    /// itself; the body is read once and replayed (requests are unary).
+    async fn call(
+        self: std::sync::Arc<Self>,
+        request: http::Request<tonic::body::Body>,
+    ) -> Result<http::Response<tonic::body::Body>, tonic::transport::Error> {
+        use http_body_util::BodyExt;
+        use std::sync::atomic::Ordering;
+        use tower::ServiceExt;
+        let (parts, body) = request.into_parts();
+        let bytes = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                // the server refuses the empty message with its own error
+                tracing::warn!(error = %e, "a request body could not be read");
+                bytes::Bytes::new()
+            }
+        };
+        let n = self.channels.len();
+        let start = self.current.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let at = (start + i) % n;
+            let (address, channel) = &self.channels[at];
+            let mut attempt = http::Request::new(tonic::body::Body::new(
+                http_body_util::Full::new(bytes.clone()),
+            ));
+            *attempt.method_mut() = parts.method.clone();
+            *attempt.uri_mut() = parts.uri.clone();
+            *attempt.version_mut() = parts.version;
+            *attempt.headers_mut() = parts.headers.clone();
+            *attempt.extensions_mut() = parts.extensions.clone();
+            let answer = match channel.clone().ready().await {
+                Ok(mut ready) => tower::Service::call(&mut ready, attempt).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(response) if !response.headers().contains_key(STANDBY_HEADER) => {
+                    if at != start {
+                        self.current.store(at, Ordering::Relaxed);
+                        tracing::info!(%address, "now calling this replica");
+                    }
+                    return Ok(response);
+                }
+                Ok(response) => {
+                    tracing::debug!(%address, "a standby answered; trying the next address");
+                    last = Some(Ok(response));
+                }
+                Err(e) => {
+                    tracing::debug!(%address, error = %e, "unreachable; trying the next address");
+                    last = Some(Err(e));
+                }
+            }
+        }
+        last.expect("at least one address")
+    }
 }
 
 impl tower::Service<http::Request<tonic::body::Body>> for Channel {
@@ -310,7 +391,11 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
     type Future = BoxFuture<Self::Response, Self::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        tower::Service::poll_ready(&mut self.inner, cx)
+        match &mut self.inner {
+            Inner::One(c) => tower::Service::poll_ready(c, cx),
+            // each attempt waits for its own replica
+            Inner::Replicas(_) => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
@@ -328,7 +413,10 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
         if let Ok(value) = header.parse() {
             request.headers_mut().insert("traceparent", value);
         }
-        let call = tower::Service::call(&mut self.inner, request);
+        let call: BoxFuture<Self::Response, Self::Error> = match &mut self.inner {
+            Inner::One(c) => Box::pin(tower::Service::call(c, request)),
+            Inner::Replicas(r) => Box::pin(r.clone().call(request)),
+        };
         Box::pin(async move {
             let started = std::time::Instant::now();
             let result = call.await;
@@ -346,10 +434,37 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
     }
 }
 
-/// A lazily connecting channel to `host:port` (or a full `http://` URI):
-/// connecting happens on first use and again after the peer restarts. Every
-/// call gets `deadline` unless the request sets its own.
+/// A lazily connecting channel to `host:port` (or a full `http://` URI), or
+/// to several comma-separated ones (see [`Channel`]): connecting happens
+/// on first use and again after the peer restarts. Every call gets
+/// `deadline` unless the request sets its own.
 pub fn channel(endpoint: &str, deadline: Duration) -> Result<Channel, GrpcError> {
+    let addresses: Vec<&str> = endpoint
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    match addresses.as_slice() {
+        [] => Err(GrpcError::Endpoint(endpoint.to_string())),
+        [one] => Ok(Channel {
+            inner: Inner::One(transport_channel(one, deadline)?),
+        }),
+        several => Ok(Channel {
+            inner: Inner::Replicas(std::sync::Arc::new(Replicas {
+                channels: several
+                    .iter()
+                    .map(|a| Ok((a.to_string(), transport_channel(a, deadline)?)))
+                    .collect::<Result<_, GrpcError>>()?,
+                current: Default::default(),
+            })),
+        }),
+    }
+}
+
+fn transport_channel(
+    endpoint: &str,
+    deadline: Duration,
+) -> Result<tonic::transport::Channel, GrpcError> {
     let tls = MUTUAL_TLS.get();
     let uri = match (endpoint.split_once("://"), tls) {
         (Some((_, rest)), Some(_)) => format!("https://{rest}"),
@@ -370,9 +485,7 @@ pub fn channel(endpoint: &str, deadline: Duration) -> Result<Channel, GrpcError>
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5));
-    Ok(Channel {
-        inner: ep.connect_lazy(),
-    })
+    Ok(ep.connect_lazy())
 }
 
 /// Replicas of one service given as a comma-separated list of addresses

@@ -94,6 +94,22 @@ async fn launch_with(
     extra_agent: &[&str],
     management: &[&str],
 ) -> Stack {
+    launch_edited(all, extra_portal, extra_agent, management, |_| {}).await
+}
+
+/// A stack with the usual test settings, then `edit` applied to its
+/// options (settings for the manager, listen addresses, ...).
+pub async fn stack_edited(edit: impl FnOnce(&mut Options)) -> Stack {
+    launch_edited(&[], &[], &[], &[], edit).await
+}
+
+async fn launch_edited(
+    all: &[&str],
+    extra_portal: &[&str],
+    extra_agent: &[&str],
+    management: &[&str],
+    edit: impl FnOnce(&mut Options),
+) -> Stack {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let data_dir = std::env::temp_dir().join(format!("conclave-e2e-{}-{n}", std::process::id()));
@@ -113,6 +129,7 @@ async fn launch_with(
     options
         .portal
         .extend(extra_portal.iter().map(|s| s.to_string()));
+    edit(&mut options);
     let topology = Topology::launch(options)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

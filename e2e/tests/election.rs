@@ -81,6 +81,9 @@ async fn one_leads_the_standby_names_it_and_takes_over_when_it_dies() {
         }
     }
     let named = named.expect("the standby names the leader");
+    // a client given both addresses, standby first, reaches the leader
+    let both = format!("{b_addr},{a_addr}");
+    assert!(call(&both).await.is_ok(), "the list finds the leader");
     assert_eq!(named.code(), tonic::Code::Unavailable);
     assert_eq!(
         named.message(),
@@ -98,6 +101,9 @@ async fn one_leads_the_standby_names_it_and_takes_over_when_it_dies() {
         killed.elapsed().as_secs_f64() * 1000.0
     );
     assert!(took < Duration::from_secs(4), "{took:?}");
+    // the same list follows the new leader, the dead address first now
+    let both = format!("{a_addr},{b_addr}");
+    assert!(call(&both).await.is_ok(), "the list follows the new leader");
     drop(b);
 }
 
@@ -142,4 +148,105 @@ async fn a_leader_paused_past_its_lease_does_not_serve_when_it_resumes() {
     assert!(follows, "the old leader names the new one");
     assert!(call(&b_addr).await.is_ok(), "the new leader keeps serving");
     drop((a, b));
+}
+
+/// The whole stack on two managers (issue 20): every worker is given both
+/// addresses and follows the leader. The leader killed: the standby takes
+/// over, workers rejoin it and re-announce their tasks, nobody logged in
+/// is dropped, the room keeps its agent, and logins work again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_follows_the_new_leader_when_the_old_one_dies() {
+    if !etcd::available() || !conclave_e2e::have_clients() {
+        return;
+    }
+    use conclave_e2e::{Flavor, PyClient};
+    let etcd = Etcd::start().unwrap();
+    let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
+    let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let list = format!("cluster.manager={a_addr},{b_addr}");
+    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
+    let mut stack = conclave_e2e::stack_edited(|o| {
+        o.manager = vec![
+            format!("listen={a_addr}"),
+            etcd_set.clone(),
+            "election.ttl=2".into(),
+        ];
+        for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
+            sets.push(list.clone());
+        }
+    })
+    .await;
+    let bin = workspace_bin("cluster-manager");
+    let (b, _) = ServiceProcess::start_named(
+        "cluster-manager-b",
+        bin.to_str().unwrap(),
+        &[
+            "--set",
+            &format!("listen={b_addr}"),
+            "--set",
+            "metrics.listen=",
+            "--set",
+            &etcd_set,
+            "--set",
+            "election.ttl=2",
+        ],
+        &[("RUST_LOG", "info")],
+        "gRPC server listening",
+        "local_addr",
+    )
+    .unwrap();
+    let room = stack.room(-1).await;
+    let mut stayer = stack.logged_in(&room, "stayer").await;
+    let agent_before = stack.room_agent(&room).await;
+    let mut tokens = Vec::new();
+    for i in 0..40 {
+        tokens.push(stack.token(&room, &format!("t{i}"), "viewer").await);
+    }
+    stack.processes[0].signal("KILL");
+    let killed = Instant::now();
+    stack.processes[0].wait_exit(Duration::from_secs(5));
+    let mut first_ok = None;
+    for token in tokens.iter() {
+        let mut c = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+        let ack = c.login(token, "1.2").await;
+        c.quit().await;
+        if ack[0] == "ok" {
+            first_ok = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_ok = first_ok.expect("logins work again on the new leader");
+    eprintln!(
+        "ELECTION-TIMING whole stack, leader SIGKILL: first successful login {:.0} ms after the kill",
+        first_ok.as_secs_f64() * 1000.0
+    );
+    assert!(first_ok < Duration::from_secs(6), "{first_ok:?}");
+    assert!(
+        stayer.wait_event("drop", 0.5).await.is_none(),
+        "nobody dropped"
+    );
+    assert_eq!(
+        stayer
+            .emit(
+                "text",
+                vec![serde_json::json!({"to": "all", "message": "still here"})]
+            )
+            .await,
+        vec![serde_json::json!("ok")]
+    );
+    // the new leader has the room where it was
+    let scheduled = ClusterManagerClient::new(
+        conclave_common::grpc::channel(&b_addr, Duration::from_secs(2)).unwrap(),
+    )
+    .get_scheduled(cluster::GetScheduledRequest {
+        purpose: "conference".into(),
+        task: room.clone(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(scheduled.worker_id, agent_before, "the room kept its agent");
+    stayer.quit().await;
+    drop(b);
 }
