@@ -412,11 +412,10 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         req: Request<pb::GetWorkersRequest>,
     ) -> Result<Response<pb::GetWorkersReply>, Status> {
         self.serving()?;
-        let workers = self
-            .core()
-            .get_workers(&req.get_ref().purpose)
-            .map_err(status)?;
-        Ok(Response::new(pb::GetWorkersReply { workers }))
+        let core = self.core();
+        let workers = core.get_workers(&req.get_ref().purpose).map_err(status)?;
+        let state = core.state(Instant::now()).as_str().into();
+        Ok(Response::new(pb::GetWorkersReply { workers, state }))
     }
 
     async fn get_worker_attr(

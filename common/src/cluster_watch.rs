@@ -7,6 +7,7 @@ use crate::purpose::Purpose;
 use conclave_proto::cluster::v1 as pb;
 use conclave_proto::cluster::v1::cluster_event::Kind;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
@@ -63,13 +64,54 @@ impl ClusterWatch {
         })
     }
 
+    /// The workers of the watched purposes, once the manager is in service
+    /// (before, workers may still be rejoining it and the list be short).
+    async fn workers_in_service(&self, shutdown: &CancellationToken) -> Option<BTreeSet<String>> {
+        loop {
+            let mut all = BTreeSet::new();
+            let mut in_service = true;
+            let purposes: Vec<String> = if self.purposes.is_empty() {
+                vec!["all".into()]
+            } else {
+                self.purposes.iter().map(|p| p.to_string()).collect()
+            };
+            for purpose in purposes {
+                let reply = self
+                    .manager
+                    .clone()
+                    .get_workers(grpc::request(
+                        pb::GetWorkersRequest { purpose },
+                        Duration::from_secs(2),
+                    ))
+                    .await
+                    .ok()?
+                    .into_inner();
+                in_service &= reply.state == "in-service";
+                all.extend(reply.workers);
+            }
+            if in_service {
+                return Some(all);
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+
     /// Call `on_change` for every event until `shutdown`, subscribing again
     /// (after a second) whenever the stream ends or the manager cannot be
-    /// reached: a restarted manager is followed without a gap in service.
+    /// reached: a restarted manager, or a newly elected one, is followed
+    /// without a gap in service. Events can fall in the gap between two
+    /// streams, so after subscribing again the watcher reads the worker
+    /// lists once the manager is in service, and reports as lost every
+    /// worker it knew that is no longer listed.
     pub async fn run(self, shutdown: CancellationToken, mut on_change: impl FnMut(ClusterChange)) {
         let request = pb::WatchRequest {
             purposes: self.purposes.iter().map(|p| p.to_string()).collect(),
         };
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        let mut first = true;
         loop {
             let mut client = self.manager.clone();
             let subscribed = tokio::select! {
@@ -79,14 +121,44 @@ impl ClusterWatch {
             match subscribed {
                 Ok(stream) => {
                     let mut stream = stream.into_inner();
+                    let again = !first;
+                    first = false;
+                    let recheck = self.workers_in_service(&shutdown);
+                    tokio::pin!(recheck);
+                    let mut rechecked = false;
                     loop {
                         let item = tokio::select! {
                             _ = shutdown.cancelled() => return,
+                            listed = &mut recheck, if !rechecked => {
+                                rechecked = true;
+                                if let Some(listed) = listed {
+                                    if again {
+                                        for worker in known.difference(&listed) {
+                                            tracing::warn!(%worker, "a worker is gone since the watch was interrupted");
+                                            on_change(ClusterChange::WorkerLost {
+                                                worker: worker.clone(),
+                                                reason: "gone while the watch was interrupted".into(),
+                                            });
+                                        }
+                                    }
+                                    known = listed;
+                                }
+                                continue;
+                            }
                             item = stream.next() => item,
                         };
                         match item {
                             Some(Ok(event)) => {
                                 if let Some(change) = ClusterChange::from_event(event) {
+                                    match &change {
+                                        ClusterChange::WorkerJoined { worker } => {
+                                            known.insert(worker.clone());
+                                        }
+                                        ClusterChange::WorkerLost { worker, .. } => {
+                                            known.remove(worker);
+                                        }
+                                        ClusterChange::NodeExited { .. } => {}
+                                    }
                                     on_change(change);
                                 }
                             }

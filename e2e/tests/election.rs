@@ -250,3 +250,123 @@ async fn the_stack_follows_the_new_leader_when_the_old_one_dies() {
     stayer.quit().await;
     drop(b);
 }
+
+/// An event that falls between two `Watch` streams: the leader and a
+/// conference agent die together, so no manager ever reports the agent
+/// lost. The portal, watching again on the new leader, reads the worker
+/// list once that leader is in service, misses the agent, and treats it
+/// as lost: its participant gets `drop` instead of hanging on a dead node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_lost_between_two_watches_is_noticed() {
+    if !etcd::available() || !conclave_e2e::have_clients() {
+        return;
+    }
+    use conclave_e2e::PyClient;
+    let etcd = Etcd::start().unwrap();
+    let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
+    let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let list = format!("cluster.manager={a_addr},{b_addr}");
+    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
+    let mut stack = conclave_e2e::stack_edited(|o| {
+        o.manager = vec![
+            format!("listen={a_addr}"),
+            etcd_set.clone(),
+            "election.ttl=2".into(),
+        ];
+        for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
+            sets.push(list.clone());
+        }
+    })
+    .await;
+    let bin = workspace_bin("cluster-manager");
+    let (b, _) = ServiceProcess::start_named(
+        "cluster-manager-b",
+        bin.to_str().unwrap(),
+        &[
+            "--set",
+            &format!("listen={b_addr}"),
+            "--set",
+            "metrics.listen=",
+            "--set",
+            &etcd_set,
+            "--set",
+            "election.ttl=2",
+        ],
+        &[("RUST_LOG", "info")],
+        "gRPC server listening",
+        "local_addr",
+    )
+    .unwrap();
+    let room = stack.room(-1).await;
+    let mut c: PyClient = stack.logged_in(&room, "on-the-agent").await;
+    // the leader and the only agent, at once
+    stack.processes[0].signal("KILL");
+    stack.processes[2].signal("KILL");
+    let killed = Instant::now();
+    let dropped = c.wait_event("drop", 15.0).await;
+    assert!(
+        dropped.is_some(),
+        "the participant of the lost agent is dropped"
+    );
+    eprintln!(
+        "ELECTION-TIMING leader and agent killed together: drop {:.0} ms after",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
+    assert!(
+        stack
+            .drain_logs(3)
+            .iter()
+            .any(|l| l.contains("a worker is gone since the watch was interrupted")),
+        "the portal found the agent missing from the new leader's list"
+    );
+    c.quit().await;
+    drop(b);
+}
+
+/// etcd itself away: the leader cannot renew its lease, so it serves only
+/// until the last renewal etcd confirmed runs out (the TTL less a margin:
+/// 1.7 s with a 2 s TTL), because from then on etcd, seen by others, may
+/// have let the lease expire and elected someone else. Once etcd is back,
+/// a leader is elected and serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_away_the_leader_serves_until_its_lease_could_have_lapsed() {
+    if !etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start().unwrap();
+    let (a, a_addr) = manager(&etcd);
+    assert!(
+        until_serving(&a_addr, Duration::from_secs(10))
+            .await
+            .is_some()
+    );
+    let (b, b_addr) = manager(&etcd);
+    etcd.pause();
+    let paused = Instant::now();
+    let mut last_served = None;
+    while paused.elapsed() < Duration::from_secs(5) {
+        if call(&a_addr).await.is_ok() {
+            last_served = Some(paused.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let last_served = last_served.expect("the leader served on for a while");
+    eprintln!(
+        "ELECTION-TIMING etcd paused: the leader served until {:.0} ms after",
+        last_served.as_secs_f64() * 1000.0
+    );
+    assert!(last_served < Duration::from_millis(2000), "{last_served:?}");
+    assert!(
+        call(&a_addr).await.is_err() && call(&b_addr).await.is_err(),
+        "nobody leads without etcd"
+    );
+    etcd.resume();
+    let both = format!("{a_addr},{b_addr}");
+    assert!(
+        until_serving(&both, Duration::from_secs(15))
+            .await
+            .is_some(),
+        "a leader again once etcd is back"
+    );
+    drop((a, b));
+}
