@@ -267,7 +267,7 @@ async fn a_worker_lost_between_two_watches_is_noticed() {
     let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
     let list = format!("cluster.manager={a_addr},{b_addr}");
     let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
-    let mut stack = conclave_e2e::stack_edited(|o| {
+    let stack = conclave_e2e::stack_edited(|o| {
         o.manager = vec![
             format!("listen={a_addr}"),
             etcd_set.clone(),
