@@ -97,6 +97,33 @@ async fn launch_with(
     launch_edited(all, extra_portal, extra_agent, management, |_| {}).await
 }
 
+/// A trickle of logins at `url` (EIO4 WebSocket, protocol 1.2), one every
+/// `pause`, each with the next token `token` gives, until one succeeds:
+/// how long after `since` it did, or `None` after `limit` (or when the
+/// tokens run out).
+pub async fn until_a_login_succeeds(
+    url: &str,
+    since: std::time::Instant,
+    limit: Duration,
+    pause: Duration,
+    mut token: impl FnMut() -> Option<String>,
+) -> Option<Duration> {
+    while since.elapsed() < limit {
+        let Some(t) = token() else {
+            tokio::time::sleep(pause).await;
+            continue;
+        };
+        let mut c = PyClient::connect_url(url, Flavor::Eio4Websocket).await;
+        let ack = c.login_as(&t, "1.2", "JavaScript").await;
+        c.quit().await;
+        if ack[0] == "ok" {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(pause).await;
+    }
+    None
+}
+
 /// A stack with the usual test settings, then `edit` applied to its
 /// options (settings for the manager, listen addresses, ...).
 pub async fn stack_edited(edit: impl FnOnce(&mut Options)) -> Stack {
@@ -609,6 +636,18 @@ impl PyClient {
             info["protocol"] = json!(protocol);
         }
         self.emit("login", vec![info]).await
+    }
+
+    /// Still in the room: no `drop` within half a second, and a text to
+    /// everyone is acked `ok`.
+    pub async fn assert_still_seated(&mut self) {
+        assert!(self.wait_event("drop", 0.5).await.is_none(), "dropped");
+        assert_eq!(
+            self.emit("text", vec![json!({"to": "all", "message": "still here"})])
+                .await,
+            vec![json!("ok")],
+            "a text from a seated participant"
+        );
     }
 
     pub async fn wait_event(&mut self, event: &str, timeout_s: f64) -> Option<Value> {

@@ -86,6 +86,37 @@ fn compose_cli() -> Vec<String> {
     }
 }
 
+/// The env names of the host ports every project gets, in `ports` order.
+const PORTS: [&str; 8] = [
+    "CONCLAVE_PORTAL_PORT",
+    "CONCLAVE_PORTAL_GRPC_PORT",
+    "CONCLAVE_MANAGEMENT_PORT",
+    "CONCLAVE_CLUSTER_PORT",
+    "CONCLAVE_PORTAL2_PORT",
+    "CONCLAVE_PORTAL2_GRPC_PORT",
+    "CONCLAVE_REST_PORT",
+    "CONCLAVE_SAMPLE_PORT",
+];
+
+/// A compose project named `name` with these override files, every host
+/// port in [`PORTS`] and then in `extra` set to a free one; the ports in
+/// that order.
+fn project(name: &str, overrides: Vec<&'static str>, extra: &[&str]) -> (Compose, Vec<u16>) {
+    let names: Vec<&str> = PORTS.iter().chain(extra).copied().collect();
+    let ports: Vec<u16> = names.iter().map(|_| free_port()).collect();
+    let compose = Compose {
+        cli: compose_cli(),
+        project: format!("{name}{}", std::process::id()),
+        overrides,
+        env: names
+            .iter()
+            .zip(&ports)
+            .map(|(n, p)| (n.to_string(), p.to_string()))
+            .collect(),
+    };
+    (compose, ports)
+}
+
 fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
@@ -103,31 +134,7 @@ async fn compose_with_three_agents_spreads_rooms_and_survives_losing_one() {
         return;
     };
     let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
-    let ports = [
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    ];
-    let compose = Compose {
-        cli: compose_cli(),
-        project: format!("conclavee2e{}", std::process::id()),
-        overrides: Vec::new(),
-        env: vec![
-            ("CONCLAVE_PORTAL_PORT".into(), ports[0].to_string()),
-            ("CONCLAVE_PORTAL_GRPC_PORT".into(), ports[1].to_string()),
-            ("CONCLAVE_MANAGEMENT_PORT".into(), ports[2].to_string()),
-            ("CONCLAVE_CLUSTER_PORT".into(), ports[3].to_string()),
-            ("CONCLAVE_PORTAL2_PORT".into(), ports[4].to_string()),
-            ("CONCLAVE_PORTAL2_GRPC_PORT".into(), ports[5].to_string()),
-            ("CONCLAVE_REST_PORT".into(), ports[6].to_string()),
-            ("CONCLAVE_SAMPLE_PORT".into(), ports[7].to_string()),
-        ],
-    };
+    let (compose, ports) = project("conclavee2e", Vec::new(), &[]);
     let (ok, out) = run(&mut compose.cmd(&["up", "-d", "--scale", "conference-agent=3"]));
     assert!(ok, "compose up: {out}");
     let management = format!("127.0.0.1:{}", ports[2]);
@@ -434,23 +441,10 @@ async fn compose_over_tls_with_generated_certificates() {
     };
     let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
     let certs = std::env::temp_dir().join(format!("conclave-compose-certs-{}", std::process::id()));
-    let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
-    let compose = Compose {
-        cli: compose_cli(),
-        project: format!("conclavee2etls{}", std::process::id()),
-        overrides: vec!["docker-compose.tls.yml"],
-        env: vec![
-            ("CONCLAVE_PORTAL_PORT".into(), ports[0].to_string()),
-            ("CONCLAVE_PORTAL_GRPC_PORT".into(), ports[1].to_string()),
-            ("CONCLAVE_MANAGEMENT_PORT".into(), ports[2].to_string()),
-            ("CONCLAVE_CLUSTER_PORT".into(), ports[3].to_string()),
-            ("CONCLAVE_PORTAL2_PORT".into(), ports[4].to_string()),
-            ("CONCLAVE_PORTAL2_GRPC_PORT".into(), ports[5].to_string()),
-            ("CONCLAVE_REST_PORT".into(), ports[6].to_string()),
-            ("CONCLAVE_SAMPLE_PORT".into(), ports[7].to_string()),
-            ("CONCLAVE_CERTS_DIR".into(), certs.display().to_string()),
-        ],
-    };
+    let (mut compose, ports) = project("conclavee2etls", vec!["docker-compose.tls.yml"], &[]);
+    compose
+        .env
+        .push(("CONCLAVE_CERTS_DIR".into(), certs.display().to_string()));
     let (ok, out) = run(&mut compose.cmd(&["up", "-d", "--scale", "conference-agent=2"]));
     assert!(ok, "compose up: {out}");
     let path = |name: &str| certs.join(name).display().to_string();
@@ -585,4 +579,129 @@ async fn compose_over_tls_with_generated_certificates() {
     }
     tear_down(compose);
     let _ = std::fs::remove_dir_all(&certs);
+}
+
+/// docker-compose.ha.yml: etcd (an image built from this machine's Debian
+/// etcd) and two cluster managers in one election, every worker given
+/// both. The leading manager's container killed: the other takes over,
+/// nobody logged in is dropped, logins work again.
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_with_standby_managers_survives_killing_the_leader() {
+    let Some(_one) = docker_tests().await else {
+        return;
+    };
+    if !run(Command::new("docker").args(["image", "inspect", "conclave-etcd:local"])).0 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "conclave-etcd:local is needed under CI=true (scripts/test.sh installs etcd-server)"
+        );
+        eprintln!(
+            "SKIPPED: no conclave-etcd:local image (install etcd-server, run scripts/docker-build.sh)"
+        );
+        return;
+    }
+    let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
+    let (compose, ports) = project(
+        "conclavee2eha",
+        vec!["docker-compose.ha.yml"],
+        &["CONCLAVE_CLUSTER2_PORT"],
+    );
+    let (ok, out) = run(&mut compose.cmd(&["up", "-d"]));
+    assert!(ok, "compose up: {out}");
+    let management = format!("127.0.0.1:{}", ports[2]);
+    let managers = [
+        ("cluster-manager", format!("127.0.0.1:{}", ports[3])),
+        ("cluster-manager-2", format!("127.0.0.1:{}", ports[8])),
+    ];
+    let answer = |addr: &str| {
+        run(Command::new(&grpcurl).args([
+            "-plaintext",
+            "-d",
+            r#"{"purpose":"conference"}"#,
+            addr,
+            "cluster.v1.ClusterManager/GetWorkers",
+        ]))
+    };
+    // everything healthy, one manager leads with the agent registered, the
+    // other names it
+    let mut leader = None;
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let (ok, out) = run(&mut compose.cmd(&["ps"]));
+            if !ok || out.matches("(healthy)").count() != 7 {
+                return false;
+            }
+            leader = managers
+                .iter()
+                .find(|(_, addr)| {
+                    let (ok, out) = answer(addr);
+                    ok && out.contains("conference-")
+                })
+                .cloned();
+            leader.is_some()
+        }),
+        "healthy, with a leader: {}",
+        run(&mut compose.cmd(&["ps"])).1
+    );
+    let (leader_service, _) = leader.unwrap();
+    let (_, standby_addr) = managers.iter().find(|(s, _)| *s != leader_service).unwrap();
+    let (ok, out) = answer(standby_addr);
+    assert!(
+        !ok && out.contains(&format!("the leader is {leader_service}:7001")),
+        "the standby names the leader: {out}"
+    );
+    let url = format!("http://localhost:{}", ports[0]);
+    let room = grpcurl_json(
+        &grpcurl,
+        &management,
+        "management.v1.Management/CreateRoom",
+        r#"{"name":"ha room"}"#,
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = |user: &str| -> Option<String> {
+        let (ok, out) = run(Command::new(&grpcurl).args([
+            "-plaintext",
+            "-d",
+            &format!(r#"{{"roomId":"{room}","user":"{user}","role":"presenter"}}"#),
+            &management,
+            "management.v1.Management/CreateToken",
+        ]));
+        ok.then(|| serde_json::from_str::<Value>(&out).ok())
+            .flatten()
+            .and_then(|v| v["token"].as_str().map(String::from))
+    };
+    let mut first_token = None;
+    assert!(eventually(Duration::from_secs(30), || {
+        first_token = token("stayer");
+        first_token.is_some()
+    }));
+    let mut stayer = PyClient::connect_url(&url, Flavor::Eio4Websocket).await;
+    let ack = stayer
+        .login_as(&first_token.unwrap(), "1.2", "JavaScript")
+        .await;
+    assert_eq!(ack[0], "ok", "{ack:?}");
+
+    // kill the leader's container
+    let (ok, out) = run(&mut compose.cmd(&["kill", leader_service]));
+    assert!(ok, "kill {leader_service}: {out}");
+    let killed = Instant::now();
+    let first_ok = conclave_e2e::until_a_login_succeeds(
+        &url,
+        killed,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || token("after"),
+    )
+    .await;
+    let first_ok = first_ok.expect("logins work again on the other manager");
+    eprintln!(
+        "ELECTION-TIMING compose, leader container killed: first login {:.0} ms after",
+        first_ok.as_secs_f64() * 1000.0
+    );
+    assert!(answer(standby_addr).0, "the other manager leads");
+    stayer.assert_still_seated().await;
+    stayer.quit().await;
+    tear_down(compose);
 }
