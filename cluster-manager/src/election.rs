@@ -10,15 +10,17 @@
 //! deadline stops serving at once, before it handles anything, even if
 //! nobody has told it yet. [`run`] is the etcd adapter.
 
+use conclave_proto::etcd::etcdserverpb::kv_client::KvClient;
 use conclave_proto::etcd::etcdserverpb::lease_client::LeaseClient;
 use conclave_proto::etcd::etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
 };
 use conclave_proto::etcd::v3electionpb::election_client::ElectionClient;
 use conclave_proto::etcd::v3electionpb::{
     CampaignRequest, LeaderKey, LeaderRequest, ResignRequest,
 };
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -212,13 +214,16 @@ fn channels(endpoints: &[String]) -> Result<Vec<tonic::transport::Channel>, Stri
 
 /// Campaign for as long as `stop` is not cancelled: lease, campaign, lead
 /// while the lease is renewed, step down when it is not, start again.
-/// `changed` runs each time this manager becomes the leader (true) or stops
-/// leading (false): the service starts a fresh term.
+/// `changed` runs each time this manager becomes the leader (with the
+/// workers the previous leader knew) or stops leading (`None`): the
+/// service starts a fresh term. While leading, the workers `workers` lists
+/// are kept in etcd for the next leader.
 pub async fn run(
     config: ElectionConfig,
     advertise: String,
     standing: Shared,
-    changed: impl Fn(bool) + Send + Sync + 'static,
+    changed: impl Fn(Option<BTreeSet<String>>) + Send + Sync + 'static,
+    workers: impl Fn() -> BTreeSet<String> + Send + Sync + 'static,
     stop: CancellationToken,
 ) {
     let channels = match channels(&config.etcd) {
@@ -244,7 +249,7 @@ pub async fn run(
         attempt += 1;
         let result = tokio::select! {
             _ = stop.cancelled() => break,
-            r = term(&channel, &config.name, &advertise, ttl, &standing, &changed, &stop) => r,
+            r = term(&channel, &config.name, &advertise, ttl, &standing, &changed, &workers, &stop) => r,
         };
         let was_leading = {
             let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
@@ -253,7 +258,7 @@ pub async fn run(
             was
         };
         if was_leading {
-            changed(false);
+            changed(None);
         }
         if let Err(e) = result {
             tracing::warn!(error = %e, "election: not leading; campaigning again");
@@ -266,14 +271,22 @@ pub async fn run(
     observer.abort();
 }
 
+/// Where the leader keeps the ids of the workers it knows: beside the
+/// election, not under it (every key under `<name>/` is a campaigner).
+fn workers_key(name: &str) -> Vec<u8> {
+    format!("{name}.workers").into_bytes()
+}
+
 /// One lease: campaign with it, then lead until it can no longer be renewed.
+#[allow(clippy::too_many_arguments)]
 async fn term(
     channel: &tonic::transport::Channel,
     name: &str,
     advertise: &str,
     ttl: Duration,
     standing: &Shared,
-    changed: &(impl Fn(bool) + Send + Sync + 'static),
+    changed: &(impl Fn(Option<BTreeSet<String>>) + Send + Sync + 'static),
+    workers: &(impl Fn() -> BTreeSet<String> + Send + Sync + 'static),
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let mut leases = LeaseClient::new(channel.clone());
@@ -371,10 +384,56 @@ async fn term(
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
-    tracing::info!(%advertise, lease, "elected: this cluster manager leads");
-    changed(true);
+    // whom the previous leader knew: scheduling can start once they are back
+    let mut kv = KvClient::new(channel.clone());
+    let expected: BTreeSet<String> = match tokio::time::timeout(
+        ttl,
+        kv.range(RangeRequest {
+            key: workers_key(name),
+            ..Default::default()
+        }),
+    )
+    .await
+    {
+        Ok(Ok(reply)) => reply
+            .into_inner()
+            .kvs
+            .first()
+            .and_then(|kv| serde_json::from_slice(&kv.value).ok())
+            .unwrap_or_default(),
+        _ => BTreeSet::new(),
+    };
+    tracing::info!(%advertise, lease, expected = expected.len(), "elected: this cluster manager leads");
+    changed(Some(expected));
+    // keep the list of workers in etcd for the next leader
+    let publish = async {
+        let mut written: Option<BTreeSet<String>> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let now = workers();
+            let leading = standing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(Instant::now())
+                .is_ok();
+            if !leading || written.as_ref() == Some(&now) {
+                continue;
+            }
+            let value = serde_json::to_vec(&now).unwrap_or_default();
+            let put = kv.put(PutRequest {
+                key: workers_key(name),
+                value,
+                lease: 0,
+            });
+            if let Ok(Ok(_)) = tokio::time::timeout(ttl, put).await {
+                written = Some(now);
+            }
+        }
+    };
     let why = tokio::select! {
         why = &mut renewals => why,
+        _ = publish => unreachable!("publishing runs until the term ends"),
         _ = stop.cancelled() => {
             // leaving: hand over at once instead of letting the lease lapse
             let _ = ElectionClient::new(channel.clone())

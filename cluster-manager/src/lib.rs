@@ -95,18 +95,20 @@ pub async fn start(
         };
         tracing::info!(etcd = ?election.etcd, name = %election.name, ttl = election.ttl, %advertise, "campaigning for the lead (standby until elected)");
         let terms = service.clone();
+        let registry = service.clone();
         let mut term_config = config.clone();
         term_config.manager.initial_time = election.initial_time;
         tokio::spawn(election::run(
             election,
             advertise,
             standing,
-            move |leading| {
-                if !leading {
+            move |expected| {
+                if expected.is_none() {
                     tracing::warn!("no longer leading: standing by");
                 }
-                terms.new_term(term_config.clone());
+                terms.new_term(term_config.clone(), expected.unwrap_or_default());
             },
+            move || registry.core().worker_ids(),
             shutdown.clone(),
         ));
     } else {

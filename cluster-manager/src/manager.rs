@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::matcher::Matcher;
 use crate::scheduler::{ScheduleError, Scheduler};
 use crate::worker::{Preference, WorkerInfo};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -119,7 +119,16 @@ pub struct Manager {
     schedulers: BTreeMap<String, Scheduler>,
     /// When the last liveness sweep ran.
     last_sweep: Instant,
+    /// The workers the previous leader knew (an elected manager): once all
+    /// of them are back, scheduling need not wait out `initial_time`.
+    expected: BTreeSet<String>,
+    /// When a worker last joined.
+    last_join: Option<Instant>,
 }
+
+/// How long after the last expected worker joined scheduling starts: time
+/// for its task re-announcement and first load report to arrive.
+pub const SETTLE: Duration = Duration::from_millis(150);
 
 /// What one liveness sweep did.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +166,34 @@ impl Manager {
             workers: HashMap::new(),
             schedulers: BTreeMap::new(),
             last_sweep: now,
+            expected: BTreeSet::new(),
+            last_join: None,
         }
+    }
+
+    /// The workers the previous leader knew (read from etcd on election).
+    pub fn expect(&mut self, workers: BTreeSet<String>) {
+        self.expected = workers;
+    }
+
+    /// The ids of every registered worker.
+    pub fn worker_ids(&self) -> BTreeSet<String> {
+        self.workers.keys().cloned().collect()
+    }
+
+    /// Whether `Schedule` may place tasks: in service, or, for an elected
+    /// manager, every worker the previous leader knew is back (and settled
+    /// for [`SETTLE`]), so no task can still be waiting to be re-announced.
+    /// Joins keep the answer of [`state`](Self::state) for the whole window.
+    pub fn schedulable(&self, now: Instant) -> bool {
+        if self.state(now) == ManagerState::InService {
+            return true;
+        }
+        !self.expected.is_empty()
+            && self.expected.iter().all(|w| self.workers.contains_key(w))
+            && self
+                .last_join
+                .is_some_and(|t| now.saturating_duration_since(t) >= SETTLE)
     }
 
     pub fn state(&self, now: Instant) -> ManagerState {
@@ -202,6 +238,7 @@ impl Manager {
         if info.max_load == 0.0 {
             info.max_load = 1.0;
         }
+        self.last_join = Some(now);
         let mut event = None;
         match self.workers.get_mut(id) {
             Some(known) if known.purpose == purpose => known.alive_count = 0,
@@ -399,7 +436,7 @@ impl Manager {
                 "reserveTimeMs must not be negative, got {reserve_ms}"
             )));
         }
-        if self.state(now) == ManagerState::Initializing {
+        if !self.schedulable(now) {
             return Err(ManagerError::NotReady);
         }
         let scheduler = self
@@ -650,6 +687,35 @@ mod tests {
             Sweep::Counted(lost) => lost,
             other => panic!("an on-time sweep counted nothing: {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_elected_manager_schedules_once_every_expected_worker_is_back() {
+        let t0 = Instant::now();
+        let mut m = Manager::new(config(1000), t0);
+        m.expect(["a".to_string(), "p".to_string()].into());
+        let pref = Preference::default();
+        ready(&mut m, "conference", "a", t0);
+        assert!(!m.schedulable(t0 + SETTLE), "p is not back yet");
+        let (state, _) = m
+            .join("portal", "p", info(), t0 + Duration::from_millis(100))
+            .unwrap();
+        assert_eq!(state, ManagerState::Initializing, "joins still re-announce");
+        assert!(!m.schedulable(t0 + Duration::from_millis(200)), "settling");
+        let settled = t0 + Duration::from_millis(100) + SETTLE;
+        assert!(m.schedulable(settled));
+        assert_eq!(
+            m.schedule("conference", "room", &pref, 30_000, settled)
+                .unwrap()
+                .0,
+            "a"
+        );
+        assert_eq!(m.state(settled), ManagerState::Initializing);
+        // without an expected list: the whole initial time
+        let mut m = Manager::new(config(1000), t0);
+        ready(&mut m, "conference", "a", t0);
+        assert!(!m.schedulable(t0 + Duration::from_millis(999)));
+        assert!(m.schedulable(t0 + Duration::from_millis(1000)));
     }
 
     #[test]

@@ -54,8 +54,14 @@ impl ClusterService {
 
     /// A new term (elected, or stepped down): start from a fresh state, as a
     /// restarted manager does, and end every `Watch` of the old term.
-    pub fn new_term(&self, config: crate::config::Config) {
-        *self.core() = Manager::new(config, Instant::now());
+    pub fn new_term(
+        &self,
+        config: crate::config::Config,
+        expected: std::collections::BTreeSet<String>,
+    ) {
+        let mut manager = Manager::new(config, Instant::now());
+        manager.expect(expected);
+        *self.core() = manager;
         let old = std::mem::take(&mut *self.term.locked());
         old.cancel();
     }
