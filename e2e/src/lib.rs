@@ -183,6 +183,13 @@ impl Stack {
             .await;
     }
 
+    /// Start the cluster manager again on its address with these `--set`
+    /// flags (after it was killed).
+    pub async fn restart_manager_with(&mut self, sets: Vec<String>) {
+        self.blocking(move |t| t.restart_manager(&sets).map(drop))
+            .await;
+    }
+
     /// Another conference agent in the cluster; its gRPC address.
     pub async fn add_agent(&mut self) -> String {
         self.blocking(|t| t.add_agent(&[])).await

@@ -362,3 +362,119 @@ async fn with_etcd_away_the_leader_serves_until_its_lease_could_have_lapsed() {
     );
     drop((a, b));
 }
+
+/// Repeated failovers of the whole stack, for RELIABILITY.md: the leading
+/// manager killed, the first login after it timed, the killed manager
+/// started again (it stands by), and again, alternating.
+/// `CONCLAVE_FAILOVERS` sets how many (default 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failovers_of_the_whole_stack() {
+    if !etcd::available() || !conclave_e2e::have_clients() {
+        return;
+    }
+    let rounds: usize = std::env::var("CONCLAVE_FAILOVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let etcd = Etcd::start().unwrap();
+    let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
+    let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let list = format!("cluster.manager={a_addr},{b_addr}");
+    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
+    let election = vec![etcd_set.clone(), "election.ttl=2".to_string()];
+    let mut stack = conclave_e2e::stack_edited(|o| {
+        o.manager = vec![format!("listen={a_addr}")];
+        o.manager.extend(election.clone());
+        for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
+            sets.push(list.clone());
+        }
+    })
+    .await;
+    let start_b = || {
+        let bin = workspace_bin("cluster-manager");
+        ServiceProcess::start_named(
+            "cluster-manager-b",
+            bin.to_str().unwrap(),
+            &[
+                "--set",
+                &format!("listen={b_addr}"),
+                "--set",
+                "metrics.listen=",
+                "--set",
+                &etcd_set,
+                "--set",
+                "election.ttl=2",
+            ],
+            &[("RUST_LOG", "info")],
+            "gRPC server listening",
+            "local_addr",
+        )
+        .unwrap()
+        .0
+    };
+    let mut b = start_b();
+    let room = stack.room(-1).await;
+    let mut stayer = stack.logged_in(&room, "stayer").await;
+    let mut timings = Vec::new();
+    for round in 0..rounds {
+        // the leader serves, the other stands by
+        let a_leads = until_serving(&a_addr, Duration::from_secs(10))
+            .await
+            .is_some()
+            && call(&b_addr).await.is_err();
+        let mut tokens: Vec<String> = Vec::new();
+        for i in 0..30 {
+            tokens.push(stack.token(&room, &format!("r{round}u{i}"), "viewer").await);
+        }
+        let killed = Instant::now();
+        if a_leads {
+            stack.processes[0].signal("KILL");
+            stack.processes[0].wait_exit(Duration::from_secs(5));
+        } else {
+            b.signal("KILL");
+            b.wait_exit(Duration::from_secs(5));
+        }
+        let mut tokens = tokens.into_iter();
+        let took = conclave_e2e::until_a_login_succeeds(
+            &stack.url(),
+            killed,
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+            || tokens.next(),
+        )
+        .await
+        .expect("logins work again");
+        eprintln!(
+            "ELECTION-TIMING failover {} ({} killed): first login {:.0} ms after",
+            round + 1,
+            if a_leads { "a" } else { "b" },
+            took.as_secs_f64() * 1000.0
+        );
+        timings.push(took);
+        stayer.assert_still_seated().await;
+        // the killed one back, standing by
+        if a_leads {
+            let mut sets = vec![format!("listen={a_addr}")];
+            sets.extend(election.clone());
+            stack.restart_manager_with(sets).await;
+        } else {
+            b = start_b();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    timings.sort();
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    eprintln!(
+        "ELECTION-TIMING {} failovers: min {:.0} ms, median {:.0} ms, max {:.0} ms",
+        timings.len(),
+        ms(&timings[0]),
+        ms(&timings[timings.len() / 2]),
+        ms(timings.last().unwrap())
+    );
+    assert!(
+        timings.iter().all(|t| *t < Duration::from_secs(6)),
+        "{timings:?}"
+    );
+    stayer.quit().await;
+    drop(b);
+}
