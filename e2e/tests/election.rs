@@ -478,3 +478,87 @@ async fn repeated_failovers_of_the_whole_stack() {
     stayer.quit().await;
     drop(b);
 }
+
+/// The leading manager of the whole stack paused past its lease, then
+/// resumed: the standby takes over, the workers move to it and stay there
+/// (the resumed one answers as a standby), nobody is dropped, logins work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_stays_with_the_new_leader_when_the_paused_one_resumes() {
+    if !etcd::available() || !conclave_e2e::have_clients() {
+        return;
+    }
+    let etcd = Etcd::start().unwrap();
+    let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
+    let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+    let list = format!("cluster.manager={a_addr},{b_addr}");
+    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
+    let stack = conclave_e2e::stack_edited(|o| {
+        o.manager = vec![
+            format!("listen={a_addr}"),
+            etcd_set.clone(),
+            "election.ttl=2".into(),
+        ];
+        for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
+            sets.push(list.clone());
+        }
+    })
+    .await;
+    let bin = workspace_bin("cluster-manager");
+    let (b, _) = ServiceProcess::start_named(
+        "cluster-manager-b",
+        bin.to_str().unwrap(),
+        &[
+            "--set",
+            &format!("listen={b_addr}"),
+            "--set",
+            "metrics.listen=",
+            "--set",
+            &etcd_set,
+            "--set",
+            "election.ttl=2",
+        ],
+        &[("RUST_LOG", "info")],
+        "gRPC server listening",
+        "local_addr",
+    )
+    .unwrap();
+    let room = stack.room(-1).await;
+    let mut stayer = stack.logged_in(&room, "stayer").await;
+    stack.processes[0].signal("STOP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stack.processes[0].signal("CONT");
+    let resumed = Instant::now();
+    let token = stack.token(&room, "after", "viewer").await;
+    let mut tokens = vec![token].into_iter();
+    let took = conclave_e2e::until_a_login_succeeds(
+        &stack.url(),
+        resumed,
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || tokens.next(),
+    )
+    .await;
+    assert!(took.is_some(), "a login after the resume");
+    stayer.assert_still_seated().await;
+    // the workers are on the new leader, and stay there
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let workers = ClusterManagerClient::new(
+        conclave_common::grpc::channel(&b_addr, Duration::from_secs(2)).unwrap(),
+    )
+    .get_workers(cluster::GetWorkersRequest {
+        purpose: "all".into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .workers;
+    assert!(
+        workers.iter().any(|w| w.starts_with("portal-"))
+            && workers.iter().any(|w| w.starts_with("conference-")),
+        "portal and agent on the new leader: {workers:?}"
+    );
+    let status = call(&a_addr).await.expect_err("the resumed one stands by");
+    assert!(status.message().contains(&b_addr), "{status:?}");
+    stayer.quit().await;
+    drop(b);
+}
