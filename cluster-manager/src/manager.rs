@@ -176,6 +176,14 @@ impl Manager {
         self.expected = workers;
     }
 
+    /// Whether a worker joining now was known with this purpose: registered
+    /// here, or, for a newly elected manager, registered with the previous
+    /// leader. Its tasks are then intact and it re-announces them, however
+    /// late it rejoins.
+    pub fn knows(&self, id: &str, purpose: &str) -> bool {
+        self.workers.get(id).is_some_and(|w| w.purpose == purpose) || self.expected.contains(id)
+    }
+
     /// The ids of every registered worker.
     pub fn worker_ids(&self) -> BTreeSet<String> {
         self.workers.keys().cloned().collect()
@@ -701,6 +709,11 @@ mod tests {
             .join("portal", "p", info(), t0 + Duration::from_millis(100))
             .unwrap();
         assert_eq!(state, ManagerState::Initializing, "joins still re-announce");
+        // a worker the old leader knew is known, even after the window
+        assert!(m.knows("p", "portal") && !m.knows("stranger", "portal"));
+        let mut late = Manager::new(config(1000), t0);
+        late.expect(["slow".to_string()].into());
+        assert!(late.knows("slow", "conference"));
         assert!(!m.schedulable(t0 + Duration::from_millis(200)), "settling");
         let settled = t0 + Duration::from_millis(100) + SETTLE;
         assert!(m.schedulable(settled));

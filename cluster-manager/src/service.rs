@@ -278,12 +278,14 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         self.serving()?;
         let r = req.into_inner();
         let info = r.info.unwrap_or_default().into();
-        let (state, event) = self
-            .core()
-            .join(&r.purpose, &r.worker_id, info, Instant::now())
-            .map_err(status)?;
-        // no event: the worker was known already, with its purpose
-        let known = event.is_none();
+        let (known, (state, event)) = {
+            let mut core = self.core();
+            let known = core.knows(&r.worker_id, &r.purpose);
+            let joined = core
+                .join(&r.purpose, &r.worker_id, info, Instant::now())
+                .map_err(status)?;
+            (known, joined)
+        };
         if let Some(event) = event {
             self.publish(event);
         }

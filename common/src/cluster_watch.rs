@@ -15,6 +15,12 @@ use tokio_util::sync::CancellationToken;
 /// How long to wait before subscribing again after the stream ended.
 const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 
+/// After subscribing again, how long a worker known before may take to show
+/// up on the manager (rejoining it after a restart or a failover) before it
+/// is reported lost: a keep-alive period, a recovery's join retries, and
+/// room for a loaded machine.
+const REJOIN_GRACE: Duration = Duration::from_secs(5);
+
 /// A cluster event a watcher acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClusterChange {
@@ -65,8 +71,16 @@ impl ClusterWatch {
     }
 
     /// The workers of the watched purposes, once the manager is in service
-    /// (before, workers may still be rejoining it and the list be short).
-    async fn workers_in_service(&self, shutdown: &CancellationToken) -> Option<BTreeSet<String>> {
+    /// (before, workers may still be rejoining it and the list be short)
+    /// and every worker of `known` is listed again, or [`REJOIN_GRACE`]
+    /// after it went in service: a live worker that was slow to rejoin (a
+    /// loaded machine) is not taken for a lost one.
+    async fn workers_in_service(
+        &self,
+        known: BTreeSet<String>,
+        shutdown: &CancellationToken,
+    ) -> Option<BTreeSet<String>> {
+        let mut in_service_since = None;
         loop {
             let mut all = BTreeSet::new();
             let mut in_service = true;
@@ -90,7 +104,10 @@ impl ClusterWatch {
                 all.extend(reply.workers);
             }
             if in_service {
-                return Some(all);
+                let since = *in_service_since.get_or_insert_with(tokio::time::Instant::now);
+                if known.is_subset(&all) || since.elapsed() >= REJOIN_GRACE {
+                    return Some(all);
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -105,7 +122,7 @@ impl ClusterWatch {
     /// without a gap in service. Events can fall in the gap between two
     /// streams, so after subscribing again the watcher reads the worker
     /// lists once the manager is in service, and reports as lost every
-    /// worker it knew that is no longer listed.
+    /// worker it knew that is still not listed [`REJOIN_GRACE`] later.
     pub async fn run(self, shutdown: CancellationToken, mut on_change: impl FnMut(ClusterChange)) {
         let request = pb::WatchRequest {
             purposes: self.purposes.iter().map(|p| p.to_string()).collect(),
@@ -123,7 +140,7 @@ impl ClusterWatch {
                     let mut stream = stream.into_inner();
                     let again = !first;
                     first = false;
-                    let recheck = self.workers_in_service(&shutdown);
+                    let recheck = self.workers_in_service(known.clone(), &shutdown);
                     tokio::pin!(recheck);
                     let mut rechecked = false;
                     loop {
