@@ -496,12 +496,7 @@ pub async fn logged_in_at(
 }
 
 /// A TCP port free on loopback right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
+pub use conclave_stack::testing::free_port;
 
 /// Tamper with a token's signature.
 pub fn tampered(token: &str) -> String {

@@ -9,27 +9,85 @@ use conclave_stack::etcd::{self, Etcd};
 use conclave_stack::testing::{ServiceProcess, workspace_bin};
 use std::time::{Duration, Instant};
 
-fn manager(etcd: &Etcd) -> (ServiceProcess, String) {
+/// The `--set` flags of a manager campaigning in `etcd` with a 2 s lease.
+fn election(etcd: &Etcd) -> Vec<String> {
+    vec![
+        format!("election.etcd=[\"{}\"]", etcd.url),
+        "election.ttl=2".to_string(),
+    ]
+}
+
+/// A manager of the test's own, campaigning in `etcd`, on `listen`.
+fn manager_on(etcd: &Etcd, listen: &str) -> (ServiceProcess, String) {
     let bin = workspace_bin("cluster-manager");
-    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
+    let mut sets = vec![format!("listen={listen}"), "metrics.listen=".into()];
+    sets.extend(election(etcd));
+    let args: Vec<String> = sets
+        .iter()
+        .flat_map(|s| ["--set".to_string(), s.clone()])
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     ServiceProcess::start_named(
         "cluster-manager",
         bin.to_str().unwrap(),
-        &[
-            "--set",
-            "listen=127.0.0.1:0",
-            "--set",
-            "metrics.listen=",
-            "--set",
-            &etcd_set,
-            "--set",
-            "election.ttl=2",
-        ],
+        &args,
         &[("RUST_LOG", "info")],
         "gRPC server listening",
         "local_addr",
     )
     .unwrap()
+}
+
+fn manager(etcd: &Etcd) -> (ServiceProcess, String) {
+    manager_on(etcd, "127.0.0.1:0")
+}
+
+/// The whole stack on two managers in one election: the topology's own
+/// (a, process 0) and b, a process of the test's; every worker is given
+/// both addresses. (Fields drop in order: the stack before etcd.)
+struct TwoManagers {
+    stack: conclave_e2e::Stack,
+    b: ServiceProcess,
+    a_addr: String,
+    b_addr: String,
+    etcd: Etcd,
+}
+
+impl TwoManagers {
+    async fn start() -> TwoManagers {
+        let etcd = Etcd::start().unwrap();
+        let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
+        let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
+        let list = format!("cluster.manager={a_addr},{b_addr}");
+        let stack = conclave_e2e::stack_edited(|o| {
+            o.manager = vec![format!("listen={a_addr}")];
+            o.manager.extend(election(&etcd));
+            for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
+                sets.push(list.clone());
+            }
+        })
+        .await;
+        let (b, _) = manager_on(&etcd, &b_addr);
+        TwoManagers {
+            stack,
+            b,
+            a_addr,
+            b_addr,
+            etcd,
+        }
+    }
+
+    /// Start b again on its address (after it was killed).
+    fn restart_b(&mut self) {
+        self.b = manager_on(&self.etcd, &self.b_addr).0;
+    }
+
+    /// Start a again on its address (after it was killed).
+    async fn restart_a(&mut self) {
+        let mut sets = vec![format!("listen={}", self.a_addr)];
+        sets.extend(election(&self.etcd));
+        self.stack.restart_manager_with(sets).await;
+    }
 }
 
 /// A worker call: Ok, or the status a standby answers.
@@ -159,41 +217,13 @@ async fn the_stack_follows_the_new_leader_when_the_old_one_dies() {
     if !etcd::available() || !conclave_e2e::have_clients() {
         return;
     }
-    let etcd = Etcd::start().unwrap();
-    let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
-    let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
-    let list = format!("cluster.manager={a_addr},{b_addr}");
-    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
-    let mut stack = conclave_e2e::stack_edited(|o| {
-        o.manager = vec![
-            format!("listen={a_addr}"),
-            etcd_set.clone(),
-            "election.ttl=2".into(),
-        ];
-        for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
-            sets.push(list.clone());
-        }
-    })
-    .await;
-    let bin = workspace_bin("cluster-manager");
-    let (b, _) = ServiceProcess::start_named(
-        "cluster-manager-b",
-        bin.to_str().unwrap(),
-        &[
-            "--set",
-            &format!("listen={b_addr}"),
-            "--set",
-            "metrics.listen=",
-            "--set",
-            &etcd_set,
-            "--set",
-            "election.ttl=2",
-        ],
-        &[("RUST_LOG", "info")],
-        "gRPC server listening",
-        "local_addr",
-    )
-    .unwrap();
+    let TwoManagers {
+        mut stack,
+        b,
+        a_addr: _,
+        b_addr,
+        etcd: _etcd,
+    } = TwoManagers::start().await;
     let room = stack.room(-1).await;
     let mut stayer = stack.logged_in(&room, "stayer").await;
     let agent_before = stack.room_agent(&room).await;
@@ -247,41 +277,13 @@ async fn a_worker_lost_between_two_watches_is_noticed() {
         return;
     }
     use conclave_e2e::PyClient;
-    let etcd = Etcd::start().unwrap();
-    let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
-    let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
-    let list = format!("cluster.manager={a_addr},{b_addr}");
-    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
-    let stack = conclave_e2e::stack_edited(|o| {
-        o.manager = vec![
-            format!("listen={a_addr}"),
-            etcd_set.clone(),
-            "election.ttl=2".into(),
-        ];
-        for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
-            sets.push(list.clone());
-        }
-    })
-    .await;
-    let bin = workspace_bin("cluster-manager");
-    let (b, _) = ServiceProcess::start_named(
-        "cluster-manager-b",
-        bin.to_str().unwrap(),
-        &[
-            "--set",
-            &format!("listen={b_addr}"),
-            "--set",
-            "metrics.listen=",
-            "--set",
-            &etcd_set,
-            "--set",
-            "election.ttl=2",
-        ],
-        &[("RUST_LOG", "info")],
-        "gRPC server listening",
-        "local_addr",
-    )
-    .unwrap();
+    let TwoManagers {
+        stack,
+        b,
+        a_addr: _,
+        b_addr: _,
+        etcd: _etcd,
+    } = TwoManagers::start().await;
     let room = stack.room(-1).await;
     let mut c: PyClient = stack.logged_in(&room, "on-the-agent").await;
     // the leader and the only agent, at once
@@ -376,45 +378,10 @@ async fn repeated_failovers_of_the_whole_stack() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2);
-    let etcd = Etcd::start().unwrap();
-    let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
-    let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
-    let list = format!("cluster.manager={a_addr},{b_addr}");
-    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
-    let election = vec![etcd_set.clone(), "election.ttl=2".to_string()];
-    let mut stack = conclave_e2e::stack_edited(|o| {
-        o.manager = vec![format!("listen={a_addr}")];
-        o.manager.extend(election.clone());
-        for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
-            sets.push(list.clone());
-        }
-    })
-    .await;
-    let start_b = || {
-        let bin = workspace_bin("cluster-manager");
-        ServiceProcess::start_named(
-            "cluster-manager-b",
-            bin.to_str().unwrap(),
-            &[
-                "--set",
-                &format!("listen={b_addr}"),
-                "--set",
-                "metrics.listen=",
-                "--set",
-                &etcd_set,
-                "--set",
-                "election.ttl=2",
-            ],
-            &[("RUST_LOG", "info")],
-            "gRPC server listening",
-            "local_addr",
-        )
-        .unwrap()
-        .0
-    };
-    let mut b = start_b();
-    let room = stack.room(-1).await;
-    let mut stayer = stack.logged_in(&room, "stayer").await;
+    let mut two = TwoManagers::start().await;
+    let (a_addr, b_addr) = (two.a_addr.clone(), two.b_addr.clone());
+    let room = two.stack.room(-1).await;
+    let mut stayer = two.stack.logged_in(&room, "stayer").await;
     let mut timings = Vec::new();
     for round in 0..rounds {
         // the leader serves, the other stands by
@@ -424,19 +391,23 @@ async fn repeated_failovers_of_the_whole_stack() {
             && call(&b_addr).await.is_err();
         let mut tokens: Vec<String> = Vec::new();
         for i in 0..30 {
-            tokens.push(stack.token(&room, &format!("r{round}u{i}"), "viewer").await);
+            tokens.push(
+                two.stack
+                    .token(&room, &format!("r{round}u{i}"), "viewer")
+                    .await,
+            );
         }
         let killed = Instant::now();
         if a_leads {
-            stack.processes[0].signal("KILL");
-            stack.processes[0].wait_exit(Duration::from_secs(5));
+            two.stack.processes[0].signal("KILL");
+            two.stack.processes[0].wait_exit(Duration::from_secs(5));
         } else {
-            b.signal("KILL");
-            b.wait_exit(Duration::from_secs(5));
+            two.b.signal("KILL");
+            two.b.wait_exit(Duration::from_secs(5));
         }
         let mut tokens = tokens.into_iter();
         let took = conclave_e2e::until_a_login_succeeds(
-            &stack.url(),
+            &two.stack.url(),
             killed,
             Duration::from_secs(30),
             Duration::from_millis(100),
@@ -454,11 +425,9 @@ async fn repeated_failovers_of_the_whole_stack() {
         stayer.assert_still_seated().await;
         // the killed one back, standing by
         if a_leads {
-            let mut sets = vec![format!("listen={a_addr}")];
-            sets.extend(election.clone());
-            stack.restart_manager_with(sets).await;
+            two.restart_a().await;
         } else {
-            b = start_b();
+            two.restart_b();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -476,7 +445,6 @@ async fn repeated_failovers_of_the_whole_stack() {
         "{timings:?}"
     );
     stayer.quit().await;
-    drop(b);
 }
 
 /// The leading manager of the whole stack paused past its lease, then
@@ -487,41 +455,13 @@ async fn the_stack_stays_with_the_new_leader_when_the_paused_one_resumes() {
     if !etcd::available() || !conclave_e2e::have_clients() {
         return;
     }
-    let etcd = Etcd::start().unwrap();
-    let (pa, pb) = (conclave_e2e::free_port(), conclave_e2e::free_port());
-    let (a_addr, b_addr) = (format!("127.0.0.1:{pa}"), format!("127.0.0.1:{pb}"));
-    let list = format!("cluster.manager={a_addr},{b_addr}");
-    let etcd_set = format!("election.etcd=[\"{}\"]", etcd.url);
-    let stack = conclave_e2e::stack_edited(|o| {
-        o.manager = vec![
-            format!("listen={a_addr}"),
-            etcd_set.clone(),
-            "election.ttl=2".into(),
-        ];
-        for sets in [&mut o.management, &mut o.agent, &mut o.portal] {
-            sets.push(list.clone());
-        }
-    })
-    .await;
-    let bin = workspace_bin("cluster-manager");
-    let (b, _) = ServiceProcess::start_named(
-        "cluster-manager-b",
-        bin.to_str().unwrap(),
-        &[
-            "--set",
-            &format!("listen={b_addr}"),
-            "--set",
-            "metrics.listen=",
-            "--set",
-            &etcd_set,
-            "--set",
-            "election.ttl=2",
-        ],
-        &[("RUST_LOG", "info")],
-        "gRPC server listening",
-        "local_addr",
-    )
-    .unwrap();
+    let TwoManagers {
+        stack,
+        b,
+        a_addr,
+        b_addr,
+        etcd: _etcd,
+    } = TwoManagers::start().await;
     let room = stack.room(-1).await;
     let mut stayer = stack.logged_in(&room, "stayer").await;
     stack.processes[0].signal("STOP");

@@ -27,30 +27,14 @@ pub fn binary() -> Option<PathBuf> {
 /// Whether etcd can be started here; under `CI=true` a missing etcd is a
 /// failure, not a skip.
 pub fn available() -> bool {
-    let found = binary().is_some();
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "etcd is required under CI=true: run the tests through scripts/test.sh (it installs Debian's etcd-server)"
-            );
-        }
-        eprintln!("SKIPPED: no etcd (apt-get install etcd-server)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    crate::testing::required(binary().is_some(), "etcd", "apt-get install etcd-server")
 }
 
 impl Etcd {
     /// Start etcd and wait until it answers.
     pub fn start() -> std::io::Result<Etcd> {
         let bin = binary().ok_or_else(|| std::io::Error::other("no etcd binary"))?;
-        let (client, peer) = (free_port(), free_port());
+        let (client, peer) = (crate::testing::free_port(), crate::testing::free_port());
         let dir =
             std::env::temp_dir().join(format!("conclave-etcd-{}-{client}", std::process::id()));
         std::fs::create_dir_all(&dir)?;

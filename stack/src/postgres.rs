@@ -43,23 +43,11 @@ pub fn bin_dir() -> Option<PathBuf> {
 /// Whether a server can be started here; under `CI=true` a missing
 /// PostgreSQL is a failure, not a skip.
 pub fn available() -> bool {
-    let found = bin_dir().is_some();
-    if !found {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "PostgreSQL is required under CI=true: run the tests through scripts/test.sh (it installs Debian's postgresql)"
-            );
-        }
-        eprintln!("SKIPPED: no PostgreSQL server binaries (apt-get install postgresql)");
-    }
-    found
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    crate::testing::required(
+        bin_dir().is_some(),
+        "PostgreSQL server",
+        "apt-get install postgresql",
+    )
 }
 
 fn is_root() -> bool {
@@ -76,7 +64,7 @@ impl Postgres {
         let dir = std::env::temp_dir().join(format!(
             "conclave-pg-{}-{}",
             std::process::id(),
-            free_port()
+            crate::testing::free_port()
         ));
         std::fs::create_dir_all(&dir)?;
         let run_as = is_root().then(|| "postgres".to_string());
@@ -94,7 +82,7 @@ impl Postgres {
         let mut pg = Postgres {
             bin,
             dir,
-            port: free_port(),
+            port: crate::testing::free_port(),
             run_as,
             child: None,
         };

@@ -41,6 +41,29 @@ pub fn grpcurl() -> Option<PathBuf> {
     found
 }
 
+/// Whether a third-party server the tests start (`what`) is on this
+/// machine; a skip with a reason when not, but under `CI=true` a failure:
+/// the test command installs it (`install` says how).
+pub fn required(found: bool, what: &str, install: &str) -> bool {
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!(
+                "{what} is required under CI=true: run the tests through scripts/test.sh ({install})"
+            );
+        }
+        eprintln!("SKIPPED: no {what} ({install})");
+    }
+    found
+}
+
+/// A free port on the loopback address (free when asked: bind it soon).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Run a command to completion: (success, stdout and stderr).
 pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
     let out = cmd.output().expect("command runs");
