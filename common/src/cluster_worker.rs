@@ -36,6 +36,12 @@ pub struct ClusterConfig {
     /// Consecutive failed keep-alives tolerated; the next one starts recovery.
     /// Default 3 (recovery on the 4th failure, as OWT).
     pub keep_alive_max_failures: u32,
+    /// While a keep-alive fails (the manager is gone, or only standbys
+    /// answer during a failover), it is tried again this often, in ms, until
+    /// its period is over; the period still counts as one failure. A new
+    /// leader is so found within this time rather than a whole period.
+    /// 0 turns it off. Default 200.
+    pub keep_alive_probe_interval: u64,
     /// Load sampling period in ms; a load is sent only when it changed. Default 1000.
     pub report_load_interval: u64,
     /// Load at which the manager stops giving this worker new tasks. Default 0.85.
@@ -52,6 +58,7 @@ impl Default for ClusterConfig {
             join_retry_interval: 800,
             keep_alive_interval: 800,
             keep_alive_max_failures: 3,
+            keep_alive_probe_interval: 200,
             report_load_interval: 1000,
             max_load: 0.85,
             rpc_timeout: 2000,
@@ -461,6 +468,23 @@ impl Shared {
         }
     }
 
+    /// One period's keep-alive: tried again every probe interval while it
+    /// fails, until `period` is over; a success or `whoareyou` ends it.
+    async fn keep_alive_probing(&self, period: Duration) -> KeepAliveOutcome {
+        let deadline = tokio::time::Instant::now() + period;
+        let probe = Duration::from_millis(self.config.keep_alive_probe_interval);
+        loop {
+            let outcome = self.keep_alive().await;
+            if outcome != KeepAliveOutcome::Failed
+                || probe.is_zero()
+                || tokio::time::Instant::now() + probe >= deadline
+            {
+                return outcome;
+            }
+            tokio::time::sleep(probe).await;
+        }
+    }
+
     async fn report_load(&self, load: f64) {
         let mut client = self.client.clone();
         if let Err(status) = client
@@ -552,7 +576,7 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
             _ = keep_alive.tick() => {
                 let outcome = tokio::select! {
                     _ = stop.cancelled() => return,
-                    o = shared.keep_alive() => o,
+                    o = shared.keep_alive_probing(period) => o,
                 };
                 if tracker.on_outcome(outcome) {
                     shared.set_registered(false);

@@ -348,6 +348,7 @@ impl Replicas {
         let n = self.channels.len();
         let start = self.current.load(Ordering::Relaxed) % n;
         let mut last = None;
+        let mut answered = None;
         for i in 0..n {
             let at = (start + i) % n;
             let (address, channel) = &self.channels[at];
@@ -373,6 +374,10 @@ impl Replicas {
                 }
                 Ok(response) => {
                     tracing::debug!(%address, "a standby answered; trying the next address");
+                    // a replica that answers is where the next call starts
+                    // if none leads yet (it may be the next leader; one that
+                    // cannot be reached is tried last)
+                    answered.get_or_insert(at);
                     last = Some(Ok(response));
                 }
                 Err(e) => {
@@ -380,6 +385,9 @@ impl Replicas {
                     last = Some(Err(e));
                 }
             }
+        }
+        if let Some(at) = answered {
+            self.current.store(at, Ordering::Relaxed);
         }
         last.expect("at least one address")
     }
