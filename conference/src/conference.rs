@@ -81,6 +81,24 @@ pub struct Participant {
     /// Without a connection since its portal lost it: kept until then for
     /// a relogin on any portal.
     pub detached_until: Option<Instant>,
+    /// Put back from the room's previous node (`restore`), rather than
+    /// joined here: it knows the other restored ones already.
+    pub restored: bool,
+}
+
+/// A participant of the room's previous node, as its portal knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restoring {
+    pub id: String,
+    pub user: String,
+    pub role: String,
+    pub portal: PortalRef,
+    pub client: ClientSpec,
+    pub permission: Permission,
+    /// The highest sequence number its portal sent it.
+    pub seq: u64,
+    /// Its client is away: the seat is kept detached this long.
+    pub detached: Option<Duration>,
 }
 
 /// A notification to make through a portal: to `recipients` there, each
@@ -309,6 +327,7 @@ impl Conference {
             permission,
             client: req.client,
             detached_until: None,
+            restored: false,
         };
         let info =
             json!({"id": participant.id, "user": participant.user, "role": participant.role});
@@ -328,6 +347,77 @@ impl Conference {
             room: self.room_info()?,
             deliveries,
         })
+    }
+
+    /// The room's previous node is gone: put its participants back, as their
+    /// portal knows them, with their ids, users, roles and permissions.
+    /// Those already here are skipped (a retry). The room's participant
+    /// limit does not refuse them: they held their seats before anyone who
+    /// joined this node. Nobody restored hears of another restored one (they
+    /// were together before); participants who joined this node meanwhile
+    /// hear each restored one join, and each restored one hears of them.
+    pub fn restore(
+        &mut self,
+        list: Vec<Restoring>,
+        now: Instant,
+    ) -> Result<(Vec<String>, Vec<Delivery>), ConferenceError> {
+        let notify = self.room()?.notify_participants;
+        for r in &list {
+            check("participant.id", &r.id, true)?;
+            check("participant.user", &r.user, false)?;
+            check("participant.role", &r.role, true)?;
+            check("participant.portal", &r.portal.id, true)?;
+            check("participant.portalEndpoint", &r.portal.endpoint, true)?;
+        }
+        let mut restored = Vec::new();
+        for r in list {
+            if self.participants.contains_key(&r.id) {
+                continue;
+            }
+            let mut limits = self.limits;
+            if r.client.message_buffer_size > 0 {
+                limits.count = limits.count.min(r.client.message_buffer_size);
+            }
+            self.mailboxes
+                .insert(r.id.clone(), Mailbox::starting_at(limits, r.seq));
+            restored.push(r.id.clone());
+            self.participants.insert(
+                r.id.clone(),
+                Participant {
+                    id: r.id,
+                    user: r.user,
+                    role: r.role,
+                    portal: r.portal,
+                    permission: r.permission,
+                    client: r.client,
+                    detached_until: r.detached.map(|w| now + w),
+                    restored: true,
+                },
+            );
+        }
+        if restored.is_empty() {
+            return Ok((restored, Vec::new()));
+        }
+        self.idle_since = None;
+        let mut deliveries = Vec::new();
+        if notify {
+            let fresh: Vec<String> = self
+                .participants
+                .values()
+                .filter(|p| !p.restored)
+                .map(|p| p.id.clone())
+                .collect();
+            let info = |p: &Participant| json!({"id": p.id, "user": p.user, "role": p.role});
+            for id in &restored {
+                let data = json!({"action": "join", "data": info(&self.participants[id])});
+                deliveries.extend(self.deliver(&fresh, &[], "participant", &data));
+            }
+            for id in &fresh {
+                let data = json!({"action": "join", "data": info(&self.participants[id])});
+                deliveries.extend(self.deliver(&restored, &[], "participant", &data));
+            }
+        }
+        Ok((restored, deliveries))
     }
 
     /// `{id, views, participants, streams}`; no media yet, so no streams.
@@ -719,6 +809,115 @@ pub(crate) mod tests {
             c.text("a", "", "x").unwrap_err(),
             ConferenceError::InvalidArgument(_)
         ));
+    }
+
+    pub(crate) fn restoring(id: &str, p: u8, seq: u64) -> Restoring {
+        let r = req(id, "viewer", p);
+        Restoring {
+            id: r.id,
+            user: r.user,
+            role: r.role,
+            portal: r.portal,
+            client: r.client,
+            permission: Permission {
+                publish: Media {
+                    audio: true,
+                    video: false,
+                },
+                subscribe: Media::default(),
+            },
+            seq,
+            detached: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_room_keeps_ids_permissions_and_numbering_and_tells_only_newcomers() {
+        let (mut c, now) = conf(2);
+        c.join(req("f", "presenter", 3)).unwrap();
+        let mut away = restoring("b", 2, 3);
+        away.detached = Some(Duration::from_secs(30));
+        let (restored, deliveries) = c.restore(vec![restoring("a", 1, 7), away], now).unwrap();
+        assert_eq!(restored, ["a", "b"]);
+        // the limit of 2 does not refuse seats held before
+        assert_eq!(c.participants().count(), 3);
+        let a = c.participant("a").unwrap();
+        assert!(a.permission.publish.audio, "its own permission");
+        assert!(!a.permission.publish.video);
+        assert!(a.restored);
+        assert!(c.participant("b").unwrap().detached_until.is_some());
+        let shapes: Vec<_> = deliveries.iter().map(shape).collect();
+        assert_eq!(
+            shapes,
+            [
+                (
+                    portal(3),
+                    vec!["f".to_string()],
+                    "participant",
+                    json!({"action": "join", "data": {"id": "a", "user": "user-a", "role": "viewer"}})
+                ),
+                (
+                    portal(3),
+                    vec!["f".to_string()],
+                    "participant",
+                    json!({"action": "join", "data": {"id": "b", "user": "user-b", "role": "viewer"}})
+                ),
+                (
+                    portal(1),
+                    vec!["a".to_string()],
+                    "participant",
+                    json!({"action": "join", "data": {"id": "f", "user": "user-f", "role": "presenter"}})
+                ),
+            ],
+            "the newcomer hears of both, a of the newcomer; b keeps it for its relogin"
+        );
+        assert_eq!(
+            deliveries[2].recipients,
+            [("a".to_string(), 8)],
+            "numbering goes on above 7"
+        );
+        // a retry puts nobody back twice
+        let (again, deliveries) = c.restore(vec![restoring("a", 1, 7)], now).unwrap();
+        assert!(again.is_empty() && deliveries.is_empty());
+        // admission still holds afterwards
+        assert_eq!(
+            c.join(req("g", "viewer", 3)).unwrap_err(),
+            ConferenceError::RoomFull
+        );
+        // texts reach restored seats
+        let to_a = c.text("f", "a", "hi").unwrap();
+        assert_eq!(to_a[0].recipients, [("a".to_string(), 9)]);
+        assert_eq!(
+            Conference::default()
+                .restore(vec![restoring("a", 1, 0)], now)
+                .unwrap_err(),
+            ConferenceError::NotReady
+        );
+        let mut bad = restoring("", 1, 0);
+        bad.id.clear();
+        assert!(matches!(
+            c.restore(vec![bad], now).unwrap_err(),
+            ConferenceError::InvalidArgument(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restored_participants_do_not_hear_of_each_other() {
+        let (mut c, now) = conf(-1);
+        let (first, d1) = c.restore(vec![restoring("a", 1, 0)], now).unwrap();
+        let (second, d2) = c.restore(vec![restoring("b", 2, 0)], now).unwrap();
+        assert_eq!(
+            (first, second),
+            (vec!["a".to_string()], vec!["b".to_string()])
+        );
+        assert!(
+            d1.is_empty() && d2.is_empty(),
+            "two portals restoring one room"
+        );
+        // a newcomer then joins as usual and everyone hears it
+        let joined = c.join(req("n", "viewer", 3)).unwrap();
+        let told: Vec<String> = joined.deliveries.iter().flat_map(|d| shape(d).1).collect();
+        assert_eq!(told, ["a", "b"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -104,6 +104,15 @@ impl Mailbox {
         }
     }
 
+    /// A mailbox whose next notification is numbered `seq + 1`: a seat
+    /// restored on a new node continues the numbering its portal has seen.
+    pub fn starting_at(limits: Limits, seq: u64) -> Mailbox {
+        Mailbox {
+            seq,
+            ..Mailbox::new(limits)
+        }
+    }
+
     /// Keep `notification`; `sent` says whether it goes to a portal now (in
     /// flight) or waits for a relogin. Its sequence number.
     pub fn push(&mut self, notification: Arc<Notification>, sent: bool, now: Instant) -> u64 {

@@ -13,10 +13,11 @@ use conclave_proto::portal::v1::portal_client::PortalClient;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-/// A delivery and the `traceparent` of the request that queued it.
-type Queued = (Delivery, Option<String>);
+/// A delivery, the `traceparent` of the request that queued it, and who
+/// waits for its outcome.
+type Queued = (Delivery, Option<String>, Option<oneshot::Sender<()>>);
 
 /// Told how each delivery went: its recipients, those the portal could not
 /// emit to, and whether the call failed altogether.
@@ -65,8 +66,37 @@ impl Notifier {
 
     /// Queue deliveries; never waits.
     pub fn send(&self, deliveries: Vec<Delivery>) {
+        self.queue(deliveries, false);
+    }
+
+    /// Queue deliveries; resolves once every one of them is settled: its
+    /// portal answered (the message is in the portal's hands) or the call
+    /// failed (the recipients' mailboxes keep it as undelivered). A text is
+    /// acknowledged only then, so that a node lost right after its `ok`
+    /// cannot take an acknowledged message with it.
+    pub fn send_confirmed(&self, deliveries: Vec<Delivery>) -> impl Future<Output = ()> + use<> {
+        let waiting = self.queue(deliveries, true);
+        async move {
+            for done in waiting {
+                let _ = done.await;
+            }
+        }
+    }
+
+    /// The deadline of each call to a portal.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn queue(&self, deliveries: Vec<Delivery>, confirm: bool) -> Vec<oneshot::Receiver<()>> {
         let traceparent = conclave_common::trace::outgoing();
+        let mut waiting = Vec::new();
         for delivery in deliveries {
+            let done = confirm.then(|| {
+                let (tx, rx) = oneshot::channel();
+                waiting.push(rx);
+                tx
+            });
             let endpoint = delivery.portal.endpoint.clone();
             let mut queues = self.queues.locked();
             let sender = match queues.get(&endpoint) {
@@ -88,13 +118,14 @@ impl Notifier {
                     tx
                 }
             };
-            if let Err(e) = sender.try_send((delivery, traceparent.clone())) {
+            if let Err(e) = sender.try_send((delivery, traceparent.clone(), done)) {
                 tracing::warn!(portal = %endpoint, "portal notification queue full; kept for a relogin");
-                let (delivery, _) = e.into_inner();
+                let (delivery, _, _) = e.into_inner();
                 drop(queues);
                 self.settle(&delivery.recipients, &[], true);
             }
         }
+        waiting
     }
 
     /// Stop delivering to a lost portal.
@@ -128,7 +159,7 @@ async fn deliver(
     mut queue: mpsc::Receiver<Queued>,
     settle: Option<Settle>,
 ) {
-    while let Some((delivery, traceparent)) = queue.recv().await {
+    while let Some((delivery, traceparent, done)) = queue.recv().await {
         let span =
             tracing::info_span!("notify", portal = %endpoint, trace_id = tracing::field::Empty);
         let request = pb::BroadcastRequest {
@@ -159,6 +190,9 @@ async fn deliver(
         };
         if let Some(settle) = &settle {
             settle(&delivery.recipients, &undelivered, failed);
+        }
+        if let Some(done) = done {
+            let _ = done.send(());
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The gRPC adapter: `conference.v1.Conference` over the [`Conference`] core.
 
-use crate::conference::{Conference, ConferenceError, JoinRequest, Participant, PortalRef};
+use crate::conference::{
+    Conference, ConferenceError, JoinRequest, Participant, PortalRef, Restoring,
+};
 use crate::notifier::Notifier;
 use crate::room::{Permission, RoomConfig};
 use conclave_common::sync::Locked;
@@ -184,6 +186,21 @@ fn pb_permission(p: Permission) -> pb::Permission {
     }
 }
 
+fn permission_of(p: Option<pb::Permission>) -> Permission {
+    let p = p.unwrap_or_default();
+    let media = |m: Option<pb::MediaPermission>| {
+        let m = m.unwrap_or_default();
+        crate::room::Media {
+            audio: m.audio,
+            video: m.video,
+        }
+    };
+    Permission {
+        publish: media(p.publish),
+        subscribe: media(p.subscribe),
+    }
+}
+
 fn detail(p: &Participant) -> pb::ParticipantDetail {
     pb::ParticipantDetail {
         id: p.id.clone(),
@@ -246,7 +263,11 @@ impl pb::conference_server::Conference for ConferenceService {
     async fn text(&self, req: Request<pb::TextRequest>) -> Result<Response<pb::TextReply>, Status> {
         let r = req.into_inner();
         let deliveries = self.state().text(&r.from, &r.to, &r.message)?;
-        self.notifier.send(deliveries);
+        // `ok` once the portals have it (or it is kept for a relogin); a
+        // stalled portal delays the answer by at most one call's deadline,
+        // and its recipients' mailboxes keep the text meanwhile.
+        let confirmed = self.notifier.send_confirmed(deliveries);
+        let _ = tokio::time::timeout(self.notifier.timeout(), confirmed).await;
         Ok(Response::new(pb::TextReply {}))
     }
 
@@ -394,11 +415,61 @@ impl pb::conference_server::Conference for ConferenceService {
         }))
     }
 
+    async fn restore(
+        &self,
+        req: Request<pb::RestoreRequest>,
+    ) -> Result<Response<pb::RestoreReply>, Status> {
+        let r = req.into_inner();
+        if r.room_id.is_empty() || r.room_id.len() > crate::conference::MAX_FIELD_LEN {
+            return Err(
+                ConferenceError::InvalidArgument("roomId must be 1 to 1024 bytes".into()).into(),
+            );
+        }
+        conclave_common::trace::record(&[("room", &r.room_id), ("node", &self.node_id)]);
+        let list = r
+            .participants
+            .into_iter()
+            .map(|rp| {
+                let p = rp.participant.ok_or_else(|| {
+                    ConferenceError::InvalidArgument("participant is required".into())
+                })?;
+                Ok(Restoring {
+                    id: p.id,
+                    user: p.user,
+                    role: p.role,
+                    portal: PortalRef {
+                        id: p.portal,
+                        endpoint: p.portal_endpoint,
+                    },
+                    client: crate::seats::client_spec(p.client),
+                    permission: permission_of(rp.permission),
+                    seq: rp.seq,
+                    detached: (rp.detached_ms > 0).then(|| Duration::from_millis(rp.detached_ms)),
+                })
+            })
+            .collect::<Result<Vec<_>, ConferenceError>>()?;
+        self.ensure_room(&r.room_id).await?;
+        let asked = list.len();
+        let (restored, deliveries) = self.state().restore(list, Instant::now())?;
+        tracing::info!(node = %self.node_id, room = %r.room_id, asked, restored = restored.len(), "participants restored from the room's previous node");
+        self.gauges();
+        self.notifier.send(deliveries);
+        Ok(Response::new(pb::RestoreReply { restored }))
+    }
+
     async fn destroy(
         &self,
         _req: Request<pb::DestroyRequest>,
     ) -> Result<Response<pb::DestroyReply>, Status> {
         tracing::info!(node = %self.node_id, "destroy requested; the node exits");
+        // Its participants are dropped first, so that their portals do not
+        // take the node's exit for a loss and restore the room elsewhere.
+        let participants: Vec<Participant> = self.state().participants().cloned().collect();
+        let drops = participants.iter().map(|p| {
+            self.notifier
+                .drop_participant(&p.portal, &p.id, "The room was deleted")
+        });
+        futures_util::future::join_all(drops).await;
         let exit = self.exit.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -26,6 +26,9 @@ pub struct Client {
     pub token_code: String,
     pub user: String,
     pub role: String,
+    /// What it may publish and subscribe, as its node last said (kept so
+    /// that its seat can be restored on another node).
+    pub permission: Value,
     pub protocol: Protocol,
     /// The SDK type from the login's user agent.
     pub sdk_type: String,
@@ -247,6 +250,7 @@ mod tests {
             token_code: "code".into(),
             user: "u".into(),
             role: "presenter".into(),
+            permission: Value::Null,
             protocol: Protocol::V1_2,
             sdk_type: "C++".into(),
             reconnection: true,

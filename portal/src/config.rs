@@ -106,6 +106,11 @@ pub struct PortalConfig {
     pub join_timeout: u64,
     /// Deadline of Conference/Text, in ms. Default 4000 (OWT).
     pub text_timeout: u64,
+    /// When a room's conference node or agent is lost, how long the portal
+    /// keeps trying to rebuild the room on another node (schedule, get
+    /// node, restore its participants) before it drops them with the reason
+    /// "No conference agent can host the room", in ms. Default 3000.
+    pub restore_timeout: u64,
     /// Where the load reported to the cluster comes from: "cpu" (OWT) or
     /// "clients" (logged-in clients / max_clients). Default "cpu".
     pub load: String,
@@ -141,6 +146,7 @@ impl Default for PortalConfig {
             get_node_timeout: 6000,
             join_timeout: 6000,
             text_timeout: 4000,
+            restore_timeout: 3000,
             load: "cpu".into(),
             max_clients: 10_000,
             isps: Vec::new(),

@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod portal;
 pub mod remote;
 pub mod requests;
+pub mod restore;
 pub mod service;
 pub mod socket;
 pub mod stages;

@@ -129,6 +129,7 @@ impl Portal {
         };
         let ticket = (joined.reconnection && joined.protocol != Protocol::Legacy)
             .then(|| self.issue_ticket(&participant, &joined.grant.room));
+        let permission = joined.admission.permission.clone();
         let result = dialect::login_result(
             joined.protocol,
             &participant,
@@ -150,6 +151,7 @@ impl Portal {
             token_code: joined.grant.code,
             user: joined.grant.user,
             role: joined.grant.role,
+            permission,
             protocol: joined.protocol,
             sdk_type: joined.sdk_type,
             reconnection: joined.reconnection,

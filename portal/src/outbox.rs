@@ -27,6 +27,11 @@ pub struct SeqWindow {
 }
 
 impl SeqWindow {
+    /// The highest sequence number sent.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
     pub fn seen(&self, seq: u64) -> bool {
         if seq > self.max {
             return false;

@@ -19,6 +19,8 @@ pub struct Portal {
     tickets: Mutex<Tickets>,
     /// Stopping: no more logins or relogins here.
     draining: std::sync::atomic::AtomicBool,
+    /// Rooms being rebuilt on another node (their node or agent was lost).
+    pub(crate) restoring: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Milliseconds since the epoch (ticket windows).
@@ -53,6 +55,7 @@ impl Portal {
             remotes,
             delivery: Delivery::new(sockets),
             draining: std::sync::atomic::AtomicBool::new(false),
+            restoring: Mutex::new(Default::default()),
         }
     }
 

@@ -73,7 +73,7 @@ pub struct AgentRef {
 }
 
 /// The conference node serving a room (OWT's controller).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Controller {
     /// The node id, which broadcasts name.
     pub node: String,
@@ -113,12 +113,29 @@ pub struct Kept {
     pub missed: bool,
 }
 
+/// A participant of this portal, put back on its room's new node after the
+/// previous one was lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restorable {
+    pub participant: String,
+    pub user: String,
+    pub role: String,
+    pub client: ClientSpec,
+    /// `{publish: {audio, video}, subscribe: {audio, video}}`.
+    pub permission: Value,
+    /// The highest sequence number sent to the client here.
+    pub seq: u64,
+    /// Its client is away: keep the seat detached this long.
+    pub detached: Option<Duration>,
+}
+
 /// A seat taken over on its node by a relogin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seat {
     pub room: String,
     pub user: String,
     pub role: String,
+    pub permission: Value,
     pub client: ClientSpec,
     /// The portal (worker id, address) that held the participant before;
     /// empty when it was this one.
@@ -176,6 +193,14 @@ pub trait Remotes: Send + Sync {
         participant: &str,
         ticket_id: &str,
     ) -> Result<Seat, RemoteError>;
+    /// Conference `Restore`: put this portal's participants of `room` back
+    /// on its new node; the ids put back (those already there are not).
+    async fn restore(
+        &self,
+        controller: &Controller,
+        room: &str,
+        participants: &[Restorable],
+    ) -> Result<Vec<String>, RemoteError>;
     /// Portal `Release` on the portal at `endpoint`: let go of the client.
     async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError>;
     /// Announce a token code as this portal's task (`PickUpTasks`).

@@ -6,10 +6,8 @@ use crate::error::PortalError;
 use crate::login::{Answer, not_logged_in};
 use crate::portal::Portal;
 use crate::remote::Controller;
-use conclave_common::cluster_watch::ClusterChange;
 use serde_json::Value;
 use socketioxide::socket::Sid;
-use std::sync::Arc;
 
 impl Portal {
     /// The participant logged in on `sid`, or the connection-state error.
@@ -223,30 +221,5 @@ impl Portal {
             }
         }
         n
-    }
-
-    /// A conference node exited or an agent was lost (OWT §9.5): the
-    /// participants it served are dropped.
-    pub fn controller_lost(self: &Arc<Self>, change: &ClusterChange) {
-        let (controller, participants, reason) = match change {
-            ClusterChange::NodeExited { node, .. } => (
-                node,
-                self.delivery.with(|r| r.on_controller(node, &[])),
-                "The room's conference node exited",
-            ),
-            ClusterChange::WorkerLost { worker, .. } => (
-                worker,
-                self.delivery.with(|r| r.on_agent(worker)),
-                "The room's conference agent was lost",
-            ),
-            ClusterChange::WorkerJoined { .. } => return,
-        };
-        if !participants.is_empty() {
-            tracing::warn!(%controller, count = participants.len(), "conference lost; dropping its participants");
-        }
-        for participant in participants {
-            let portal = self.clone();
-            tokio::spawn(async move { portal.drop_participant(&participant, reason).await });
-        }
     }
 }

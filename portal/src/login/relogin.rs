@@ -91,6 +91,10 @@ impl Portal {
     async fn take_seat(&self, sid: Sid, epoch: u64, text: &str) -> Result<Moved, PortalError> {
         let ticket = self.tickets().check(text, now_ms())?;
         let participant = ticket.participant_id.clone();
+        // its room's node was lost and is being rebuilt here: wait for it
+        if self.is_restoring(&ticket.room) {
+            self.restored(&ticket.room).await;
+        }
         let controller = self.seat_controller(&ticket).await?;
         let seat = self
             .remotes
@@ -198,6 +202,7 @@ fn client_of(
         token_code: seat.client.token_code,
         user: seat.user,
         role: seat.role,
+        permission: seat.permission,
         protocol,
         sdk_type: seat.client.sdk_type,
         reconnection: seat.client.reconnection,

@@ -197,3 +197,152 @@ async fn connection_state_errors_keep_the_socket_open() {
         "Invalid message"
     );
 }
+
+mod restore {
+    use super::*;
+    use crate::restore::NO_HOST;
+    use conclave_common::cluster_watch::ClusterChange;
+
+    fn node_exited(node: &str) -> ClusterChange {
+        ClusterChange::NodeExited {
+            node: node.into(),
+            worker: "agent-1".into(),
+            reason: "abnormal".into(),
+        }
+    }
+
+    fn controller_of(h: &Harness, sid: socketioxide::socket::Sid) -> String {
+        h.portal.delivery().with(|r| {
+            r.client(&sid.to_string())
+                .map(|c| c.controller.node.clone())
+                .unwrap_or_default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_node_s_participants_are_put_back_on_a_new_one_with_their_seats() {
+        let h = Harness::new();
+        let alice = h.connect();
+        assert!(matches!(
+            h.login(alice, h.info("1.2", "C++")).await,
+            Answer::OkWith(..)
+        ));
+        let away = h.connect();
+        assert!(matches!(
+            h.login(away, h.info_with_token(Some("1.2"), "C++", "token-2"))
+                .await,
+            Answer::OkWith(..)
+        ));
+        h.portal.disconnected(away).await;
+        *h.remotes.node.lock().unwrap() = "node-2".into();
+        h.portal.controller_lost(&node_exited("node-1"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let calls = h.remotes.calls();
+        let restore = calls
+            .iter()
+            .find(|c| c.starts_with("restore"))
+            .expect("restored");
+        assert!(restore.starts_with("restore node-2 room-1 "), "{restore}");
+        let restored = h.remotes.restored.lock().unwrap().clone();
+        assert_eq!(restored.len(), 2);
+        let a = restored
+            .iter()
+            .find(|p| p.participant == alice.to_string())
+            .unwrap();
+        assert_eq!((a.user.as_str(), a.role.as_str()), ("alice", "presenter"));
+        assert_eq!(a.permission["publish"]["video"], true);
+        assert_eq!(a.detached, None, "connected");
+        let b = restored
+            .iter()
+            .find(|p| p.participant == away.to_string())
+            .unwrap();
+        assert!(
+            b.detached.is_some_and(|d| d <= GRACE),
+            "away: kept detached for what is left of its grace"
+        );
+        assert_eq!(controller_of(&h, alice), "node-2");
+        assert!(
+            !h.sockets.emitted(alice).iter().any(|(e, _)| e == "drop"),
+            "nobody is dropped"
+        );
+        assert!(!h.portal.is_restoring("room-1"));
+        // texts go to the new node
+        let answer = h
+            .portal
+            .text(alice, &json!({"to": "all", "message": "hi"}))
+            .await;
+        assert_eq!(answer, Answer::Ok("ok"));
+        assert!(
+            h.remotes
+                .calls()
+                .iter()
+                .any(|c| c.starts_with("text node-2"))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_no_agent_can_host_the_room_its_participants_are_dropped_with_the_reason() {
+        let h = Harness::new();
+        let alice = h.connect();
+        h.login(alice, h.info("1.2", "C++")).await;
+        h.remotes
+            .fail(Stage::Schedule, Refused("No worker available".into()));
+        let started = tokio::time::Instant::now();
+        h.portal.controller_lost(&node_exited("node-1"));
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(
+            !h.sockets.emitted(alice).iter().any(|(e, _)| e == "drop"),
+            "retried for restore_timeout first"
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let drops: Vec<Value> = h
+            .sockets
+            .emitted(alice)
+            .into_iter()
+            .filter(|(e, _)| e == "drop")
+            .map(|(_, d)| d)
+            .collect();
+        assert_eq!(drops, [json!({ "reason": NO_HOST })]);
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!(h.portal.participants(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relogin_during_the_gap_waits_for_the_new_node() {
+        let h = Harness::new();
+        let sid = h.connect();
+        let Answer::OkWith(_, reply) = h.login(sid, h.info("1.2", "C++")).await else {
+            panic!()
+        };
+        let ticket = reply["reconnectionTicket"].as_str().unwrap().to_string();
+        h.portal.disconnected(sid).await;
+        *h.remotes.node.lock().unwrap() = "node-2".into();
+        let gate = h.remotes.gate(Stage::Restore);
+        h.portal.controller_lost(&node_exited("node-1"));
+        gate.entered().await;
+        let back = h.connect();
+        let relogin = {
+            let portal = h.portal.clone();
+            tokio::spawn(async move {
+                let mut answered = None;
+                portal
+                    .relogin(back, Some(json!(ticket)), |a| answered = Some(a))
+                    .await;
+                answered.unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!relogin.is_finished(), "waits for the restore");
+        gate.open();
+        let answer = relogin.await.unwrap();
+        assert!(matches!(answer, Answer::OkWith("ok", _)), "{answer:?}");
+        assert!(
+            h.remotes
+                .calls()
+                .iter()
+                .any(|c| c.starts_with("reattach node-2")),
+            "{:?}",
+            h.remotes.calls()
+        );
+    }
+}

@@ -3,7 +3,7 @@
 
 use super::grpc::Channels;
 use crate::remote::{
-    Admission, ClientSpec, Controller, Deadlines, Joiner, Kept, RemoteError, Seat,
+    Admission, ClientSpec, Controller, Deadlines, Joiner, Kept, RemoteError, Restorable, Seat,
 };
 use conclave_common::grpc::{Channel, request};
 use conclave_proto::conference::v1 as conf;
@@ -24,6 +24,34 @@ pub struct ConferenceRemote {
 fn media(m: Option<conf::MediaPermission>) -> Value {
     let m = m.unwrap_or_default();
     json!({"audio": m.audio, "video": m.video})
+}
+
+/// The client's form of a permission.
+fn permission_json(p: Option<conf::Permission>) -> Value {
+    p.map(|p| json!({"publish": media(p.publish), "subscribe": media(p.subscribe)}))
+        .unwrap_or_else(|| json!({}))
+}
+
+/// The node's form of a permission the client was given.
+fn permission_pb(p: &Value) -> conf::Permission {
+    let media = |m: &Value| conf::MediaPermission {
+        audio: m["audio"].as_bool().unwrap_or(false),
+        video: m["video"].as_bool().unwrap_or(false),
+    };
+    conf::Permission {
+        publish: Some(media(&p["publish"])),
+        subscribe: Some(media(&p["subscribe"])),
+    }
+}
+
+fn client_pb(c: &ClientSpec) -> conf::ClientSpec {
+    conf::ClientSpec {
+        protocol: c.protocol.clone(),
+        sdk_type: c.sdk_type.clone(),
+        reconnection: c.reconnection,
+        token_code: c.token_code.clone(),
+        message_buffer_size: c.message_buffer_size.min(u32::MAX as usize) as u32,
+    }
 }
 
 impl ConferenceRemote {
@@ -52,17 +80,7 @@ impl ConferenceRemote {
                         region: joiner.origin.region.clone(),
                     }),
                     portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
-                    client: Some(conf::ClientSpec {
-                        protocol: joiner.client.protocol.clone(),
-                        sdk_type: joiner.client.sdk_type.clone(),
-                        reconnection: joiner.client.reconnection,
-                        token_code: joiner.client.token_code.clone(),
-                        message_buffer_size: joiner
-                            .client
-                            .message_buffer_size
-                            .min(u32::MAX as usize)
-                            as u32,
-                    }),
+                    client: Some(client_pb(&joiner.client)),
                 }),
             },
             self.deadlines.join,
@@ -76,11 +94,49 @@ impl ConferenceRemote {
         let room = serde_json::from_str(&reply.room).map_err(|_| {
             RemoteError::Refused("the conference answered an unreadable room".into())
         })?;
-        let permission = reply
-            .permission
-            .map(|p| json!({"publish": media(p.publish), "subscribe": media(p.subscribe)}))
-            .unwrap_or_else(|| json!({}));
+        let permission = permission_json(reply.permission);
         Ok(Admission { permission, room })
+    }
+
+    pub async fn restore(
+        &self,
+        controller: &Controller,
+        room: &str,
+        participants: &[Restorable],
+    ) -> Result<Vec<String>, RemoteError> {
+        let portal = self.portal_worker.get().cloned().unwrap_or_default();
+        let portal_endpoint = self.portal_endpoint.get().cloned().unwrap_or_default();
+        let request = request(
+            conf::RestoreRequest {
+                room_id: room.to_string(),
+                participants: participants
+                    .iter()
+                    .map(|p| conf::RestoredParticipant {
+                        participant: Some(conf::ParticipantSpec {
+                            id: p.participant.clone(),
+                            user: p.user.clone(),
+                            role: p.role.clone(),
+                            portal: portal.clone(),
+                            origin: None,
+                            portal_endpoint: portal_endpoint.clone(),
+                            client: Some(client_pb(&p.client)),
+                        }),
+                        permission: Some(permission_pb(&p.permission)),
+                        seq: p.seq,
+                        detached_ms: p
+                            .detached
+                            .map_or(0, |d| d.as_millis().clamp(1, u64::MAX as u128) as u64),
+                    })
+                    .collect(),
+            },
+            self.deadlines.join,
+        );
+        let reply = self
+            .client(controller)?
+            .restore(request)
+            .await
+            .map_err(|s| RemoteError::from_status(&controller.node, "restore", s))?;
+        Ok(reply.into_inner().restored)
     }
 
     pub async fn leave(
@@ -149,6 +205,7 @@ impl ConferenceRemote {
             })?
             .into_inner();
         let participant = reply.participant.unwrap_or_default();
+        let permission = permission_json(participant.permission);
         let client = reply.client.unwrap_or_default();
         let me = self.portal_endpoint.get().map(String::as_str);
         let (previous_portal, previous_endpoint) =
@@ -161,6 +218,7 @@ impl ConferenceRemote {
             room: reply.room_id,
             user: participant.user,
             role: participant.role,
+            permission,
             client: ClientSpec {
                 protocol: client.protocol,
                 sdk_type: client.sdk_type,

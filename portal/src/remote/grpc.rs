@@ -4,7 +4,8 @@
 
 use super::conference::ConferenceRemote;
 use super::{
-    Admission, AgentRef, Controller, Deadlines, Grant, Joiner, Origin, RemoteError, Remotes, Seat,
+    Admission, AgentRef, Controller, Deadlines, Grant, Joiner, Origin, RemoteError, Remotes,
+    Restorable, Seat,
 };
 use conclave_common::cluster_worker::ClusterWorker;
 use conclave_common::grpc::{Channel, GrpcError, request};
@@ -302,6 +303,15 @@ impl Remotes for GrpcRemotes {
 
     async fn reattach(&self, c: &Controller, p: &str, ticket: &str) -> Result<Seat, RemoteError> {
         self.conferences.reattach(c, p, ticket).await
+    }
+
+    async fn restore(
+        &self,
+        c: &Controller,
+        room: &str,
+        participants: &[Restorable],
+    ) -> Result<Vec<String>, RemoteError> {
+        self.conferences.restore(c, room, participants).await
     }
 
     async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError> {

@@ -5,7 +5,8 @@ use crate::delivery::Sockets;
 use crate::login::Answer;
 use crate::portal::Portal;
 use crate::remote::{
-    Admission, AgentRef, ClientSpec, Controller, Grant, Joiner, Kept, RemoteError, Remotes, Seat,
+    Admission, AgentRef, ClientSpec, Controller, Grant, Joiner, Kept, RemoteError, Remotes,
+    Restorable, Seat,
 };
 use conclave_common::token::JoinToken;
 use serde_json::{Value, json};
@@ -27,6 +28,7 @@ pub enum Stage {
     GetNode,
     Join,
     AddTask,
+    Restore,
 }
 
 /// Holds a remote call until the test opens it.
@@ -66,6 +68,10 @@ pub struct FakeRemotes {
     failures: Mutex<HashMap<Stage, RemoteError>>,
     gates: Mutex<HashMap<Stage, Gate>>,
     pub seats: Mutex<HashMap<String, FakeSeat>>,
+    /// The node `get_node` answers with ("" = node-1).
+    pub node: Mutex<String>,
+    /// What `restore` was given.
+    pub restored: Mutex<Vec<Restorable>>,
 }
 
 impl FakeRemotes {
@@ -143,8 +149,13 @@ impl Remotes for FakeRemotes {
     async fn get_node(&self, agent: &AgentRef, room: &str) -> Result<Controller, RemoteError> {
         self.call(Stage::GetNode, format!("get_node {} {room}", agent.id))
             .await?;
+        let node = self.node.lock().unwrap().clone();
         Ok(Controller {
-            node: "node-1".into(),
+            node: if node.is_empty() {
+                "node-1".into()
+            } else {
+                node
+            },
             endpoint: "127.0.0.1:2".into(),
         })
     }
@@ -215,11 +226,31 @@ impl Remotes for FakeRemotes {
             room: "room-1".into(),
             user: seat.user.clone(),
             role: seat.role.clone(),
+            permission: json!({"publish": {"audio": true, "video": true}, "subscribe": {"audio": true, "video": true}}),
             client: seat.client.clone(),
             previous_portal: previous.clone(),
             previous_endpoint: previous,
             messages: std::mem::take(&mut seat.kept),
         })
+    }
+
+    async fn restore(
+        &self,
+        controller: &Controller,
+        room: &str,
+        participants: &[Restorable],
+    ) -> Result<Vec<String>, RemoteError> {
+        let ids: Vec<String> = participants.iter().map(|p| p.participant.clone()).collect();
+        self.call(
+            Stage::Restore,
+            format!("restore {} {room} {}", controller.node, ids.join(",")),
+        )
+        .await?;
+        self.restored
+            .lock()
+            .unwrap()
+            .extend(participants.iter().cloned());
+        Ok(ids)
     }
 
     async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError> {
@@ -304,10 +335,11 @@ impl Harness {
 
     fn with_remotes(remotes: Arc<FakeRemotes>) -> Harness {
         let sockets = Arc::new(FakeSockets::default());
-        let config = Config {
+        let mut config = Config {
             service_key: KEY.into(),
             ..Config::default()
         };
+        config.portal.restore_timeout = 1000;
         let portal = Arc::new(Portal::new(
             config,
             KEY.into(),
