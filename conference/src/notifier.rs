@@ -133,6 +133,24 @@ impl Notifier {
         self.queues.locked().remove(endpoint);
     }
 
+    /// Tell a participant's portal its new permission (kept there for a
+    /// restore). Failures are logged: the portal restores the older one.
+    pub async fn set_permission(&self, portal: &PortalRef, participant: &str, permission: &str) {
+        let Some(mut client) = self.client(&portal.endpoint) else {
+            return;
+        };
+        let req = conclave_common::grpc::request(
+            pb::SetPermissionRequest {
+                participant_id: participant.to_string(),
+                permission: permission.to_string(),
+            },
+            self.timeout,
+        );
+        if let Err(status) = client.set_permission(req).await {
+            tracing::warn!(portal = %portal.id, %participant, error = %status.message(), "telling the portal a permission failed");
+        }
+    }
+
     /// Ask a participant's portal to drop it (client gets `drop`, socket
     /// closes). Failures are logged and swallowed, as OWT does.
     pub async fn drop_participant(&self, portal: &PortalRef, participant: &str, reason: &str) {

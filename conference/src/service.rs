@@ -336,11 +336,19 @@ impl pb::conference_server::Conference for ConferenceService {
                     .ok_or_else(|| ConferenceError::InvalidArgument("Invalid json path".into()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let participant = detail(
-            self.state()
-                .control_permission(&r.participant_id, &changes)?,
-        );
+        let (participant, portal, permission) = {
+            let mut state = self.state();
+            let p = state.control_permission(&r.participant_id, &changes)?;
+            (
+                detail(p),
+                p.portal.clone(),
+                serde_json::to_string(&p.permission).unwrap_or_default(),
+            )
+        };
         tracing::info!(node = %self.node_id, participant = %r.participant_id, "permissions changed");
+        self.notifier
+            .set_permission(&portal, &r.participant_id, &permission)
+            .await;
         Ok(Response::new(pb::ControlParticipantReply {
             participant: Some(participant),
         }))

@@ -8,6 +8,7 @@ use conclave_common::purpose::Purpose;
 use conclave_e2e::*;
 use conclave_proto::agent::v1 as agent_pb;
 use conclave_proto::cluster::v1 as cluster;
+use conclave_proto::conference::v1 as conf;
 use conclave_stack::testing::grpc;
 use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
@@ -245,6 +246,20 @@ async fn lose_and_check(
     let nodes = room_nodes(&r.stack, &r.room).await;
     assert_eq!(nodes.len(), 1, "one node serves the room");
     let (agent, node) = nodes.into_iter().next().unwrap();
+    // one participant's permission changed by the application (REST PATCH):
+    // the rebuilt room must keep it
+    let changed = r.clients[0].1.clone();
+    grpc::conference(&node.endpoint)
+        .control_participant(conf::ControlParticipantRequest {
+            participant_id: changed.clone(),
+            changes: vec![conf::PermissionChange {
+                path: "/permission/publish/audio".into(),
+                media: None,
+                flag: false,
+            }],
+        })
+        .await
+        .unwrap();
     let started = Instant::now();
     lose(&mut r, &node, &agent);
     let (texted, listed) = r
@@ -260,6 +275,22 @@ async fn lose_and_check(
     assert_eq!(nodes.len(), 1, "exactly one node for the room: {nodes:?}");
     let (new_agent, new_node) = &nodes[0];
     assert_ne!(new_node.node_id, node.node_id, "a fresh node");
+    let listed = grpc::conference(&new_node.endpoint)
+        .get_participants(conf::GetParticipantsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .participants;
+    for p in &listed {
+        let publish = p.permission.unwrap_or_default().publish.unwrap_or_default();
+        assert_eq!(
+            publish.audio,
+            p.id != changed,
+            "{}: the permission it had before",
+            p.id
+        );
+        assert!(publish.video && p.role == "presenter" && !p.user.is_empty());
+    }
     if other_agent {
         assert_ne!(new_agent, &agent, "on the other agent");
     }

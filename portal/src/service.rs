@@ -99,6 +99,23 @@ impl pb::portal_server::Portal for PortalService {
         Ok(Response::new(pb::ReleaseReply {}))
     }
 
+    async fn set_permission(
+        &self,
+        req: Request<pb::SetPermissionRequest>,
+    ) -> Result<Response<pb::SetPermissionReply>, Status> {
+        let r = req.into_inner();
+        let permission = data(&r.permission)?;
+        if !permission.is_object() {
+            return Err(Status::invalid_argument("permission must be a JSON object"));
+        }
+        let found = self.portal.delivery().with(|reg| {
+            reg.client_mut(&r.participant_id)
+                .map(|c| c.permission = permission)
+                .is_some()
+        });
+        Ok(Response::new(pb::SetPermissionReply { found }))
+    }
+
     async fn list_clients(
         &self,
         _req: Request<pb::ListClientsRequest>,
