@@ -42,6 +42,10 @@ pub enum Call {
     Drop {
         participant: String,
     },
+    SetPermission {
+        participant: String,
+        permission: Value,
+    },
 }
 
 #[derive(Clone, Default)]
@@ -119,6 +123,17 @@ impl portal::portal_server::Portal for FakePortal {
         _r: Request<portal::ListClientsRequest>,
     ) -> Result<Response<portal::ListClientsReply>, Status> {
         Ok(Response::new(portal::ListClientsReply { clients: vec![] }))
+    }
+    async fn set_permission(
+        &self,
+        r: Request<portal::SetPermissionRequest>,
+    ) -> Result<Response<portal::SetPermissionReply>, Status> {
+        let r = r.into_inner();
+        self.calls.lock().unwrap().push(Call::SetPermission {
+            participant: r.participant_id,
+            permission: json(&r.permission),
+        });
+        Ok(Response::new(portal::SetPermissionReply { found: true }))
     }
     async fn release(
         &self,
