@@ -90,6 +90,9 @@ struct Room {
     /// Texts acked `ok` (to everyone) and those refused.
     acked: Vec<String>,
     refused: Vec<String>,
+    /// Every event each client received so far (the driver hands each
+    /// event out once).
+    seen: Vec<Vec<serde_json::Value>>,
 }
 
 /// A stack with two portals (and `agents` agents), one room of
@@ -127,6 +130,7 @@ async fn room_of_twenty(agents: usize, extra_agent: &[&str]) -> Room {
         clients,
         acked: Vec::new(),
         refused: Vec::new(),
+        seen: vec![Vec::new(); ROOM_SIZE],
     }
 }
 
@@ -146,6 +150,13 @@ impl Room {
         ok
     }
 
+    /// Client `i`'s events so far.
+    async fn events(&mut self, i: usize) -> &[serde_json::Value] {
+        let new = self.clients[i].0.events().await;
+        self.seen[i].extend(new);
+        &self.seen[i]
+    }
+
     fn ids(&self) -> Vec<String> {
         let mut ids: Vec<String> = self.clients.iter().map(|(_, id)| id.clone()).collect();
         ids.sort();
@@ -162,7 +173,8 @@ impl Room {
             if texted.is_none() && self.text(i % ROOM_SIZE, format!("gap {i}")).await {
                 texted = Some(since.elapsed());
             }
-            if listed.is_none() && self.stack.conference_participants(&self.room).await == ids {
+            let present = self.stack.conference_participants(&self.room).await;
+            if listed.is_none() && ids.iter().all(|id| present.contains(id)) {
                 listed = Some(since.elapsed());
             }
             i += 1;
@@ -177,12 +189,18 @@ impl Room {
     /// Every client: no `drop`, no `leave`, no join twice; every acked
     /// text exactly once; no text that was never sent.
     async fn assert_nothing_lost(&mut self) {
-        let sent: BTreeSet<&String> = self.acked.iter().chain(self.refused.iter()).collect();
-        for (c, id) in &mut self.clients {
+        let sent: BTreeSet<String> = self
+            .acked
+            .iter()
+            .chain(self.refused.iter())
+            .cloned()
+            .collect();
+        for i in 0..ROOM_SIZE {
+            let id = self.clients[i].1.clone();
             // the last texts may still be on their way
             let mut events = Vec::new();
             for _ in 0..50 {
-                events = c.events().await;
+                events = self.events(i).await.to_vec();
                 let texts = events.iter().filter(|e| e["event"] == "text").count();
                 if texts >= self.acked.len() {
                     break;
@@ -239,7 +257,18 @@ async fn lose_and_check(
     limit: Duration,
     other_agent: bool,
     killed: &[usize],
+    newcomer_in_gap: bool,
 ) {
+    // a client that logs in right after the loss, during the gap
+    let mut newcomer = if newcomer_in_gap {
+        let token = r.stack.token(&r.room, "newcomer", "presenter").await;
+        Some((
+            PyClient::connect_url(&r.stack.url(), Flavor::Eio4Websocket).await,
+            token,
+        ))
+    } else {
+        None
+    };
     for i in 0..5 {
         assert!(r.text(i, format!("before {i}")).await);
     }
@@ -262,12 +291,33 @@ async fn lose_and_check(
         .unwrap();
     let started = Instant::now();
     lose(&mut r, &node, &agent);
+    let newcomer = match newcomer.take() {
+        Some((mut c, token)) => {
+            let ack = c.login_as(&token, "1.2", "C++").await;
+            assert_eq!(ack[0], "ok", "a login during the gap: {ack:?}");
+            let id = c.sid.clone();
+            let known: Vec<String> = ack[1]["room"]["participants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_string())
+                .collect();
+            timing(
+                scenario,
+                "login during the gap answered after",
+                started.elapsed(),
+            );
+            Some((c, id, known))
+        }
+        None => None,
+    };
     let (texted, listed) = r
         .until_recovered(started, limit + Duration::from_secs(5))
         .await;
     timing(scenario, "first text acked ok after", texted);
     timing(scenario, "new node lists all 20 after", listed);
     assert!(listed <= limit, "{scenario}: listed after {listed:?}");
+    let acked_before_after = r.acked.len();
     for i in 0..5 {
         assert!(r.text(ROOM_SIZE - 1 - i, format!("after {i}")).await);
     }
@@ -299,6 +349,62 @@ async fn lose_and_check(
         *new_agent,
         "the manager's task matches the placement"
     );
+    if let Some((mut c, id, known)) = newcomer {
+        // it knows all 20 (from its login answer or their join notices, once
+        // each), the 20 heard it join once, and it gets the texts after
+        let mut ids = r.ids();
+        ids.push(id.clone());
+        ids.sort();
+        assert_eq!(
+            r.stack.conference_participants(&r.room).await,
+            ids,
+            "it is in the rebuilt room"
+        );
+        let after = &r.acked[acked_before_after..];
+        let mut events = Vec::new();
+        for _ in 0..50 {
+            events.extend(c.events().await);
+            if events.iter().filter(|e| e["event"] == "text").count() >= after.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for k in known.iter().filter(|k| **k != id) {
+            *seen.entry(k.clone()).or_default() += 1;
+        }
+        for e in events.iter().filter(|e| e["event"] == "participant") {
+            assert_eq!(e["data"]["action"], "join", "{e}");
+            *seen
+                .entry(e["data"]["data"]["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+        let others: BTreeMap<String, usize> = r.ids().into_iter().map(|i| (i, 1)).collect();
+        assert_eq!(seen, others, "the newcomer knows each of the 20 once");
+        assert!(!events.iter().any(|e| e["event"] == "drop"));
+        for m in after {
+            let n = events
+                .iter()
+                .filter(|e| e["event"] == "text" && e["data"]["message"] == m.as_str())
+                .count();
+            assert_eq!(n, 1, "the newcomer got {m:?} once");
+        }
+        for i in 0..ROOM_SIZE {
+            let other_id = r.clients[i].1.clone();
+            let joins = r
+                .events(i)
+                .await
+                .iter()
+                .filter(|e| {
+                    e["event"] == "participant"
+                        && e["data"]["action"] == "join"
+                        && e["data"]["data"]["id"] == id.as_str()
+                })
+                .count();
+            assert_eq!(joins, 1, "{other_id} heard the newcomer join once");
+        }
+        c.quit().await;
+    }
     r.assert_nothing_lost().await;
     eprintln!(
         "ROOM-TEXTS {scenario}: {} acked, {} refused during the gap, 0 lost",
@@ -327,6 +433,7 @@ async fn a_killed_node_s_room_is_rebuilt_and_nobody_notices() {
         Duration::from_secs(2),
         false,
         &[],
+        true,
     )
     .await;
 }
@@ -350,6 +457,7 @@ async fn a_hung_node_s_room_is_rebuilt_once_the_agent_kills_it() {
         Duration::from_secs(6),
         false,
         &[],
+        false,
     )
     .await;
 }
@@ -377,6 +485,7 @@ async fn a_killed_agent_s_room_moves_to_the_other_agent_and_nobody_notices() {
         Duration::from_secs(5),
         true,
         &[index],
+        false,
     )
     .await;
 }
