@@ -19,6 +19,9 @@ use tokio::time::Instant;
 /// Pause between attempts to rebuild a room.
 const RETRY: Duration = Duration::from_millis(200);
 
+/// Participants per `Restore` call.
+const RESTORE_CHUNK: usize = 500;
+
 /// The drop reason when a room cannot be rebuilt anywhere.
 pub const NO_HOST: &str = "No conference agent can host the room";
 
@@ -124,7 +127,12 @@ impl Portal {
     ) -> Result<(Controller, Vec<String>), RemoteError> {
         let agent = self.remotes.schedule_room(room).await?;
         let controller = self.remotes.get_node(&agent, room).await?;
-        let restored = self.remotes.restore(&controller, room, list).await?;
+        let mut restored = Vec::new();
+        // a big room in several calls, each well under gRPC's message limit
+        // (a retry skips those already back)
+        for chunk in list.chunks(RESTORE_CHUNK) {
+            restored.extend(self.remotes.restore(&controller, room, chunk).await?);
+        }
         Ok((controller, restored))
     }
 
