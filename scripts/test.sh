@@ -68,6 +68,17 @@ if ! "$VENV3/bin/python" -c 'import socketio' 2>/dev/null; then
     "$VENV3/bin/pip" install -q --disable-pip-version-check \
         "python-socketio[client]==4.6.1" "python-engineio==3.14.2"
 fi
+# Helm's Go SDK (helm-python-sdk, no helm binary) and kubernetes-validate
+# for the offline checks of the Helm chart (e2e/tests/deploy.rs).
+VENVK=.venv-k8s
+if ! "$VENVK/bin/python" -c 'import helm_python, kubernetes_validate, yaml' 2>/dev/null; then
+    echo "== installing helm-python-sdk and kubernetes-validate into $VENVK"
+    need_venv "$VENVK"
+    "$VENVK/bin/pip" install -q --disable-pip-version-check \
+        helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 PyYAML
+fi
+CONCLAVE_PY_K8S="$PWD/$VENVK/bin/python"
+export CONCLAVE_PY_K8S
 GRPCURL="$PWD/$VENV/bin/grpcurl"
 CONCLAVE_PY_EIO4="$PWD/$VENV/bin/python"
 CONCLAVE_PY_EIO3="$PWD/$VENV3/bin/python"

@@ -42,7 +42,8 @@ pub struct ElectionConfig {
     pub ttl: u64,
     /// The address workers are told to call when this manager leads
     /// (host:port). Default "": this host's first non-loopback address and
-    /// the listen port.
+    /// the listen port. "<network in CIDR form>:port" (e.g.
+    /// "10.0.9.0/24:7001"): this host's address in that network.
     pub advertise: String,
     /// `manager.initial_time` of a newly elected leader: how long it answers
     /// `Schedule` with "not ready" while the workers, told "whoareyou" on

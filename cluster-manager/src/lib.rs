@@ -82,7 +82,14 @@ pub async fn start(
     )
     .await?;
     if let Some(standing) = standing {
-        let advertise = if !election.advertise.is_empty() {
+        let advertise = if let Some((network, port)) = election
+            .advertise
+            .rsplit_once(':')
+            .filter(|(n, _)| n.contains('/'))
+        {
+            // "10.0.9.0/24:7001": this machine's address in that network
+            format!("{}:{port}", conclave_common::net::advertised_ip(network))
+        } else if !election.advertise.is_empty() {
             election.advertise.clone()
         } else if server.local_addr().ip().is_unspecified() {
             format!(

@@ -13,7 +13,9 @@ pub struct Config {
     pub listen: String,
     /// The host others reach this agent and its nodes at. Default "": the
     /// first non-loopback address of the machine (what another container can
-    /// reach); set "127.0.0.1" for a single-machine stack.
+    /// reach); a network in CIDR form ("10.0.9.0/24", an overlay network):
+    /// this machine's address in it; set "127.0.0.1" for a single-machine
+    /// stack.
     pub advertised_host: String,
     pub agent: AgentConfig,
     /// Membership in the cluster (`cluster.manager` is the manager's address).

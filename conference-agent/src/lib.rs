@@ -79,11 +79,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<ConferenceAgent, StartError> {
     config.validate().map_err(StartError::Config)?;
-    let advertised_host = if config.advertised_host.is_empty() {
-        conclave_common::net::first_non_loopback_ip()
-    } else {
-        config.advertised_host.clone()
-    };
+    let advertised_host = conclave_common::net::advertised_ip(&config.advertised_host);
     let node_binary = node_binary(&config);
     let _ = conclave_common::metrics::serve(&config.metrics, shutdown.clone()).await;
     if !node_binary.is_file() {

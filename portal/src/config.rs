@@ -56,7 +56,8 @@ pub struct PortalConfig {
     /// machine's host name.
     pub hostname: String,
     /// Address other services (conference nodes) reach this portal's gRPC
-    /// server at. Default "": the first non-loopback address.
+    /// server at. Default "": the first non-loopback address; a network in
+    /// CIDR form ("10.0.9.0/24"): this machine's address in it.
     pub ip_address: String,
     /// Public URL in front of the portal (e.g. "https://conf.example.com");
     /// tokens then carry it instead of hostname:port. Default "".

@@ -154,11 +154,7 @@ pub async fn start(
         addr: config.portal.listen.clone(),
         source,
     })?;
-    let ip = if config.portal.ip_address.is_empty() {
-        conclave_common::net::first_non_loopback_ip()
-    } else {
-        config.portal.ip_address.clone()
-    };
+    let ip = conclave_common::net::advertised_ip(&config.portal.ip_address);
     let hostname = if config.portal.hostname.is_empty() {
         conclave_common::net::hostname()
     } else {
