@@ -3,6 +3,7 @@
 //! `main.rs` parses configuration and calls [`run`]; tests call [`start`].
 
 pub mod config;
+pub mod discovery;
 pub mod election;
 pub mod manager;
 pub mod matcher;
@@ -59,7 +60,6 @@ pub async fn start(
     config.validate().map_err(StartError::Config)?;
     let sweep_period = Duration::from_millis(config.manager.check_alive_interval);
     let listen = config.listen.clone();
-    let _ = conclave_common::metrics::serve(&config.metrics, shutdown.clone()).await;
     let election = config.election.clone();
     let standing = election.enabled().then(|| {
         std::sync::Arc::new(std::sync::Mutex::new(election::Standing::new(
@@ -73,6 +73,12 @@ pub async fn start(
     if let Some(s) = &standing {
         service = service.with_election(s.clone());
     }
+    let _ = conclave_common::metrics::serve_with(
+        &config.metrics,
+        shutdown.clone(),
+        discovery::routes(service.clone()),
+    )
+    .await;
     let routes = tonic::service::Routes::new(ClusterManagerServer::new(service.clone()));
     let server = GrpcServer::start(
         &listen,

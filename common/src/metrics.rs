@@ -51,6 +51,16 @@ pub async fn serve(
     config: &MetricsConfig,
     shutdown: CancellationToken,
 ) -> std::io::Result<Option<SocketAddr>> {
+    serve_with(config, shutdown, axum::Router::new()).await
+}
+
+/// [`serve`], with more routes beside `/metrics` (the cluster manager's
+/// service discovery of conference nodes).
+pub async fn serve_with(
+    config: &MetricsConfig,
+    shutdown: CancellationToken,
+    extra: axum::Router,
+) -> std::io::Result<Option<SocketAddr>> {
     let handle = handle();
     if config.listen.is_empty() {
         return Ok(None);
@@ -64,10 +74,12 @@ pub async fn serve(
         }
     };
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || async move { handle.render() }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || async move { handle.render() }),
+        )
+        .merge(extra);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

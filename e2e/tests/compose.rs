@@ -713,3 +713,261 @@ async fn compose_with_standby_managers_survives_killing_the_leader() {
     stayer.quit().await;
     tear_down(compose);
 }
+
+/// A single-node swarm on loopback for `deploy/swarm/stack.yml`; dropping
+/// it removes the stack and leaves the swarm, so that a machine that was
+/// not a swarm manager before is not one after.
+struct Swarm {
+    stack: String,
+}
+
+impl Swarm {
+    fn service(&self, name: &str) -> String {
+        format!("{}_{name}", self.stack)
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        let (_, out) = run(Command::new("docker").args(["stack", "rm", &self.stack]));
+        eprintln!("stack rm: {out}");
+        // the stack's containers go before the network can
+        eventually(Duration::from_secs(60), || {
+            let (_, out) = run(Command::new("docker").args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=com.docker.stack.namespace={}", self.stack),
+            ]));
+            out.trim().is_empty()
+        });
+        let (_, out) = run(Command::new("docker").args(["swarm", "leave", "--force"]));
+        eprintln!("swarm leave: {out}");
+        let _ = run(Command::new("docker").args(["network", "rm", "docker_gwbridge"]));
+    }
+}
+
+fn swarm_state() -> String {
+    let (_, out) =
+        run(Command::new("docker").args(["info", "--format", "{{.Swarm.LocalNodeState}}"]));
+    out.trim().to_string()
+}
+
+/// deploy/swarm/stack.yml as README says to deploy it: a swarm on loopback,
+/// the service key as a secret, `docker stack deploy`, agents scaled to 3,
+/// three rooms spread over them, a python-socketio client in each; one
+/// agent's container killed: Swarm starts a new task, the room moves to
+/// another agent and its participant keeps its seat; then the swarm is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn swarm_stack_scales_agents_and_replaces_a_killed_one() {
+    let Some(_one) = docker_tests().await else {
+        return;
+    };
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if swarm_state() != "inactive" {
+        assert!(!ci, "CI's Docker engine is already part of a swarm");
+        eprintln!("SKIPPED: this Docker engine is part of a swarm already; not touching it");
+        return;
+    }
+    let ports = [8080u16, 7000, 3000, 7001, 7005];
+    if let Some(busy) = ports
+        .iter()
+        .find(|p| std::net::TcpListener::bind(("0.0.0.0", **p)).is_err())
+    {
+        assert!(!ci, "port {busy} is taken; the swarm stack publishes it");
+        eprintln!("SKIPPED: port {busy} is taken; the swarm stack publishes it");
+        return;
+    }
+    let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
+    let (ok, out) = run(Command::new("docker").args([
+        "swarm",
+        "init",
+        "--advertise-addr",
+        "127.0.0.1",
+        "--listen-addr",
+        "127.0.0.1:2377",
+    ]));
+    assert!(ok, "swarm init: {out}");
+    let swarm = Swarm {
+        stack: format!("conclavesw{}", std::process::id()),
+    };
+    let mut secret = Command::new("docker");
+    secret
+        .args(["secret", "create", "conclave_service_key", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = secret.spawn().unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a-swarm-test-service-key")
+            .unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "docker secret create");
+    let (ok, out) = run(Command::new("docker")
+        .args([
+            "stack",
+            "deploy",
+            "--resolve-image",
+            "never",
+            "-c",
+            "deploy/swarm/stack.yml",
+            &swarm.stack,
+        ])
+        .current_dir(ROOT));
+    assert!(ok, "stack deploy: {out}");
+
+    // the leading manager answers on 7001 or 7005
+    let leader = || -> Option<String> {
+        ["127.0.0.1:7001", "127.0.0.1:7005"]
+            .into_iter()
+            .find(|a| {
+                run(Command::new(&grpcurl).args([
+                    "-plaintext",
+                    "-d",
+                    r#"{"purpose":"conference"}"#,
+                    a,
+                    "cluster.v1.ClusterManager/GetWorkers",
+                ]))
+                .0
+            })
+            .map(String::from)
+    };
+    let agents = || -> Vec<String> {
+        let Some(cluster) = leader() else {
+            return Vec::new();
+        };
+        let (ok, out) = run(Command::new(&grpcurl).args([
+            "-plaintext",
+            "-d",
+            r#"{"purpose":"conference"}"#,
+            &cluster,
+            "cluster.v1.ClusterManager/GetWorkers",
+        ]));
+        if !ok {
+            return Vec::new();
+        }
+        serde_json::from_str::<Value>(&out).unwrap_or_default()["workers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|w| w.as_str().map(String::from))
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(120), || agents().len() == 1),
+        "the stack comes up: {}",
+        run(Command::new("docker").args(["stack", "ps", "--no-trunc", &swarm.stack])).1
+    );
+    let (ok, out) = run(Command::new("docker").args([
+        "service",
+        "scale",
+        "--detach",
+        &format!("{}=3", swarm.service("conference-agent")),
+    ]));
+    assert!(ok, "service scale: {out}");
+    assert!(
+        eventually(Duration::from_secs(90), || agents().len() == 3),
+        "three agents registered: {:?}",
+        agents()
+    );
+
+    let management = "127.0.0.1:7000";
+    let mut rooms = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let room = grpcurl_json(
+            &grpcurl,
+            management,
+            "management.v1.Management/CreateRoom",
+            &format!(r#"{{"name":"swarm room {i}"}}"#),
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let token = grpcurl_json(
+            &grpcurl,
+            management,
+            "management.v1.Management/CreateToken",
+            &format!(r#"{{"roomId":"{room}","user":"user{i}","role":"presenter"}}"#),
+        )["token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut c = PyClient::connect_url("http://127.0.0.1:8080", Flavor::Eio4Websocket).await;
+        let ack = c.login_as(&token, "1.2", "C++").await;
+        assert_eq!(ack[0], "ok", "{ack:?}");
+        rooms.push(room);
+        clients.push(c);
+    }
+    let agent_of = |room: &str| -> String {
+        let cluster = leader().expect("a leading manager");
+        grpcurl_json(
+            &grpcurl,
+            &cluster,
+            "cluster.v1.ClusterManager/GetScheduled",
+            &format!(r#"{{"purpose":"conference","task":"{room}"}}"#),
+        )["workerId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let placed: Vec<String> = rooms.iter().map(|r| agent_of(r)).collect();
+    let distinct: std::collections::BTreeSet<&String> = placed.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "rooms spread over the three agents: {placed:?}"
+    );
+
+    // kill room 0's agent: its container is its worker id's host part
+    let victim = placed[0].clone();
+    let container = victim.rsplit('@').next().unwrap().to_string();
+    let (ok, out) = run(Command::new("docker").args(["kill", &container]));
+    assert!(ok, "docker kill {container}: {out}");
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let now = agent_of(&rooms[0]);
+            !now.is_empty() && now != victim
+        }),
+        "the room moves to another agent"
+    );
+    for c in clients.iter_mut() {
+        c.assert_still_seated().await;
+    }
+    // Swarm replaces the killed task: three agents again, the dead one gone
+    assert!(
+        eventually(Duration::from_secs(90), || {
+            let now = agents();
+            now.len() == 3 && !now.contains(&victim)
+        }),
+        "a new agent task replaces the killed one: {:?}",
+        agents()
+    );
+    let (_, tasks) = run(Command::new("docker").args([
+        "service",
+        "ps",
+        "--format",
+        "{{.DesiredState}} {{.CurrentState}}",
+        &swarm.service("conference-agent"),
+    ]));
+    eprintln!("agent tasks:\n{tasks}");
+    assert!(
+        tasks
+            .lines()
+            .filter(|l| l.starts_with("Running Running"))
+            .count()
+            == 3,
+        "{tasks}"
+    );
+    for c in clients {
+        c.quit().await;
+    }
+    drop(swarm);
+    assert_eq!(swarm_state(), "inactive", "the machine left the swarm");
+}

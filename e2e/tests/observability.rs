@@ -4,7 +4,7 @@
 
 use conclave_e2e::*;
 use conclave_stack::trace_collector::{CollectedSpan, TraceCollector, render_tree};
-use serde_json::json;
+use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -552,4 +552,58 @@ async fn an_unreachable_collector_does_not_hold_up_logins_or_shutdown() {
     })
     .await
     .unwrap();
+}
+
+/// GET `path` on `addr`: the body.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut tcp = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).unwrap();
+    assert!(text.contains(" 200 "), "{text}");
+    text.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Prometheus finds the conference nodes through the cluster manager's
+/// HTTP service discovery (`/sd/nodes`, deploy/prometheus/prometheus.yml):
+/// the room's node is a target labelled with its agent, id and room, and
+/// serves the conference metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conference_nodes_are_discovered_through_the_cluster_manager() {
+    if !have_clients() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let room = stack.room(-1).await;
+    let alice = stack.logged_in(&room, "alice").await;
+    let node = stack
+        .nodes()
+        .await
+        .into_iter()
+        .find(|n| n.room == room)
+        .expect("the room's node");
+    let groups: Vec<Value> =
+        serde_json::from_str(&http_get(&stack.metrics_addr(0), "/sd/nodes")).unwrap();
+    let group = groups
+        .iter()
+        .find(|g| g["labels"]["room"] == room.as_str())
+        .unwrap_or_else(|| panic!("the room's node is a target: {groups:?}"));
+    assert_eq!(group["labels"]["node"], node.node_id.as_str());
+    assert_eq!(
+        group["labels"]["agent"],
+        stack.room_agent(&room).await.as_str()
+    );
+    assert_eq!(group["targets"], json!([node.metrics_endpoint]));
+    let target = group["targets"][0].as_str().unwrap();
+    let text = scrape(target);
+    assert_eq!(
+        metric(&text, "conference_participants", &[]),
+        Some(1.0),
+        "{text}"
+    );
+    alice.quit().await;
 }
