@@ -230,12 +230,14 @@ impl GrpcRemotes {
         Ok(GrpcRemotes {
             management: ManagementRemote::new(management, deadlines.rpc)?,
             manager: ManagerRemote::new(manager, deadlines.rpc)?,
+            // each call sets its own deadline; the channel's is only the
+            // ceiling, so it must not cut the longer ones (join 6 s, text 4 s)
             agents: AgentRemote {
-                channels: Channels::new(deadlines.rpc),
+                channels: Channels::new(deadlines.get_node.max(deadlines.rpc)),
                 deadline: deadlines.get_node,
             },
             conferences: ConferenceRemote {
-                channels: Channels::new(deadlines.rpc),
+                channels: Channels::new(deadlines.join.max(deadlines.text).max(deadlines.rpc)),
                 deadlines,
                 portal_worker: OnceLock::new(),
                 portal_endpoint: OnceLock::new(),
