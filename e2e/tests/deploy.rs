@@ -130,8 +130,7 @@ fn metrics_in(expr: &str) -> Vec<String> {
     let mut out = String::new();
     let mut depth_brace = 0;
     let mut depth_bracket = 0;
-    let mut chars = expr.chars().peekable();
-    while let Some(c) = chars.next() {
+    for c in expr.chars() {
         match c {
             '{' => depth_brace += 1,
             '}' => depth_brace -= 1,
