@@ -753,21 +753,15 @@ fn swarm_state() -> String {
     out.trim().to_string()
 }
 
-/// deploy/swarm/stack.yml as README says to deploy it: a swarm on loopback,
-/// the service key as a secret, `docker stack deploy`, agents scaled to 3,
-/// three rooms spread over them, a python-socketio client in each; one
-/// agent's container killed: Swarm starts a new task, the room moves to
-/// another agent and its participant keeps its seat; then the swarm is left.
-#[tokio::test(flavor = "multi_thread")]
-async fn swarm_stack_scales_agents_and_replaces_a_killed_one() {
-    let Some(_one) = docker_tests().await else {
-        return;
-    };
+/// A swarm on loopback with `secrets` created and the stack deployed from
+/// `files` (deploy/swarm/...); None (skipped) when this engine is in a
+/// swarm already or a published port is taken, which CI does not allow.
+fn deploy_swarm(files: &[&str], secrets: &[(&str, Vec<u8>)]) -> Option<Swarm> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if swarm_state() != "inactive" {
         assert!(!ci, "CI's Docker engine is already part of a swarm");
         eprintln!("SKIPPED: this Docker engine is part of a swarm already; not touching it");
-        return;
+        return None;
     }
     let ports = [8080u16, 7000, 3000, 7001, 7005];
     if let Some(busy) = ports
@@ -776,9 +770,8 @@ async fn swarm_stack_scales_agents_and_replaces_a_killed_one() {
     {
         assert!(!ci, "port {busy} is taken; the swarm stack publishes it");
         eprintln!("SKIPPED: port {busy} is taken; the swarm stack publishes it");
-        return;
+        return None;
     }
-    let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
     let (ok, out) = run(Command::new("docker").args([
         "swarm",
         "init",
@@ -791,35 +784,50 @@ async fn swarm_stack_scales_agents_and_replaces_a_killed_one() {
     let swarm = Swarm {
         stack: format!("conclavesw{}", std::process::id()),
     };
-    let mut secret = Command::new("docker");
-    secret
-        .args(["secret", "create", "conclave_service_key", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = secret.spawn().unwrap();
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"a-swarm-test-service-key")
+    for (name, value) in secrets {
+        let mut child = Command::new("docker")
+            .args(["secret", "create", name, "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(value).unwrap();
+        }
+        assert!(
+            child.wait().unwrap().success(),
+            "docker secret create {name}"
+        );
     }
-    assert!(child.wait().unwrap().success(), "docker secret create");
-    let (ok, out) = run(Command::new("docker")
-        .args([
-            "stack",
-            "deploy",
-            "--resolve-image",
-            "never",
-            "-c",
-            "deploy/swarm/stack.yml",
-            &swarm.stack,
-        ])
-        .current_dir(ROOT));
+    let mut deploy = Command::new("docker");
+    deploy.args(["stack", "deploy", "--resolve-image", "never"]);
+    for f in files {
+        deploy.args(["-c", f]);
+    }
+    let (ok, out) = run(deploy.arg(&swarm.stack).current_dir(ROOT));
     assert!(ok, "stack deploy: {out}");
+    Some(swarm)
+}
+
+/// deploy/swarm/stack.yml as README says to deploy it: a swarm on loopback,
+/// the service key as a secret, `docker stack deploy`, agents scaled to 3,
+/// three rooms spread over them, a python-socketio client in each; one
+/// agent's container killed: Swarm starts a new task, the room moves to
+/// another agent and its participant keeps its seat; then the swarm is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn swarm_stack_scales_agents_and_replaces_a_killed_one() {
+    let Some(_one) = docker_tests().await else {
+        return;
+    };
+    let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
+    let Some(swarm) = deploy_swarm(
+        &["deploy/swarm/stack.yml"],
+        &[("conclave_service_key", b"a-swarm-test-service-key".to_vec())],
+    ) else {
+        return;
+    };
 
     // the leading manager answers on 7001 or 7005
     let leader = || -> Option<String> {
@@ -970,4 +978,106 @@ async fn swarm_stack_scales_agents_and_replaces_a_killed_one() {
     }
     drop(swarm);
     assert_eq!(swarm_state(), "inactive", "the machine left the swarm");
+}
+
+/// deploy/swarm/stack.tls.yml over stack.yml: the CA, certificate and key
+/// as Swarm secrets (made by `conclave-certs`); every gRPC port answers
+/// mutual TLS only, and a python-socketio client that trusts only the CA
+/// logs in over wss and texts (portal, manager, agent and node all talking
+/// mutual TLS on the overlay network).
+#[tokio::test(flavor = "multi_thread")]
+async fn swarm_stack_over_tls_from_secrets() {
+    let Some(_one) = docker_tests().await else {
+        return;
+    };
+    let grpcurl = conclave_stack::testing::grpcurl().expect("grpcurl");
+    let certs = std::env::temp_dir().join(format!("conclave-swarm-certs-{}", std::process::id()));
+    let bin = conclave_stack::topology::Options::beside_this_executable().bin_dir;
+    let (ok, out) = run(Command::new(bin.join("conclave-certs")).args([
+        "--dir",
+        &certs.display().to_string(),
+        "--host",
+        "conclave",
+    ]));
+    assert!(ok, "conclave-certs: {out}");
+    let read = |name: &str| std::fs::read(certs.join(name)).unwrap();
+    let Some(swarm) = deploy_swarm(
+        &["deploy/swarm/stack.yml", "deploy/swarm/stack.tls.yml"],
+        &[
+            ("conclave_service_key", b"a-swarm-tls-service-key".to_vec()),
+            ("conclave_tls_ca", read("ca.pem")),
+            ("conclave_tls_cert", read("server.pem")),
+            ("conclave_tls_key", read("server-key.pem")),
+        ],
+    ) else {
+        return;
+    };
+    let path = |name: &str| certs.join(name).display().to_string();
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client-key.pem"));
+    let tls_call = |addr: &str, method: &str, body: &str| -> (bool, String) {
+        run(Command::new(&grpcurl).args([
+            "-cacert", &ca, "-cert", &cert, "-key", &key, "-d", body, addr, method,
+        ]))
+    };
+    let agents = || -> usize {
+        ["127.0.0.1:7001", "127.0.0.1:7005"]
+            .iter()
+            .find_map(|a| {
+                let (ok, out) = tls_call(
+                    a,
+                    "cluster.v1.ClusterManager/GetWorkers",
+                    r#"{"purpose":"conference"}"#,
+                );
+                ok.then(|| {
+                    serde_json::from_str::<Value>(&out).unwrap_or_default()["workers"]
+                        .as_array()
+                        .map_or(0, Vec::len)
+                })
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(Duration::from_secs(120), || agents() == 1),
+        "the stack comes up over mutual TLS: {}",
+        run(Command::new("docker").args(["stack", "ps", "--no-trunc", &swarm.stack])).1
+    );
+    // plaintext is refused on every gRPC port
+    for addr in ["127.0.0.1:7000", "127.0.0.1:7001"] {
+        let (ok, _) = run(Command::new(&grpcurl).args(["-plaintext", addr, "list"]));
+        assert!(!ok, "{addr} refuses plaintext");
+    }
+    let (ok, out) = tls_call(
+        "127.0.0.1:7000",
+        "management.v1.Management/CreateRoom",
+        r#"{"name":"swarm tls"}"#,
+    );
+    assert!(ok, "{out}");
+    let room = serde_json::from_str::<Value>(&out).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, out) = tls_call(
+        "127.0.0.1:7000",
+        "management.v1.Management/CreateToken",
+        &format!(r#"{{"roomId":"{room}","user":"tls","role":"presenter"}}"#),
+    );
+    assert!(ok, "{out}");
+    let token = serde_json::from_str::<Value>(&out).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let trust = [
+        ("SSL_CERT_FILE", ca.as_str()),
+        ("REQUESTS_CA_BUNDLE", ca.as_str()),
+    ];
+    let mut c =
+        PyClient::connect_url_with_env("https://localhost:8080", Flavor::Eio4Websocket, &trust)
+            .await;
+    let ack = c.login_as(&token, "1.2", "C++").await;
+    assert_eq!(ack[0], "ok", "a login over wss: {ack:?}");
+    c.assert_still_seated().await;
+    c.quit().await;
+    drop(swarm);
+    assert_eq!(swarm_state(), "inactive", "the machine left the swarm");
+    let _ = std::fs::remove_dir_all(&certs);
 }
