@@ -62,6 +62,9 @@ pub enum Recorded {
 pub struct Registry {
     connections: HashMap<Sid, Connection>,
     clients: HashMap<String, Client>,
+    /// Rooms with participants here: the node serving each (as its last
+    /// login, relogin or restore here said) and how many participants.
+    rooms: HashMap<String, (Controller, usize)>,
 }
 
 impl Registry {
@@ -114,11 +117,50 @@ impl Registry {
     }
 
     pub fn insert(&mut self, client: Client) {
-        self.clients.insert(client.participant.clone(), client);
+        let room = self
+            .rooms
+            .entry(client.room.clone())
+            .or_insert_with(|| (client.controller.clone(), 0));
+        room.0 = client.controller.clone();
+        room.1 += 1;
+        if let Some(old) = self.clients.insert(client.participant.clone(), client) {
+            self.forget_room_member(&old.room);
+        }
     }
 
     pub fn remove(&mut self, participant: &str) -> Option<Client> {
-        self.clients.remove(participant)
+        let client = self.clients.remove(participant)?;
+        self.forget_room_member(&client.room);
+        Some(client)
+    }
+
+    fn forget_room_member(&mut self, room: &str) {
+        if let Some(entry) = self.rooms.get_mut(room) {
+            entry.1 = entry.1.saturating_sub(1);
+            if entry.1 == 0 {
+                self.rooms.remove(room);
+            }
+        }
+    }
+
+    /// The node serving `room`, if participants of it are here: a login
+    /// into it can join that node without asking the scheduler and the
+    /// agent (a stale answer, the node gone or moved, is found out by the
+    /// join and the login falls back to them).
+    pub fn room_controller(&self, room: &str) -> Option<&Controller> {
+        self.rooms.get(room).map(|(c, _)| c)
+    }
+
+    /// A participant's room moved to another node (a restore).
+    pub fn move_to(&mut self, participant: &str, controller: &Controller) -> bool {
+        let Some(client) = self.clients.get_mut(participant) else {
+            return false;
+        };
+        client.controller = controller.clone();
+        if let Some(entry) = self.rooms.get_mut(&client.room) {
+            entry.0 = controller.clone();
+        }
+        true
     }
 
     pub fn clients(&self) -> impl Iterator<Item = &Client> {

@@ -212,16 +212,6 @@ impl Portal {
         Stages::done(&mut stages.token_consumption, "token_consumption", started);
         conclave_common::trace::record(&[("room", &grant.room)]);
 
-        // OWT getController: the room's agent from the scheduler, then the
-        // node serving the room from that agent.
-        let started = std::time::Instant::now();
-        let agent = self.remotes.schedule_room(&grant.room).await?;
-        Stages::done(&mut stages.schedule, "schedule", started);
-        let started = std::time::Instant::now();
-        let controller = self.remotes.get_node(&agent, &grant.room).await?;
-        Stages::done(&mut stages.get_node, "get_node", started);
-
-        let started = std::time::Instant::now();
         let joiner = Joiner {
             participant: participant.to_string(),
             user: grant.user.clone(),
@@ -235,6 +225,49 @@ impl Portal {
                 message_buffer_size: self.config.portal.message_buffer_size,
             },
         };
+        // A participant of the room is here already: its node is known, and
+        // the login joins it without asking the scheduler and the agent.
+        // If that node is gone (or serves another room after a restart on
+        // its address), the login asks them after all.
+        // Not while the room is being rebuilt elsewhere: its known node may
+        // be alive on a lost agent.
+        let known = if self.is_restoring(&grant.room) {
+            None
+        } else {
+            self.delivery
+                .with(|r| r.room_controller(&grant.room).cloned())
+        };
+        if let Some(controller) = known {
+            let started = std::time::Instant::now();
+            match self.remotes.join(&controller, &grant.room, &joiner).await {
+                Ok(admission) => {
+                    Stages::done(&mut stages.join, "join", started);
+                    return Ok(Joined {
+                        protocol,
+                        reconnection: user_agent.reconnection_enabled(),
+                        sdk_type: user_agent.sdk_type,
+                        grant,
+                        controller,
+                        admission,
+                    });
+                }
+                Err(e) if stale_controller(&e) => {
+                    tracing::debug!(node = %controller.node, error = %e, "the room's known node did not take the join; asking the scheduler");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        // OWT getController: the room's agent from the scheduler, then the
+        // node serving the room from that agent.
+        let started = std::time::Instant::now();
+        let agent = self.remotes.schedule_room(&grant.room).await?;
+        Stages::done(&mut stages.schedule, "schedule", started);
+        let started = std::time::Instant::now();
+        let controller = self.remotes.get_node(&agent, &grant.room).await?;
+        Stages::done(&mut stages.get_node, "get_node", started);
+
+        let started = std::time::Instant::now();
         let admission = self.remotes.join(&controller, &grant.room, &joiner).await?;
         Stages::done(&mut stages.join, "join", started);
         Ok(Joined {
@@ -245,6 +278,17 @@ impl Portal {
             controller,
             admission,
         })
+    }
+}
+
+/// A join refused because the node is not (or no longer) the room's: it
+/// cannot be reached, or it serves another room.
+fn stale_controller(e: &crate::remote::RemoteError) -> bool {
+    use crate::remote::RemoteError;
+    match e {
+        RemoteError::Unreachable { .. } => true,
+        RemoteError::Refused(m) => m == "room id clash",
+        RemoteError::Timeout { .. } => false,
     }
 }
 

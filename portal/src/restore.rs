@@ -175,9 +175,9 @@ impl Portal {
         // gap leave it again, so that the others hear it.
         let gone: Vec<String> = self.delivery.with(|r| {
             list.iter()
-                .filter_map(|p| match r.client_mut(&p.participant) {
+                .filter_map(|p| match r.client(&p.participant) {
                     Some(c) if &c.controller == old => {
-                        c.controller = controller.clone();
+                        r.move_to(&p.participant, &controller);
                         None
                     }
                     Some(_) => None,

@@ -346,3 +346,117 @@ mod restore {
         );
     }
 }
+
+mod known_room {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_login_into_a_room_served_here_joins_its_node_directly() {
+        let h = Harness::new();
+        let first = h.connect();
+        assert!(matches!(
+            h.login(first, h.info("1.2", "C++")).await,
+            Answer::OkWith(..)
+        ));
+        let before = h.remotes.calls().len();
+        let second = h.connect();
+        assert!(matches!(
+            h.login(second, h.info_with_token(Some("1.2"), "C++", "token-2"))
+                .await,
+            Answer::OkWith(..)
+        ));
+        assert_eq!(
+            h.remotes.calls()[before..],
+            [
+                "consume token-2",
+                "join node-1 room-1 alice",
+                "add_task code-2"
+            ],
+            "no schedule, no get_node"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_node_sends_the_login_to_the_scheduler_after_all() {
+        let h = Harness::new();
+        let first = h.connect();
+        h.login(first, h.info("1.2", "C++")).await;
+        h.remotes.fail_once(
+            Stage::Join,
+            Unreachable {
+                target: "node-1".into(),
+            },
+        );
+        *h.remotes.node.lock().unwrap() = "node-2".into();
+        let before = h.remotes.calls().len();
+        let second = h.connect();
+        let answer = h
+            .login(second, h.info_with_token(Some("1.2"), "C++", "token-2"))
+            .await;
+        assert!(matches!(answer, Answer::OkWith(..)), "{answer:?}");
+        assert_eq!(
+            h.remotes.calls()[before..],
+            [
+                "consume token-2",
+                "join node-1 room-1 alice",
+                "schedule room-1",
+                "get_node agent-1 room-1",
+                "join node-2 room-1 alice",
+                "add_task code-2"
+            ]
+        );
+        // a real refusal is not retried
+        h.remotes
+            .fail_once(Stage::Join, Refused("Room is full".into()));
+        let third = h.connect();
+        let answer = h
+            .login(third, h.info_with_token(Some("1.2"), "C++", "token-3"))
+            .await;
+        assert_eq!(error_of(&answer), "Room is full");
+    }
+
+    #[test]
+    fn the_room_index_follows_logins_leaves_and_moves() {
+        use crate::clients::Registry;
+        use crate::remote::Controller;
+        let node = |n: &str| Controller {
+            node: n.into(),
+            endpoint: "127.0.0.1:1".into(),
+        };
+        let client = |p: &str| crate::clients::Client {
+            participant: p.into(),
+            socket: socketioxide::socket::Sid::new(),
+            room: "r".into(),
+            controller: node("n1"),
+            token_code: "c".into(),
+            user: "u".into(),
+            role: "presenter".into(),
+            permission: Value::Null,
+            protocol: crate::dialect::Protocol::V1_2,
+            sdk_type: "C++".into(),
+            reconnection: true,
+            outbox: crate::outbox::Outbox::new(4),
+            held: false,
+            sent: Default::default(),
+        };
+        let mut r = Registry::default();
+        assert!(r.room_controller("r").is_none());
+        r.insert(client("a"));
+        r.insert(client("b"));
+        assert_eq!(r.room_controller("r"), Some(&node("n1")));
+        assert!(r.move_to("a", &node("n2")));
+        assert_eq!(r.room_controller("r"), Some(&node("n2")));
+        r.remove("a");
+        assert!(r.room_controller("r").is_some(), "b is still here");
+        r.remove("b");
+        assert!(
+            r.room_controller("r").is_none(),
+            "forgotten with its last participant"
+        );
+        // a participant inserted twice (a relogin) counts once
+        r.insert(client("c"));
+        r.insert(client("c"));
+        r.remove("c");
+        assert!(r.room_controller("r").is_none());
+    }
+}

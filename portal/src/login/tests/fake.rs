@@ -66,6 +66,8 @@ pub struct FakeSeat {
 pub struct FakeRemotes {
     calls: Mutex<Vec<String>>,
     failures: Mutex<HashMap<Stage, RemoteError>>,
+    /// Failures for the next call of a stage only.
+    once: Mutex<HashMap<Stage, RemoteError>>,
     gates: Mutex<HashMap<Stage, Gate>>,
     pub seats: Mutex<HashMap<String, FakeSeat>>,
     /// The node `get_node` answers with ("" = node-1).
@@ -83,6 +85,11 @@ impl FakeRemotes {
         self.failures.lock().unwrap().insert(stage, error);
     }
 
+    /// The next call of `stage` fails with `error`; later ones do not.
+    pub fn fail_once(&self, stage: Stage, error: RemoteError) {
+        self.once.lock().unwrap().insert(stage, error);
+    }
+
     pub fn gate(&self, stage: Stage) -> Gate {
         let gate = Gate::default();
         self.gates.lock().unwrap().insert(stage, gate.clone());
@@ -95,6 +102,9 @@ impl FakeRemotes {
         if let Some(gate) = gate {
             gate.entered.notify_one();
             gate.open.notified().await;
+        }
+        if let Some(e) = self.once.lock().unwrap().remove(&stage) {
+            return Err(e);
         }
         match self.failures.lock().unwrap().get(&stage) {
             Some(e) => Err(e.clone()),
