@@ -186,6 +186,15 @@ fn pb_permission(p: Permission) -> pb::Permission {
     }
 }
 
+fn check_room_id(room_id: &str) -> Result<(), ConferenceError> {
+    if room_id.is_empty() || room_id.len() > crate::conference::MAX_FIELD_LEN {
+        return Err(ConferenceError::InvalidArgument(
+            "roomId must be 1 to 1024 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn permission_of(p: Option<pb::Permission>) -> Permission {
     let p = p.unwrap_or_default();
     let media = |m: Option<pb::MediaPermission>| {
@@ -215,11 +224,7 @@ fn detail(p: &Participant) -> pb::ParticipantDetail {
 impl pb::conference_server::Conference for ConferenceService {
     async fn join(&self, req: Request<pb::JoinRequest>) -> Result<Response<pb::JoinReply>, Status> {
         let r = req.into_inner();
-        if r.room_id.is_empty() || r.room_id.len() > crate::conference::MAX_FIELD_LEN {
-            return Err(
-                ConferenceError::InvalidArgument("roomId must be 1 to 1024 bytes".into()).into(),
-            );
-        }
+        check_room_id(&r.room_id)?;
         let p = r
             .participant
             .ok_or_else(|| ConferenceError::InvalidArgument("participant is required".into()))?;
@@ -428,11 +433,7 @@ impl pb::conference_server::Conference for ConferenceService {
         req: Request<pb::RestoreRequest>,
     ) -> Result<Response<pb::RestoreReply>, Status> {
         let r = req.into_inner();
-        if r.room_id.is_empty() || r.room_id.len() > crate::conference::MAX_FIELD_LEN {
-            return Err(
-                ConferenceError::InvalidArgument("roomId must be 1 to 1024 bytes".into()).into(),
-            );
-        }
+        check_room_id(&r.room_id)?;
         conclave_common::trace::record(&[("room", &r.room_id), ("node", &self.node_id)]);
         let list = r
             .participants

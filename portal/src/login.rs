@@ -237,19 +237,13 @@ impl Portal {
             self.delivery
                 .with(|r| r.room_controller(&grant.room).cloned())
         };
+        let mut joined = None;
         if let Some(controller) = known {
             let started = std::time::Instant::now();
             match self.remotes.join(&controller, &grant.room, &joiner).await {
                 Ok(admission) => {
                     Stages::done(&mut stages.join, "join", started);
-                    return Ok(Joined {
-                        protocol,
-                        reconnection: user_agent.reconnection_enabled(),
-                        sdk_type: user_agent.sdk_type,
-                        grant,
-                        controller,
-                        admission,
-                    });
+                    joined = Some((controller, admission));
                 }
                 Err(e) if stale_controller(&e) => {
                     tracing::debug!(node = %controller.node, error = %e, "the room's known node did not take the join; asking the scheduler");
@@ -257,19 +251,23 @@ impl Portal {
                 Err(e) => return Err(e.into()),
             }
         }
-
-        // OWT getController: the room's agent from the scheduler, then the
-        // node serving the room from that agent.
-        let started = std::time::Instant::now();
-        let agent = self.remotes.schedule_room(&grant.room).await?;
-        Stages::done(&mut stages.schedule, "schedule", started);
-        let started = std::time::Instant::now();
-        let controller = self.remotes.get_node(&agent, &grant.room).await?;
-        Stages::done(&mut stages.get_node, "get_node", started);
-
-        let started = std::time::Instant::now();
-        let admission = self.remotes.join(&controller, &grant.room, &joiner).await?;
-        Stages::done(&mut stages.join, "join", started);
+        let (controller, admission) = match joined {
+            Some(joined) => joined,
+            None => {
+                // OWT getController: the room's agent from the scheduler,
+                // then the node serving the room from that agent.
+                let started = std::time::Instant::now();
+                let agent = self.remotes.schedule_room(&grant.room).await?;
+                Stages::done(&mut stages.schedule, "schedule", started);
+                let started = std::time::Instant::now();
+                let controller = self.remotes.get_node(&agent, &grant.room).await?;
+                Stages::done(&mut stages.get_node, "get_node", started);
+                let started = std::time::Instant::now();
+                let admission = self.remotes.join(&controller, &grant.room, &joiner).await?;
+                Stages::done(&mut stages.join, "join", started);
+                (controller, admission)
+            }
+        };
         Ok(Joined {
             protocol,
             reconnection: user_agent.reconnection_enabled(),
