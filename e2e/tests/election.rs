@@ -3,6 +3,7 @@
 //! leader; the leader killed, the standby takes over; the leader paused past
 //! its lease does not serve when it resumes.
 
+use conclave_e2e::{Flavor, PyClient};
 use conclave_proto::cluster::v1 as cluster;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
 use conclave_stack::etcd::{self, Etcd};
@@ -227,13 +228,28 @@ async fn the_stack_follows_the_new_leader_when_the_old_one_dies() {
     let room = stack.room(-1).await;
     let mut stayer = stack.logged_in(&room, "stayer").await;
     let agent_before = stack.room_agent(&room).await;
+    // logins into a room nobody is in yet need the scheduler: the leader
+    let fresh = stack.room(-1).await;
     let mut tokens = Vec::new();
     for i in 0..40 {
-        tokens.push(stack.token(&room, &format!("t{i}"), "viewer").await);
+        tokens.push(stack.token(&fresh, &format!("t{i}"), "viewer").await);
     }
+    let served = stack.token(&room, "served", "viewer").await;
     stack.processes[0].signal("KILL");
     let killed = Instant::now();
     stack.processes[0].wait_exit(Duration::from_secs(5));
+    // a login into the stayer's room joins its node directly: no leader needed
+    let mut c = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    let ack = c.login(&served, "1.2").await;
+    assert_eq!(
+        ack[0], "ok",
+        "a login into a served room during the failover: {ack:?}"
+    );
+    eprintln!(
+        "ELECTION-TIMING whole stack, leader SIGKILL: a login into a served room answered {:.0} ms after the kill",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
+    c.quit().await;
     let mut tokens = tokens.into_iter();
     let first_ok = conclave_e2e::until_a_login_succeeds(
         &stack.url(),
@@ -389,11 +405,13 @@ async fn repeated_failovers_of_the_whole_stack() {
             .await
             .is_some()
             && call(&b_addr).await.is_err();
+        // a room nobody is in yet: its logins need the leader
+        let fresh = two.stack.room(-1).await;
         let mut tokens: Vec<String> = Vec::new();
         for i in 0..30 {
             tokens.push(
                 two.stack
-                    .token(&room, &format!("r{round}u{i}"), "viewer")
+                    .token(&fresh, &format!("r{round}u{i}"), "viewer")
                     .await,
             );
         }
