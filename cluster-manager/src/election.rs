@@ -88,6 +88,11 @@ pub struct Standing {
     confirmed: Option<Instant>,
     /// The other manager etcd last said leads, if any.
     observed: Option<String>,
+    /// A term began (elected) whose end the service has not yet been told
+    /// of. A leader can step down in [`check`](Self::check), from a gRPC
+    /// handler, before the election loop notices; the loop still ends the
+    /// term (fresh state, watch streams closed) through this.
+    term_open: bool,
 }
 
 /// Why a manager does not serve a call.
@@ -106,6 +111,7 @@ impl Standing {
             role: Role::Follower,
             confirmed: None,
             observed: None,
+            term_open: false,
         }
     }
 
@@ -135,6 +141,17 @@ impl Standing {
         self.role = Role::Leader {
             until: sent + self.validity(),
         };
+        self.term_open = true;
+    }
+
+    /// Whether a term began since the last call (and so must be ended now).
+    pub fn take_term(&mut self) -> bool {
+        std::mem::take(&mut self.term_open)
+    }
+
+    /// Whether this manager leads at `now`, without stepping down.
+    pub fn leads(&self, now: Instant) -> bool {
+        matches!(self.role, Role::Leader { until } if now < until)
     }
 
     /// etcd confirmed a renewal sent at `sent`: a leader's deadline moves.
@@ -252,11 +269,12 @@ pub async fn run(
             _ = stop.cancelled() => break,
             r = term(&channel, &config.name, &advertise, ttl, &standing, &changed, &workers, &stop) => r,
         };
+        // a term that began ends here, even when a handler already stepped
+        // down (a paused leader past its lease)
         let was_leading = {
             let mut s = standing.lock().unwrap_or_else(|e| e.into_inner());
-            let was = s.is_leader();
             s.step_down();
-            was
+            s.take_term()
         };
         if was_leading {
             changed(None);
@@ -517,6 +535,23 @@ mod tests {
             NotLeader::Leader("10.0.0.2:7001".into()).to_string(),
             "this cluster manager is a standby: the leader is 10.0.0.2:7001"
         );
+    }
+
+    #[test]
+    fn a_term_that_a_handler_stepped_down_from_still_ends() {
+        let mut s = Standing::new(Duration::from_secs(2));
+        let t0 = Instant::now();
+        assert!(!s.take_term(), "no term before an election");
+        s.renewed(t0);
+        s.elected();
+        assert!(s.leads(t0));
+        // paused past the lease: the first call after it steps down
+        let late = t0 + Duration::from_secs(5);
+        assert!(!s.leads(late));
+        assert!(s.check(late).is_err());
+        assert!(!s.is_leader());
+        assert!(s.take_term(), "the term must still be ended");
+        assert!(!s.take_term(), "once");
     }
 
     #[test]

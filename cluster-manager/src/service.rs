@@ -125,6 +125,16 @@ impl ClusterService {
 
     /// One liveness sweep, publishing the workers it removed.
     pub fn sweep(&self) {
+        // a standby knows no workers of its own: only the leader counts
+        // them out (a leader paused past its lease is a standby now)
+        if let Some(s) = &self.standing
+            && !s
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .leads(Instant::now())
+        {
+            return;
+        }
         match self.core().sweep(Instant::now()) {
             crate::manager::Sweep::Counted(lost) => {
                 for event in lost {

@@ -34,6 +34,11 @@ pub enum ClusterChange {
         worker: String,
         reason: String,
     },
+    /// The watch is back after a gap (a new leader, a restarted manager):
+    /// lost workers were reported just before this, but a node exit that
+    /// fell into the gap was not; a watcher that acts on node exits checks
+    /// the nodes it relies on now.
+    Resumed,
 }
 
 impl ClusterChange {
@@ -157,6 +162,7 @@ impl ClusterWatch {
                                                 reason: "gone while the watch was interrupted".into(),
                                             });
                                         }
+                                        on_change(ClusterChange::Resumed);
                                     }
                                     known = listed;
                                 }
@@ -174,7 +180,8 @@ impl ClusterWatch {
                                         ClusterChange::WorkerLost { worker, .. } => {
                                             known.remove(worker);
                                         }
-                                        ClusterChange::NodeExited { .. } => {}
+                                        ClusterChange::NodeExited { .. }
+                                        | ClusterChange::Resumed => {}
                                     }
                                     on_change(change);
                                 }

@@ -201,6 +201,9 @@ pub trait Remotes: Send + Sync {
         room: &str,
         participants: &[Restorable],
     ) -> Result<Vec<String>, RemoteError>;
+    /// Conference `GetParticipants`: the room the node at `controller`
+    /// serves now ("" when none; `Unreachable` when nothing listens there).
+    async fn served_room(&self, controller: &Controller) -> Result<String, RemoteError>;
     /// Portal `Release` on the portal at `endpoint`: let go of the client.
     async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError>;
     /// Announce a token code as this portal's task (`PickUpTasks`).

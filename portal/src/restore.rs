@@ -37,6 +37,11 @@ impl Portal {
             ClusterChange::WorkerLost { worker, .. } => {
                 (worker, self.delivery.with(|r| r.on_agent(worker)))
             }
+            ClusterChange::Resumed => {
+                let portal = self.clone();
+                tokio::spawn(async move { portal.check_controllers().await });
+                return;
+            }
             ClusterChange::WorkerJoined { .. } => return,
         };
         if participants.is_empty() {
@@ -61,6 +66,38 @@ impl Portal {
                 portal.restore_room(&room, &old, ids).await;
                 portal.restoring.locked().remove(&room);
             });
+        }
+    }
+
+    /// After a gap in the cluster watch (a new leader, a restarted
+    /// manager), where a node exit may have gone unheard: every node this
+    /// portal's participants are on is asked which room it serves, and one
+    /// with nothing listening, or serving another room or none, is taken
+    /// for exited. A node that does not answer in time (stalled) is left
+    /// to its agent, whose report of the exit then comes over the watch.
+    pub(crate) async fn check_controllers(self: &Arc<Self>) {
+        let controllers: BTreeMap<Controller, String> = self.delivery.with(|r| {
+            r.clients()
+                .map(|c| (c.controller.clone(), c.room.clone()))
+                .collect()
+        });
+        for (controller, room) in controllers {
+            if self.is_restoring(&room) {
+                continue;
+            }
+            let gone = match self.remotes.served_room(&controller).await {
+                Ok(served) => served != room,
+                Err(RemoteError::Unreachable { .. }) => true,
+                Err(_) => false,
+            };
+            if gone {
+                tracing::warn!(%room, node = %controller.node, "a node is gone since the cluster watch was interrupted");
+                self.controller_lost(&ClusterChange::NodeExited {
+                    node: controller.node.clone(),
+                    worker: String::new(),
+                    reason: "gone while the watch was interrupted".into(),
+                });
+            }
         }
     }
 

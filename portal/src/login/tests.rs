@@ -220,6 +220,45 @@ mod restore {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_node_exit_missed_in_a_watch_gap_is_found_when_the_watch_resumes() {
+        let h = Harness::new();
+        let alice = h.connect();
+        assert!(matches!(
+            h.login(alice, h.info("1.2", "C++")).await,
+            Answer::OkWith(..)
+        ));
+        // the watch comes back and the node still serves the room: nothing
+        h.portal.controller_lost(&ClusterChange::Resumed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(h.remotes.calls().iter().any(|c| c == "served_room node-1"));
+        assert!(!h.remotes.calls().iter().any(|c| c.starts_with("restore")));
+        assert_eq!(controller_of(&h, alice), "node-1");
+        // the node died while the watch was away (its exit went unheard)
+        h.remotes.serving.lock().unwrap().remove("node-1");
+        *h.remotes.node.lock().unwrap() = "node-2".into();
+        h.portal.controller_lost(&ClusterChange::Resumed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let calls = h.remotes.calls();
+        let restore = calls
+            .iter()
+            .find(|c| c.starts_with("restore"))
+            .expect("restored");
+        assert!(restore.starts_with("restore node-2 room-1 "), "{restore}");
+        assert_eq!(controller_of(&h, alice), "node-2");
+        assert!(!h.sockets.emitted(alice).iter().any(|(e, _)| e == "drop"));
+        // a node that serves another room now is not this room's node
+        h.remotes
+            .serving
+            .lock()
+            .unwrap()
+            .insert("node-2".into(), "room-9".into());
+        *h.remotes.node.lock().unwrap() = "node-3".into();
+        h.portal.controller_lost(&ClusterChange::Resumed);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(controller_of(&h, alice), "node-3");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_lost_node_s_participants_are_put_back_on_a_new_one_with_their_seats() {
         let h = Harness::new();
         let alice = h.connect();

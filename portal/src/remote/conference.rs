@@ -139,6 +139,16 @@ impl ConferenceRemote {
         Ok(reply.into_inner().restored)
     }
 
+    pub async fn served_room(&self, controller: &Controller) -> Result<String, RemoteError> {
+        let request = request(conf::GetParticipantsRequest {}, self.deadlines.rpc);
+        let reply = self
+            .client(controller)?
+            .get_participants(request)
+            .await
+            .map_err(|s| RemoteError::from_status(&controller.node, "getParticipants", s))?;
+        Ok(reply.into_inner().room_id)
+    }
+
     pub async fn leave(
         &self,
         controller: &Controller,

@@ -316,6 +316,10 @@ impl Remotes for GrpcRemotes {
         self.conferences.restore(c, room, participants).await
     }
 
+    async fn served_room(&self, c: &Controller) -> Result<String, RemoteError> {
+        self.conferences.served_room(c).await
+    }
+
     async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError> {
         self.portals.release(endpoint, participant).await
     }

@@ -74,6 +74,9 @@ pub struct FakeRemotes {
     pub node: Mutex<String>,
     /// What `restore` was given.
     pub restored: Mutex<Vec<Restorable>>,
+    /// The room each node `get_node` answered with serves; a node taken
+    /// out of it is gone (`served_room` finds nothing listening).
+    pub serving: Mutex<HashMap<String, String>>,
 }
 
 impl FakeRemotes {
@@ -160,12 +163,17 @@ impl Remotes for FakeRemotes {
         self.call(Stage::GetNode, format!("get_node {} {room}", agent.id))
             .await?;
         let node = self.node.lock().unwrap().clone();
+        let node = if node.is_empty() {
+            "node-1".to_string()
+        } else {
+            node
+        };
+        self.serving
+            .lock()
+            .unwrap()
+            .insert(node.clone(), room.to_string());
         Ok(Controller {
-            node: if node.is_empty() {
-                "node-1".into()
-            } else {
-                node
-            },
+            node,
             endpoint: "127.0.0.1:2".into(),
         })
     }
@@ -261,6 +269,18 @@ impl Remotes for FakeRemotes {
             .unwrap()
             .extend(participants.iter().cloned());
         Ok(ids)
+    }
+
+    async fn served_room(&self, controller: &Controller) -> Result<String, RemoteError> {
+        self.record(format!("served_room {}", controller.node));
+        self.serving
+            .lock()
+            .unwrap()
+            .get(&controller.node)
+            .cloned()
+            .ok_or_else(|| RemoteError::Unreachable {
+                target: controller.node.clone(),
+            })
     }
 
     async fn release(&self, endpoint: &str, participant: &str) -> Result<(), RemoteError> {
