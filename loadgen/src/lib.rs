@@ -2,6 +2,7 @@
 //! server) with its own Socket.IO client and measures login, relogin,
 //! fan-out, idle memory per connection and scheduler throughput.
 
+pub mod chaos;
 pub mod rest;
 pub mod sio;
 pub mod stats;

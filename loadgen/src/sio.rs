@@ -38,7 +38,9 @@ pub fn trust_ca(path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Acks = Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
+/// Pending acks by id; `None` once the connection is gone, so that a call
+/// in flight fails at once, as a real client's does on disconnect.
+type Acks = Arc<std::sync::Mutex<Option<HashMap<u64, oneshot::Sender<Vec<Value>>>>>>;
 
 /// A received event.
 #[derive(Debug, Clone)]
@@ -119,7 +121,7 @@ impl Client {
             }
         };
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
-        let acks: Acks = Arc::default();
+        let acks: Acks = Arc::new(std::sync::Mutex::new(Some(HashMap::new())));
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let reader_acks = acks.clone();
         let pong = out.clone();
@@ -141,7 +143,12 @@ impl Client {
                     let split = rest.find('[').unwrap_or(rest.len());
                     let id: u64 = rest[..split].parse().unwrap_or(u64::MAX);
                     let args: Vec<Value> = serde_json::from_str(&rest[split..]).unwrap_or_default();
-                    if let Some(tx) = reader_acks.lock().unwrap().remove(&id) {
+                    let tx = reader_acks
+                        .lock()
+                        .unwrap()
+                        .as_mut()
+                        .and_then(|a| a.remove(&id));
+                    if let Some(tx) = tx {
                         let _ = tx.send(args);
                     }
                 } else if let Some(rest) = t.strip_prefix("42") {
@@ -162,6 +169,8 @@ impl Client {
                     break;
                 }
             }
+            // the connection is gone: calls in flight fail now
+            reader_acks.lock().unwrap().take();
         });
         Ok(Client {
             sid,
@@ -183,7 +192,10 @@ impl Client {
     ) -> anyhow::Result<Vec<Value>> {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.acks.lock().unwrap().insert(id, tx);
+        match self.acks.lock().unwrap().as_mut() {
+            Some(acks) => acks.insert(id, tx),
+            None => return Err(err("socket closed")),
+        };
         let mut payload = vec![Value::String(event.to_string())];
         payload.extend_from_slice(args);
         let frame = format!("42{id}{}", Value::Array(payload));
@@ -194,7 +206,9 @@ impl Client {
             Ok(Ok(args)) => Ok(args),
             Ok(Err(_)) => Err(err(format!("{event}: socket closed before the ack"))),
             Err(_) => {
-                self.acks.lock().unwrap().remove(&id);
+                if let Some(acks) = self.acks.lock().unwrap().as_mut() {
+                    acks.remove(&id);
+                }
                 Err(err(format!("{event}: no ack in {timeout:?}")))
             }
         }
