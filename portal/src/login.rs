@@ -117,6 +117,9 @@ impl Portal {
         let participant = sid.to_string();
         let started = std::time::Instant::now();
         let mut stages = Stages::default();
+        // from the node's admission until it is registered below, what the
+        // node sends it waits instead of being refused
+        let arriving = self.arriving(&participant);
         let outcome = self.join(&participant, &info, &mut stages).await;
         let class = outcome.as_ref().map_or_else(PortalError::class, |_| "ok");
         stages.log(&participant, class, started.elapsed());
@@ -168,6 +171,7 @@ impl Portal {
                 r.len()
             })
         });
+        drop(arriving);
         let Some(count) = count else {
             tracing::info!(%participant, "participant left during its login");
             self.leave_conference(&controller, &participant).await;

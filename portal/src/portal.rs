@@ -21,6 +21,34 @@ pub struct Portal {
     draining: std::sync::atomic::AtomicBool,
     /// Rooms being rebuilt on another node (their node or agent was lost).
     pub(crate) restoring: Mutex<std::collections::HashSet<String>>,
+    /// Participants whose node already counts them here (a `Join` or
+    /// `Reattach` answered) but who are not registered yet: a notification
+    /// for one of them waits for it instead of being refused.
+    arriving: Mutex<std::collections::HashMap<String, tokio::sync::watch::Receiver<()>>>,
+}
+
+/// How long a notification waits for its participant to arrive here.
+const ARRIVAL_WAIT: Duration = Duration::from_secs(5);
+
+/// Held while a participant arrives; dropping it lets waiting
+/// notifications try again.
+pub(crate) struct Arriving<'a> {
+    portal: &'a Portal,
+    participant: String,
+    _done: tokio::sync::watch::Sender<()>,
+    rx: tokio::sync::watch::Receiver<()>,
+}
+
+impl Drop for Arriving<'_> {
+    fn drop(&mut self) {
+        let mut arriving = self.portal.arriving.locked();
+        if arriving
+            .get(&self.participant)
+            .is_some_and(|rx| rx.same_channel(&self.rx))
+        {
+            arriving.remove(&self.participant);
+        }
+    }
 }
 
 /// Milliseconds since the epoch (ticket windows).
@@ -56,7 +84,35 @@ impl Portal {
             delivery: Delivery::new(sockets),
             draining: std::sync::atomic::AtomicBool::new(false),
             restoring: Mutex::new(Default::default()),
+            arriving: Mutex::new(Default::default()),
         }
+    }
+
+    /// `participant` is about to be seated here by its node (before the
+    /// `Join` or `Reattach` call): until the guard drops, a notification
+    /// for it that finds it absent waits (see [`Self::arrived`]).
+    pub(crate) fn arriving(&self, participant: &str) -> Arriving<'_> {
+        let (tx, rx) = tokio::sync::watch::channel(());
+        self.arriving
+            .locked()
+            .insert(participant.to_string(), rx.clone());
+        Arriving {
+            portal: self,
+            participant: participant.to_string(),
+            _done: tx,
+            rx,
+        }
+    }
+
+    /// Wait (bounded) until `participant`, if it is arriving, has arrived
+    /// or failed to; false when it was not arriving.
+    pub(crate) async fn arrived(&self, participant: &str) -> bool {
+        let rx = self.arriving.locked().get(participant).cloned();
+        let Some(mut rx) = rx else {
+            return false;
+        };
+        let _ = tokio::time::timeout(ARRIVAL_WAIT, rx.changed()).await;
+        true
     }
 
     pub(crate) fn draining(&self) -> bool {

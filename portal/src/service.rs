@@ -44,10 +44,12 @@ impl pb::portal_server::Portal for PortalService {
         event(&r.event)?;
         let data = data(&r.data)?;
         // OWT answers "ok" even when the participant is not here.
-        let outcome = self
-            .portal
-            .delivery()
-            .notify(&r.participant_id, &r.event, data, r.seq);
+        let delivery = self.portal.delivery();
+        let mut outcome = delivery.notify(&r.participant_id, &r.event, data.clone(), r.seq);
+        // its node seated it here a moment ago; it is being registered
+        if outcome == Outcome::Absent && self.portal.arrived(&r.participant_id).await {
+            outcome = delivery.notify(&r.participant_id, &r.event, data, r.seq);
+        }
         Ok(Response::new(pb::NotifyReply {
             delivered: outcome == Outcome::Delivered,
         }))
@@ -71,10 +73,23 @@ impl pb::portal_server::Portal for PortalService {
             .into_iter()
             .map(|x| (x.participant_id, x.seq))
             .collect();
-        let undelivered = self
-            .portal
-            .delivery()
-            .deliver_to(&recipients, &r.event, &data);
+        let delivery = self.portal.delivery();
+        let first = delivery.deliver_to(&recipients, &r.event, &data);
+        let mut undelivered = Vec::with_capacity(first.len());
+        for participant in first {
+            // seated here by its node a moment ago: once registered, again
+            if self.portal.arrived(&participant).await {
+                let seq = recipients
+                    .iter()
+                    .find(|(p, _)| *p == participant)
+                    .map_or(0, |(_, s)| *s);
+                let again = delivery.deliver_to(&[(participant.clone(), seq)], &r.event, &data);
+                if again.is_empty() {
+                    continue;
+                }
+            }
+            undelivered.push(participant);
+        }
         Ok(Response::new(pb::BroadcastReply { undelivered }))
     }
 

@@ -96,6 +96,9 @@ impl Portal {
             self.restored(&ticket.room).await;
         }
         let controller = self.seat_controller(&ticket).await?;
+        // from the node's answer until it is registered below, what the node
+        // sends it waits instead of being refused (and so never replayed)
+        let _arriving = self.arriving(&participant);
         let seat = self
             .remotes
             .reattach(&controller, &participant, &ticket.ticket_id)

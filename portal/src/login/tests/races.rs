@@ -365,3 +365,59 @@ async fn a_drain_hands_seats_to_the_nodes_and_refuses_new_logins() {
         "Portal is draining"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_notification_the_node_sends_as_it_seats_a_participant_waits_for_its_login() {
+    use conclave_proto::portal::v1 as pb;
+    use conclave_proto::portal::v1::portal_server::Portal as _;
+    let h = Harness::new();
+    let sid = h.connect();
+    let gate = h.remotes.gate(Stage::Join);
+    let login = h.spawn_login(sid, h.info("1.2", "C++"));
+    gate.entered().await;
+    // the node has seated it and already notifies it, before the portal
+    // has registered it
+    let service = crate::service::PortalService::new(h.portal.clone());
+    let notify = tokio::spawn(async move {
+        service
+            .notify(tonic::Request::new(pb::NotifyRequest {
+                participant_id: sid.to_string(),
+                event: "text".into(),
+                data: r#"{"from":"x","to":"all","message":"hi"}"#.into(),
+                seq: 1,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .delivered
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!notify.is_finished(), "it waits for the participant");
+    gate.open();
+    assert!(matches!(login.await.unwrap(), Answer::OkWith(..)));
+    assert!(
+        notify.await.unwrap(),
+        "delivered once the participant is registered, not refused (the node would keep it as missed, and a client that is connected never gets it)"
+    );
+    let emitted = h.sockets.emitted(sid);
+    assert!(
+        emitted
+            .iter()
+            .any(|(e, d)| e == "text" && d["message"] == "hi"),
+        "{emitted:?}"
+    );
+    // a participant that is not arriving is refused at once, as before
+    let service = crate::service::PortalService::new(h.portal.clone());
+    let delivered = service
+        .notify(tonic::Request::new(pb::NotifyRequest {
+            participant_id: "nobody".into(),
+            event: "text".into(),
+            data: "{}".into(),
+            seq: 1,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .delivered;
+    assert!(!delivered);
+}
