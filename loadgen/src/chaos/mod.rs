@@ -451,6 +451,7 @@ pub async fn run(config: Config) -> Result<Report, String> {
     }
     tally(
         &mut report,
+        started,
         &ledger.lock().unwrap(),
         &participants,
         &members,
@@ -509,6 +510,7 @@ fn recovery(l: &Ledger, at: Instant) -> f64 {
 /// Texts, seats and participant lists, from the ledger.
 fn tally(
     report: &mut Report,
+    started: Instant,
     l: &Ledger,
     participants: &[Participant],
     members: &[BTreeSet<String>],
@@ -549,9 +551,14 @@ fn tally(
                 0 if acked => {
                     report.lost += 1;
                     if report.lost <= 5 {
-                        report
-                            .problems
-                            .push(format!("text {id} acked ok never reached participant {r}"));
+                        let secs = |t: Instant| format!("{:.2}", (t - started).as_secs_f64());
+                        report.problems.push(format!(
+                            "text {id} sent at {} s by participant {} acked ok never reached participant {r} (its relogins at {:?} s; the sender's at {:?} s)",
+                            secs(sent.at),
+                            sent.by,
+                            l.relogged[r].iter().map(|t| secs(*t)).collect::<Vec<_>>(),
+                            l.relogged[sent.by].iter().map(|t| secs(*t)).collect::<Vec<_>>(),
+                        ));
                     }
                 }
                 0 => {}

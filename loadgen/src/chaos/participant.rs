@@ -26,6 +26,8 @@ pub const SDK: &str = "JavaScript";
 /// A text as its sender registered it before sending.
 pub struct Sent {
     pub room: usize,
+    /// The sender's index.
+    pub by: usize,
     pub at: Instant,
     /// Some(true): acked `ok`; Some(false): refused or no ack.
     pub acked: Option<bool>,
@@ -46,6 +48,8 @@ pub struct Ledger {
     /// Per participant, why it lost its seat.
     pub seat_lost: Vec<Option<String>>,
     pub relogins: usize,
+    /// Per participant: when each relogin took (for the report's examples).
+    pub relogged: Vec<Vec<Instant>>,
     /// Relogin attempts refused, by answer.
     pub relogin_refusals: HashMap<String, usize>,
     /// Participant events that do not fit the room (a leave of someone
@@ -60,6 +64,7 @@ impl Ledger {
             arrivals: vec![Vec::new(); participants],
             newest_seen: vec![None; participants],
             seat_lost: vec![None; participants],
+            relogged: vec![Vec::new(); participants],
             ..Ledger::default()
         }
     }
@@ -75,6 +80,8 @@ pub struct Participant {
     ticket: String,
     /// Which portal it is on now.
     portal: usize,
+    /// Relogins so far.
+    relogins: usize,
     client: Client,
     /// The room's participants as this client knows them.
     pub known: BTreeSet<String>,
@@ -119,6 +126,7 @@ impl Participant {
                 .ok_or("no reconnection ticket")?
                 .to_string(),
             portal,
+            relogins: 0,
             client,
             known,
         })
@@ -164,6 +172,7 @@ impl Participant {
             id.clone(),
             Sent {
                 room: self.room,
+                by: self.index,
                 at: Instant::now(),
                 acked: None,
             },
@@ -240,25 +249,31 @@ impl Participant {
         true
     }
 
-    /// Relogin with the ticket on the other portal first, then either, until
-    /// one takes it; false when the seat is lost.
+    /// Relogin with the ticket on a portal a load balancer would pick (the
+    /// one after its own for half of the clients, its own again for the
+    /// others, so both stay in use), then on each in turn, until one takes
+    /// it; false when the seat is lost.
     async fn relogin(&mut self, portals: &[String], ledger: &Shared) -> bool {
         // what arrived before the cut counts
         if !self.drain(ledger).await {
             return false;
         }
         let started = Instant::now();
+        let first = self.portal + 1 + (self.index + self.relogins) % 2;
+        self.relogins += 1;
         let mut attempt = 0;
         let mut last = String::new();
         while started.elapsed() < RELOGIN_LIMIT {
-            let portal = (self.portal + 1 + attempt) % portals.len();
+            let portal = (first + attempt) % portals.len();
             attempt += 1;
             match self.relogin_at(&portals[portal]).await {
                 Ok((client, ticket)) => {
                     self.client = client;
                     self.ticket = ticket;
                     self.portal = portal;
-                    ledger.lock().unwrap().relogins += 1;
+                    let mut l = ledger.lock().unwrap();
+                    l.relogins += 1;
+                    l.relogged[self.index].push(Instant::now());
                     return true;
                 }
                 Err(e) => {
