@@ -152,11 +152,16 @@ impl Registry {
     }
 
     /// A participant's room moved to another node (a restore).
-    pub fn move_to(&mut self, participant: &str, controller: &Controller) -> bool {
+    /// Move a participant to the node its room was rebuilt on, which
+    /// numbers its notifications from `seq` on (what the portal had sent
+    /// when it handed the seat over; the old node may have sent more
+    /// since, under numbers the new node gives to other messages).
+    pub fn move_to(&mut self, participant: &str, controller: &Controller, seq: u64) -> bool {
         let Some(client) = self.clients.get_mut(participant) else {
             return false;
         };
         client.controller = controller.clone();
+        client.sent = crate::outbox::SeqWindow::from_floor(seq);
         if let Some(entry) = self.rooms.get_mut(&client.room) {
             entry.0 = controller.clone();
         }

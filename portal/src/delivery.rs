@@ -139,17 +139,26 @@ impl Delivery {
     /// A notification to each of `recipients` (participant, sequence
     /// number), in their dialects; those it could not be emitted to (not
     /// here, or not connected).
+    ///
+    /// `from` is the sending node ("" when not known). A participant whose
+    /// room was rebuilt on another node gets the old node's late messages
+    /// unnumbered: the new node numbers from where the portal stood, so the
+    /// same numbers name different messages of the two nodes.
     pub fn deliver_to(
         &self,
         recipients: &[(String, u64)],
         event: &str,
         data: &Value,
+        from: &str,
     ) -> Vec<String> {
         let mut r = self.registry.locked();
         recipients
             .iter()
             .filter(|(p, seq)| {
-                self.deliver(&mut r, p, event, data.clone(), *seq) != Outcome::Delivered
+                let current =
+                    from.is_empty() || r.client(p).is_none_or(|c| c.controller.node == from);
+                let seq = if current { *seq } else { 0 };
+                self.deliver(&mut r, p, event, data.clone(), seq) != Outcome::Delivered
             })
             .map(|(p, _)| p.clone())
             .collect()

@@ -32,6 +32,15 @@ impl SeqWindow {
         self.max
     }
 
+    /// A window in which every number up to `seq` counts as sent: a new
+    /// node numbers from there.
+    pub fn from_floor(seq: u64) -> SeqWindow {
+        SeqWindow {
+            max: seq,
+            mask: u128::MAX,
+        }
+    }
+
     pub fn seen(&self, seq: u64) -> bool {
         if seq > self.max {
             return false;

@@ -214,7 +214,7 @@ impl Portal {
             list.iter()
                 .filter_map(|p| match r.client(&p.participant) {
                     Some(c) if &c.controller == old => {
-                        r.move_to(&p.participant, &controller);
+                        r.move_to(&p.participant, &controller, p.seq);
                         None
                     }
                     Some(_) => None,

@@ -74,7 +74,7 @@ impl pb::portal_server::Portal for PortalService {
             .map(|x| (x.participant_id, x.seq))
             .collect();
         let delivery = self.portal.delivery();
-        let first = delivery.deliver_to(&recipients, &r.event, &data);
+        let first = delivery.deliver_to(&recipients, &r.event, &data, &r.controller);
         let mut undelivered = Vec::with_capacity(first.len());
         for participant in first {
             // seated here by its node a moment ago: once registered, again
@@ -83,7 +83,12 @@ impl pb::portal_server::Portal for PortalService {
                     .iter()
                     .find(|(p, _)| *p == participant)
                     .map_or(0, |(_, s)| *s);
-                let again = delivery.deliver_to(&[(participant.clone(), seq)], &r.event, &data);
+                let again = delivery.deliver_to(
+                    &[(participant.clone(), seq)],
+                    &r.event,
+                    &data,
+                    &r.controller,
+                );
                 if again.is_empty() {
                     continue;
                 }

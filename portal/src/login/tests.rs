@@ -220,6 +220,67 @@ mod restore {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn late_messages_of_the_old_node_do_not_shadow_the_new_node_s_numbers() {
+        use conclave_proto::portal::v1 as pb;
+        use conclave_proto::portal::v1::portal_server::Portal as _;
+        let h = Harness::new();
+        let alice = h.connect();
+        assert!(matches!(
+            h.login(alice, h.info("1.2", "C++")).await,
+            Answer::OkWith(..)
+        ));
+        // the room is rebuilt on node-2 while node-1 still runs (its agent
+        // stalled, not its node)
+        *h.remotes.node.lock().unwrap() = "node-2".into();
+        let gate = h.remotes.gate(Stage::Restore);
+        h.portal.controller_lost(&node_exited("node-1"));
+        gate.entered().await;
+        let service = crate::service::PortalService::new(h.portal.clone());
+        let send = |node: &str, message: &str, seq: u64| {
+            let service = service.clone();
+            let request = pb::BroadcastRequest {
+                controller: node.into(),
+                event: "text".into(),
+                data: json!({"from": "x", "to": "all", "message": message}).to_string(),
+                recipients: vec![pb::Recipient {
+                    participant_id: alice.to_string(),
+                    seq,
+                }],
+                ..Default::default()
+            };
+            async move {
+                service
+                    .broadcast(tonic::Request::new(request))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .undelivered
+            }
+        };
+        let texts = |h: &Harness| {
+            h.sockets
+                .emitted(alice)
+                .iter()
+                .filter(|(e, _)| e == "text")
+                .map(|(_, d)| d["message"].as_str().unwrap_or_default().to_string())
+                .collect::<Vec<_>>()
+        };
+        // the old node goes on numbering while the room is being rebuilt
+        assert!(send("node-1", "before", 1).await.is_empty());
+        gate.open();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(controller_of(&h, alice), "node-2");
+        // a late message of the old node, then the new node's first, with
+        // the same number as the old node's: different messages, all arrive
+        assert!(send("node-1", "late", 2).await.is_empty());
+        assert!(send("node-2", "new", 1).await.is_empty());
+        assert_eq!(texts(&h), ["before", "late", "new"]);
+        // a late copy of the new node's own message is still dropped
+        assert!(send("node-2", "new", 1).await.is_empty());
+        assert_eq!(texts(&h), ["before", "late", "new"]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_node_exit_missed_in_a_watch_gap_is_found_when_the_watch_resumes() {
         let h = Harness::new();
         let alice = h.connect();
@@ -483,7 +544,7 @@ mod known_room {
         r.insert(client("a"));
         r.insert(client("b"));
         assert_eq!(r.room_controller("r"), Some(&node("n1")));
-        assert!(r.move_to("a", &node("n2")));
+        assert!(r.move_to("a", &node("n2"), 0));
         assert_eq!(r.room_controller("r"), Some(&node("n2")));
         r.remove("a");
         assert!(r.room_controller("r").is_some(), "b is still here");
