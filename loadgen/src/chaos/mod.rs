@@ -122,6 +122,10 @@ pub struct KindReport {
     pub recovery_max: f64,
     /// Faults after which some participant never received again.
     pub unrecovered: usize,
+    /// Deliveries lost or duplicated of texts sent from 1 s before one of
+    /// these faults until the next fault.
+    pub lost: usize,
+    pub duplicated: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -173,13 +177,19 @@ impl Report {
     pub fn markdown(&self) -> String {
         let mut s = format!(
             "{} participants in {} rooms over 2 portals, {:.0} s, seed {}, {} management replica(s)\n\n\
-             | fault | count | recovery p50 | p99 | max | not recovered |\n|---|---|---|---|---|---|\n",
+             | fault | count | recovery p50 | p99 | max | not recovered | texts lost | texts duplicated |\n|---|---|---|---|---|---|---|---|\n",
             self.participants, self.rooms, self.seconds, self.seed, self.management_replicas
         );
         for (kind, k) in &self.faults {
             s += &format!(
-                "| {kind} | {} | {:.2} s | {:.2} s | {:.2} s | {} |\n",
-                k.count, k.recovery_p50, k.recovery_p99, k.recovery_max, k.unrecovered
+                "| {kind} | {} | {:.2} s | {:.2} s | {:.2} s | {} | {} | {} |\n",
+                k.count,
+                k.recovery_p50,
+                k.recovery_p99,
+                k.recovery_max,
+                k.unrecovered,
+                k.lost,
+                k.duplicated
             );
         }
         s += &format!(
@@ -358,6 +368,7 @@ pub async fn run(config: Config) -> Result<Report, String> {
         ..Report::default()
     };
     let mut recoveries: BTreeMap<FaultKind, Vec<f64>> = BTreeMap::new();
+    let mut inflicted: Vec<(Instant, FaultKind)> = Vec::new();
     let mut unrecovered: BTreeMap<FaultKind, usize> = BTreeMap::new();
     // texting settles before the first fault
     tokio::time::sleep(config.fault_every).await;
@@ -386,6 +397,7 @@ pub async fn run(config: Config) -> Result<Report, String> {
             (at - started).as_secs_f64(),
             kind.name()
         );
+        inflicted.push((at, kind));
         report.timeline.push((
             (at - started).as_secs_f64(),
             kind.name().into(),
@@ -452,6 +464,7 @@ pub async fn run(config: Config) -> Result<Report, String> {
     tally(
         &mut report,
         started,
+        &inflicted,
         &ledger.lock().unwrap(),
         &participants,
         &members,
@@ -508,9 +521,20 @@ fn recovery(l: &Ledger, at: Instant) -> f64 {
 }
 
 /// Texts, seats and participant lists, from the ledger.
+/// The fault a text sent at `at` is counted against: the last one that
+/// began no later than 1 s after it.
+fn fault_of(faults: &[(Instant, FaultKind)], at: Instant) -> Option<FaultKind> {
+    faults
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= at + Duration::from_secs(1))
+        .map(|(_, k)| *k)
+}
+
 fn tally(
     report: &mut Report,
     started: Instant,
+    faults: &[(Instant, FaultKind)],
     l: &Ledger,
     participants: &[Participant],
     members: &[BTreeSet<String>],
@@ -550,6 +574,9 @@ fn tally(
             match l.received[r].get(id).copied().unwrap_or(0) {
                 0 if acked => {
                     report.lost += 1;
+                    if let Some(k) = fault_of(faults, sent.at) {
+                        report.faults.entry(k.name().into()).or_default().lost += 1;
+                    }
                     if report.lost <= 5 {
                         let secs = |t: Instant| format!("{:.2}", (t - started).as_secs_f64());
                         report.problems.push(format!(
@@ -566,6 +593,9 @@ fn tally(
                     report.delivered += 1;
                     if n > 1 {
                         report.duplicated += 1;
+                        if let Some(k) = fault_of(faults, sent.at) {
+                            report.faults.entry(k.name().into()).or_default().duplicated += 1;
+                        }
                         if report.duplicated <= 5 {
                             report
                                 .problems
