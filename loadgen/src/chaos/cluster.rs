@@ -326,6 +326,24 @@ impl Cluster {
         nodes
     }
 
+    /// The portal with the most clients (a random one when even).
+    async fn fuller_portal(&self, pick: &mut dyn FnMut(usize) -> usize) -> usize {
+        let mut counts = Vec::new();
+        for addr in &self.portal_grpcs {
+            let n = grpc::portal(addr)
+                .list_clients(conclave_common::grpc::request(
+                    conclave_proto::portal::v1::ListClientsRequest {},
+                    Duration::from_secs(1),
+                ))
+                .await
+                .map_or(0, |r| r.into_inner().clients.len());
+            counts.push(n);
+        }
+        let most = counts.iter().copied().max().unwrap_or(0);
+        let fullest: Vec<usize> = (0..counts.len()).filter(|i| counts[*i] == most).collect();
+        fullest[pick(fullest.len())]
+    }
+
     /// Run a blocking start off the runtime's worker.
     fn restart(&mut self, kind: Target, i: usize) -> Result<(), String> {
         let (bin, env) = (self.bin_dir.clone(), self.env.clone());
@@ -359,7 +377,11 @@ impl Cluster {
     ) -> Result<String, String> {
         use FaultKind::*;
         let target = match fault {
-            KillPortal | StopPortal | DrainPortal => Some((Target::Portal, pick(2))),
+            // the portal holding more participants (relogins gather them on
+            // one): a fault of an empty portal shows nothing
+            KillPortal | StopPortal | DrainPortal => {
+                Some((Target::Portal, self.fuller_portal(pick).await))
+            }
             KillAgent | StopAgent => Some((Target::Agent, pick(2))),
             KillManagement | StopManagement => {
                 Some((Target::Management, pick(self.managements.len())))
