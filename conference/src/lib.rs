@@ -114,6 +114,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         &config.cluster.manager,
         Duration::from_millis(config.cluster.rpc_timeout),
     )?);
+    let rpc_timeout = Duration::from_millis(config.cluster.rpc_timeout);
     ClusterWatch::new(&config.cluster.manager, &[Purpose::Portal])?.spawn(
         exit.clone(),
         move |change| {
@@ -129,9 +130,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
                         .is_ok();
                     if back {
                         tracing::info!(portal = %worker, "portal lost and back already; its participants stay");
-                    } else {
-                        service.portal_lost(&worker);
+                        return;
                     }
+                    // Across a cluster manager change a live portal can be
+                    // reported lost before it rejoined: the portal itself
+                    // says whom it still holds.
+                    let held = match service.portal_endpoint(&worker) {
+                        Some(endpoint) => still_held(&endpoint, rpc_timeout).await,
+                        None => Default::default(),
+                    };
+                    if !held.is_empty() {
+                        tracing::info!(portal = %worker, held = held.len(), "portal reported lost but answers; the participants it holds stay");
+                    }
+                    service.portal_lost(&worker, &held);
                 });
             }
         },
@@ -145,6 +156,29 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
         service,
         exit,
     })
+}
+
+/// The participants the portal at `endpoint` holds now (none when it does
+/// not answer within `timeout`).
+async fn still_held(endpoint: &str, timeout: Duration) -> std::collections::HashSet<String> {
+    use conclave_proto::portal::v1 as portal;
+    let Ok(channel) = conclave_common::grpc::channel(endpoint, timeout) else {
+        return Default::default();
+    };
+    portal::portal_client::PortalClient::new(channel)
+        .list_clients(conclave_common::grpc::request(
+            portal::ListClientsRequest {},
+            timeout,
+        ))
+        .await
+        .map(|r| {
+            r.into_inner()
+                .clients
+                .into_iter()
+                .map(|c| c.participant_id)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Run until the node ends, printing the ready line for the agent.

@@ -46,10 +46,13 @@ impl Conference {
     }
 
     /// A portal was lost (it died, stalled or quit): its participants are
-    /// detached; those without reconnection leave.
+    /// detached; those without reconnection leave. Those in `still_held`
+    /// are not touched: the portal itself, asked directly, still holds them
+    /// (it was only reported lost, across a cluster manager change).
     pub fn portal_lost(
         &mut self,
         portal_id: &str,
+        still_held: &std::collections::HashSet<String>,
         window: Duration,
         now: Instant,
     ) -> (Vec<String>, Vec<Delivery>) {
@@ -57,6 +60,7 @@ impl Conference {
             .participants
             .values()
             .filter(|p| p.portal.id == portal_id && p.detached_until.is_none())
+            .filter(|p| !still_held.contains(&p.id))
             .map(|p| p.id.clone())
             .collect();
         let mut deliveries = Vec::new();
@@ -218,6 +222,20 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_portal_reported_lost_that_still_holds_participants_keeps_them() {
+        let (mut c, _) = conf(-1);
+        c.join(req("a", "presenter", 1)).unwrap();
+        c.join(req("c", "presenter", 1)).unwrap();
+        let held = ["a".to_string()].into_iter().collect();
+        let (lost, _) = c.portal_lost("portal-1", &held, WINDOW, Instant::now());
+        assert_eq!(lost, ["c"], "only the one the portal no longer holds");
+        tokio::time::advance(WINDOW).await;
+        let (gone, _) = c.expire_detached(Instant::now());
+        assert_eq!(gone, ["c"]);
+        assert_eq!(c.participants().count(), 1, "a stays seated");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_lost_portal_detaches_its_participants_until_the_window_ends() {
         let (mut c, _) = conf(-1);
         c.join(req("a", "presenter", 1)).unwrap();
@@ -225,7 +243,9 @@ mod tests {
         let mut plain = req("n", "presenter", 1);
         plain.client.reconnection = false;
         c.join(plain).unwrap();
-        let (lost, deliveries) = c.portal_lost("portal-1", WINDOW, Instant::now());
+        // the portal, asked, still holds nobody
+        let none = Default::default();
+        let (lost, deliveries) = c.portal_lost("portal-1", &none, WINDOW, Instant::now());
         assert_eq!(lost, ["a", "n"]);
         // n had no reconnection: it left, and b heard so
         assert_eq!(deliveries.len(), 1);

@@ -151,15 +151,24 @@ impl ConferenceService {
 
     /// A portal was lost: its participants are detached, kept for a
     /// relogin on any portal (those without reconnection leave).
-    pub fn portal_lost(&self, portal_id: &str) {
+    pub fn portal_lost(&self, portal_id: &str, still_held: &std::collections::HashSet<String>) {
         let (detached, deliveries) =
             self.state()
-                .portal_lost(portal_id, self.detach_window, Instant::now());
+                .portal_lost(portal_id, still_held, self.detach_window, Instant::now());
         if !detached.is_empty() {
             tracing::warn!(node = %self.node_id, portal = %portal_id, count = detached.len(), "portal lost; its participants are detached");
         }
         self.notifier.send(deliveries);
         self.gauges();
+    }
+
+    /// The gRPC address of the portal `portal_id`, as its participants here
+    /// name it.
+    pub fn portal_endpoint(&self, portal_id: &str) -> Option<String> {
+        self.state()
+            .participants()
+            .find(|p| p.portal.id == portal_id)
+            .map(|p| p.portal.endpoint.clone())
     }
 
     /// Detached seats whose window is over leave; the others are told.

@@ -9,6 +9,9 @@ use crate::remote::Controller;
 use serde_json::Value;
 use socketioxide::socket::Sid;
 
+/// Seats taken back at once after the cluster lost this portal.
+const REJOIN_CONCURRENCY: usize = 64;
+
 impl Portal {
     /// The participant logged in on `sid`, or the connection-state error.
     fn logged_in(&self, sid: Sid) -> Result<String, PortalError> {
@@ -143,32 +146,50 @@ impl Portal {
                 })
                 .collect()
         });
-        let mut attached = 0;
-        for (participant, code, controller, connected) in clients {
-            if let Err(e) = self.remotes.add_task(&code).await {
-                tracing::warn!(task = %code, error = %e, "re-announcing the token task failed");
-            }
-            if !connected {
-                continue; // its seat waits detached for its relogin
-            }
-            match self.remotes.reattach(&controller, &participant, "").await {
-                Ok(seat) => {
-                    for m in seat.messages.into_iter().filter(|m| m.missed) {
-                        self.delivery.notify(&participant, &m.event, m.data, m.seq);
+        // Many at a time: a portal holds thousands, and every second of
+        // this is a second their nodes keep their messages instead of
+        // sending them. Each seat first, then its token task.
+        use futures_util::StreamExt;
+        let attached = std::sync::atomic::AtomicUsize::new(0);
+        futures_util::stream::iter(clients)
+            .for_each_concurrent(REJOIN_CONCURRENCY, |(participant, code, controller, connected)| {
+                let attached = &attached;
+                async move {
+                    if connected {
+                        self.take_back(&participant, &controller, attached).await;
                     }
-                    attached += 1;
+                    // a detached one's seat waits for its relogin
+                    if let Err(e) = self.remotes.add_task(&code).await {
+                        tracing::warn!(task = %code, error = %e, "re-announcing the token task failed");
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(%participant, error = %e, "taking the seat back failed; dropping the client");
-                    self.drop_participant(
-                        &participant,
-                        "The conference did not take the participant back",
-                    )
-                    .await;
+            })
+            .await;
+        attached.into_inner()
+    }
+
+    async fn take_back(
+        &self,
+        participant: &str,
+        controller: &Controller,
+        attached: &std::sync::atomic::AtomicUsize,
+    ) {
+        match self.remotes.reattach(controller, participant, "").await {
+            Ok(seat) => {
+                for m in seat.messages.into_iter().filter(|m| m.missed) {
+                    self.delivery.notify(participant, &m.event, m.data, m.seq);
                 }
+                attached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(%participant, error = %e, "taking the seat back failed; dropping the client");
+                self.drop_participant(
+                    participant,
+                    "The conference did not take the participant back",
+                )
+                .await;
             }
         }
-        attached
     }
 
     /// Drain for a rolling update: no more logins here; every client that
