@@ -15,15 +15,32 @@ pub struct Message {
     pub seq: u64,
 }
 
+/// How many sequence numbers below the highest a window remembers: as many
+/// as a node keeps for a participant (`Limits::count`, the default
+/// `message_buffer_size`), so that a replay of everything a node kept after
+/// a long gap is told apart from what was sent, message by message.
+pub const SEQ_WINDOW: u64 = 1024;
+
 /// Which of a client's recent sequence numbers were sent on its connection:
-/// the highest, and a bit for each of the 127 below it. Notifications may
-/// arrive out of order after a stall (a call that timed out on the node but
-/// reached this portal later, and the node's replay of it), so a high-water
-/// mark is not enough. Older ones than the window count as sent.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// the highest, and a bit for each of the [`SEQ_WINDOW`] − 1 below it.
+/// Notifications may arrive out of order (a call that timed out on the node
+/// but reached this portal later; the node's replay of what a client
+/// missed, next to newer messages sent meanwhile), so a high-water mark is
+/// not enough. Older ones than the window count as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqWindow {
     max: u64,
-    mask: u128,
+    /// Bit `seq % SEQ_WINDOW` for each number within the window.
+    bits: Box<[u64; (SEQ_WINDOW / 64) as usize]>,
+}
+
+impl Default for SeqWindow {
+    fn default() -> Self {
+        SeqWindow {
+            max: 0,
+            bits: Box::new([0; (SEQ_WINDOW / 64) as usize]),
+        }
+    }
 }
 
 impl SeqWindow {
@@ -37,27 +54,43 @@ impl SeqWindow {
     pub fn from_floor(seq: u64) -> SeqWindow {
         SeqWindow {
             max: seq,
-            mask: u128::MAX,
+            bits: Box::new([u64::MAX; (SEQ_WINDOW / 64) as usize]),
         }
+    }
+
+    fn bit(seq: u64) -> (usize, u64) {
+        let i = seq % SEQ_WINDOW;
+        ((i / 64) as usize, 1u64 << (i % 64))
     }
 
     pub fn seen(&self, seq: u64) -> bool {
         if seq > self.max {
             return false;
         }
-        let back = self.max - seq;
-        back >= 128 || self.mask & (1u128 << back) != 0
+        if self.max - seq >= SEQ_WINDOW {
+            return true;
+        }
+        let (word, mask) = Self::bit(seq);
+        self.bits[word] & mask != 0
     }
 
     pub fn mark(&mut self, seq: u64) {
         if seq > self.max {
-            let shift = seq - self.max;
-            self.mask = if shift >= 128 { 0 } else { self.mask << shift };
-            self.mask |= 1;
+            // the numbers skipped over are not sent (yet)
+            if seq - self.max >= SEQ_WINDOW {
+                self.bits.fill(0);
+            } else {
+                for skipped in self.max + 1..seq {
+                    let (word, mask) = Self::bit(skipped);
+                    self.bits[word] &= !mask;
+                }
+            }
             self.max = seq;
-        } else if self.max - seq < 128 {
-            self.mask |= 1u128 << (self.max - seq);
+        } else if self.max - seq >= SEQ_WINDOW {
+            return;
         }
+        let (word, mask) = Self::bit(seq);
+        self.bits[word] |= mask;
     }
 }
 
@@ -122,9 +155,23 @@ mod tests {
         assert!(!w.seen(1) && !w.seen(2) && !w.seen(5), "1 and 2 come later");
         w.mark(1);
         assert!(w.seen(1) && !w.seen(2));
-        w.mark(200);
+        // a replay of a long gap: 300 missed ones come after newer ones
+        w.mark(400);
+        assert!(!w.seen(2) && !w.seen(399) && w.seen(400));
+        for seq in 5..400 {
+            assert!(!w.seen(seq), "{seq} was never sent");
+            w.mark(seq);
+        }
+        assert!(w.seen(5) && w.seen(399));
+        w.mark(2000);
         assert!(w.seen(2), "older than the window: taken as sent");
-        assert!(!w.seen(199) && w.seen(200));
+        assert!(!w.seen(1999) && w.seen(2000));
+        assert!(!w.seen(2000 - SEQ_WINDOW + 1) && w.seen(2000 - SEQ_WINDOW));
+        // the skipped numbers' old bits are cleared when the window moves on
+        w.mark(2000 + SEQ_WINDOW - 1);
+        assert!(!w.seen(2001) && w.seen(2000));
+        let floor = SeqWindow::from_floor(50);
+        assert!(floor.seen(50) && floor.seen(1) && !floor.seen(51));
     }
 
     #[test]
