@@ -9,7 +9,8 @@ use crate::remote::Controller;
 use serde_json::Value;
 use socketioxide::socket::Sid;
 
-/// Seats taken back at once after the cluster lost this portal.
+/// Seats taken back (after the cluster lost this portal) or handed to
+/// their nodes (on a drain) at once.
 const REJOIN_CONCURRENCY: usize = 64;
 
 impl Portal {
@@ -204,30 +205,44 @@ impl Portal {
                 .map(|c| (c.participant.clone(), c.reconnection, c.controller.clone()))
                 .collect()
         });
-        let (mut moved, mut dropped) = (0, 0);
-        for (participant, reconnection, controller) in clients {
-            if !reconnection {
-                dropped += usize::from(
-                    self.drop_participant(&participant, "The portal is shutting down")
-                        .await,
-                );
-                continue;
-            }
-            if let Err(e) = self.remotes.detach(&controller, &participant, grace).await {
-                tracing::warn!(%participant, error = %e, "detaching on drain failed");
-            }
-            let open = self.delivery.with(|r| {
-                let sid = r.client(&participant)?.socket;
-                let open = r.close_connection(sid);
-                r.remove(&participant);
-                open.then_some(sid)
-            });
-            if let Some(sid) = open {
-                self.delivery.close(sid);
-            }
-            moved += 1;
-        }
-        (moved, dropped)
+        // many at a time, as a rejoin does: a portal holds thousands
+        use futures_util::StreamExt;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (moved, dropped) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        futures_util::stream::iter(clients)
+            .for_each_concurrent(
+                REJOIN_CONCURRENCY,
+                |(participant, reconnection, controller)| {
+                    let (moved, dropped) = (&moved, &dropped);
+                    async move {
+                        if !reconnection {
+                            if self
+                                .drop_participant(&participant, "The portal is shutting down")
+                                .await
+                            {
+                                dropped.fetch_add(1, Ordering::Relaxed);
+                            }
+                            return;
+                        }
+                        if let Err(e) = self.remotes.detach(&controller, &participant, grace).await
+                        {
+                            tracing::warn!(%participant, error = %e, "detaching on drain failed");
+                        }
+                        let open = self.delivery.with(|r| {
+                            let sid = r.client(&participant)?.socket;
+                            let open = r.close_connection(sid);
+                            r.remove(&participant);
+                            open.then_some(sid)
+                        });
+                        if let Some(sid) = open {
+                            self.delivery.close(sid);
+                        }
+                        moved.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+            )
+            .await;
+        (moved.into_inner(), dropped.into_inner())
     }
 
     /// Drop every participant (cluster loss, shutdown, `Drop{"all"}`).
