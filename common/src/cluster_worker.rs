@@ -88,6 +88,14 @@ pub enum WorkerEvent {
     /// rejoined): the worker's tasks are gone and the service must drop what
     /// depended on them (OWT's `onLoss`).
     Lost,
+    /// Rejoined a manager that still knew this worker, but after being out
+    /// of contact longer than a liveness bound (the worker was paused, or
+    /// the managers changed meanwhile): a manager, maybe a former leader,
+    /// may have counted it out and told the others, who may have let go of
+    /// what it holds (a portal's participants, detached by their nodes). Its
+    /// tasks are announced again; a service takes back what others may have
+    /// let go of. Sent before `Recovered`.
+    OutOfContact,
     /// The worker is registered again after a recovery (OWT's `onRecovery`).
     Recovered,
 }
@@ -498,8 +506,9 @@ impl Shared {
         }
     }
 
-    /// Rejoin until it works (or `stop`); false when stopped.
-    async fn recover(&self, stop: &CancellationToken) -> bool {
+    /// Rejoin until it works (or `stop`); false when stopped. `last_ok` is
+    /// when a keep-alive last succeeded.
+    async fn recover(&self, stop: &CancellationToken, last_ok: tokio::time::Instant) -> bool {
         warn!("lost the cluster manager, rejoining");
         loop {
             if stop.is_cancelled() {
@@ -532,6 +541,16 @@ impl Shared {
                                 {
                                     warn!(error = %status.message(), "re-announcing tasks failed");
                                 }
+                            }
+                            let bound = Duration::from_millis(
+                                self.config.keep_alive_interval.saturating_mul(3),
+                            );
+                            if known && last_ok.elapsed() > bound {
+                                warn!(
+                                    out_of_contact_ms = last_ok.elapsed().as_millis() as u64,
+                                    "out of contact past the liveness bound: others may have counted this worker out"
+                                );
+                                let _ = self.events.send(WorkerEvent::OutOfContact);
                             }
                         }
                         Rejoined::Lost => {
@@ -570,6 +589,7 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     load_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut tracker = KeepAliveTracker::new(shared.config.keep_alive_max_failures);
     let mut dedup = LoadDedup::default();
+    let mut last_ok = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -578,11 +598,15 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                     _ = stop.cancelled() => return,
                     o = shared.keep_alive_probing(period) => o,
                 };
+                if outcome == KeepAliveOutcome::Ok {
+                    last_ok = tokio::time::Instant::now();
+                }
                 if tracker.on_outcome(outcome) {
                     shared.set_registered(false);
-                    if !shared.recover(&stop).await {
+                    if !shared.recover(&stop, last_ok).await {
                         return;
                     }
+                    last_ok = tokio::time::Instant::now();
                     dedup.reset();
                     keep_alive.reset();
                     load_tick.reset_immediately();

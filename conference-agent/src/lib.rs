@@ -147,7 +147,9 @@ pub async fn start(
                         a.set_spawning(true);
                         a.fill();
                     }
-                    Err(_) => {}
+                    // its nodes hold their rooms; the portals rebuild any
+                    // they took for lost
+                    Ok(WorkerEvent::OutOfContact) | Err(_) => {}
                 }
             }
         }

@@ -295,9 +295,11 @@ pub async fn start(
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = load_tick.tick() => client_load.set(p.participants() as f64 / max_clients),
-                e = events.recv() => if let Ok(WorkerEvent::Lost) = e {
-                    // Declared lost while alive (a stall, a late keep-alive):
-                    // rejoined already; take the participants back.
+                e = events.recv() => if let Ok(WorkerEvent::Lost | WorkerEvent::OutOfContact) = e {
+                    // Declared lost while alive (a stall, a late keep-alive),
+                    // or out of contact long enough for the nodes to have
+                    // detached its participants: rejoined already; take the
+                    // participants back (a seat still attached here stays).
                     let n = p.rejoined().await;
                     tracing::warn!(participants = n, "the cluster had lost this portal; its participants are attached again");
                 }

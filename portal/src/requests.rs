@@ -5,7 +5,7 @@
 use crate::error::PortalError;
 use crate::login::{Answer, not_logged_in};
 use crate::portal::Portal;
-use crate::remote::Controller;
+use crate::remote::{Controller, RemoteError};
 use serde_json::Value;
 use socketioxide::socket::Sid;
 
@@ -182,6 +182,10 @@ impl Portal {
                 }
                 attached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
+            // a seat without reconnection is never detached: it is still
+            // there, attached here (had its node counted this portal out,
+            // it would have left)
+            Err(RemoteError::Refused(m)) if m == "Reconnection is not allowed" => {}
             Err(e) => {
                 tracing::warn!(%participant, error = %e, "taking the seat back failed; dropping the client");
                 self.drop_participant(
