@@ -186,6 +186,11 @@ impl Portal {
             // there, attached here (had its node counted this portal out,
             // it would have left)
             Err(RemoteError::Refused(m)) if m == "Reconnection is not allowed" => {}
+            // its node is away (dead or stalled): the seat is not known to
+            // be gone; a lost node's room is rebuilt from here
+            Err(e @ (RemoteError::Unreachable { .. } | RemoteError::Timeout { .. })) => {
+                tracing::warn!(%participant, error = %e, "taking the seat back failed; its node is away");
+            }
             Err(e) => {
                 tracing::warn!(%participant, error = %e, "taking the seat back failed; dropping the client");
                 self.drop_participant(
