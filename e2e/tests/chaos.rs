@@ -1,4 +1,5 @@
-//! The chaos soak (issue 24), short version: a real multi-process stack
+//! The chaos soak (issue 24), short version (opt-in for now, see below): a
+//! real multi-process stack
 //! (etcd, two cluster managers in one election, two management replicas on
 //! PostgreSQL, two agents, two portals), 50 participants in rooms of 10
 //! texting every second over both portals, and a fault every 3 s for 60 s:
