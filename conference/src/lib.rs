@@ -110,11 +110,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Node, 
     // unless the portal is back already: a stalled portal that rejoined
     // reattaches its participants itself, and this late news must not undo it.
     let watched = service.clone();
+    let rpc_timeout = Duration::from_millis(config.cluster.rpc_timeout);
     let manager = ClusterManagerClient::new(conclave_common::grpc::channel(
         &config.cluster.manager,
-        Duration::from_millis(config.cluster.rpc_timeout),
+        rpc_timeout,
     )?);
-    let rpc_timeout = Duration::from_millis(config.cluster.rpc_timeout);
     ClusterWatch::new(&config.cluster.manager, &[Purpose::Portal])?.spawn(
         exit.clone(),
         move |change| {
