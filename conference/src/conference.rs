@@ -16,6 +16,23 @@ pub const MAX_TEXT_CHARS: usize = 2048;
 /// Longest participant id, user name, role or portal name.
 pub const MAX_FIELD_LEN: usize = 1024;
 
+/// How long a room rebuilt here keeps what it broadcasts for the
+/// participants still being put back: each portal restores its own, and a
+/// portal can come a few retries (of `portal.restore_timeout`, 3 s by
+/// default) after another.
+pub const REBUILD_BACKLOG: Duration = Duration::from_secs(10);
+/// At most this many broadcasts kept for them.
+pub const REBUILD_BACKLOG_COUNT: usize = 1024;
+
+/// What a rebuilt room broadcast while its portals were putting their
+/// participants back: a participant put back later was in the room all
+/// along, so it gets these as if it had been here.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    until: Instant,
+    entries: Vec<(&'static str, Value)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConferenceError {
     #[error("room id clash")]
@@ -81,9 +98,9 @@ pub struct Participant {
     /// Without a connection since its portal lost it: kept until then for
     /// a relogin on any portal.
     pub detached_until: Option<Instant>,
-    /// Put back from the room's previous node (`restore`), rather than
-    /// joined here: it knows the other restored ones already.
-    pub restored: bool,
+    /// Put back from the room's previous node by this rebuild (`restore`),
+    /// rather than joined here: it knows the other restored ones already.
+    pub restored: Option<u64>,
 }
 
 /// A participant of the room's previous node, as its portal knows it.
@@ -99,6 +116,8 @@ pub struct Restoring {
     pub seq: u64,
     /// Its client is away: the seat is kept detached this long.
     pub detached: Option<Duration>,
+    /// The portal's rebuild this comes from (nonzero).
+    pub rebuild: u64,
 }
 
 /// A notification to make through a portal: to `recipients` there, each
@@ -178,6 +197,8 @@ pub struct Conference {
     /// Reconnection tickets spent on relogins, per participant.
     pub(crate) spent_tickets: crate::seats::SpentTickets,
     pub(crate) idle_since: Option<Instant>,
+    /// Set while a room rebuilt here waits for its other portals.
+    pub(crate) rebuilt: Option<Backlog>,
 }
 
 fn check(field: &str, value: &str, required: bool) -> Result<(), ConferenceError> {
@@ -290,10 +311,22 @@ impl Conference {
         self.deliver(&to, exclude, event, &data)
     }
 
+    /// Keep a broadcast for participants a rebuild has yet to put back.
+    fn backlog(&mut self, event: &'static str, data: &Value) {
+        let now = Instant::now();
+        if let Some(b) = self.rebuilt.as_mut()
+            && now < b.until
+            && b.entries.len() < REBUILD_BACKLOG_COUNT
+        {
+            b.entries.push((event, data.clone()));
+        }
+    }
+
     /// A portal answered for a delivery: which recipients it could not
     /// reach (all of them when the call failed).
     pub fn settle(&mut self, recipients: &[(String, u64)], undelivered: &[String], failed: bool) {
         for (id, seq) in recipients {
+            tracing::trace!(participant = %id, seq, delivered = !failed && !undelivered.contains(id), "settled");
             if let Some(m) = self.mailboxes.get_mut(id) {
                 m.settle(*seq, !failed && !undelivered.contains(id));
             }
@@ -327,7 +360,7 @@ impl Conference {
             permission,
             client: req.client,
             detached_until: None,
-            restored: false,
+            restored: None,
         };
         let info =
             json!({"id": participant.id, "user": participant.user, "role": participant.role});
@@ -351,11 +384,16 @@ impl Conference {
 
     /// The room's previous node is gone: put its participants back, as their
     /// portal knows them, with their ids, users, roles and permissions.
-    /// Those already here are skipped (a retry). The room's participant
-    /// limit does not refuse them: they held their seats before anyone who
-    /// joined this node. Nobody restored hears of another restored one (they
-    /// were together before); participants who joined this node meanwhile
-    /// hear each restored one join, and each restored one hears of them.
+    /// Those a retry of the same rebuild finds here are skipped. A seat
+    /// here from before an earlier move (this node served the room, lost it
+    /// to another while stalled, and now gets it back) is stale: it is
+    /// taken over with what the portal knows now (portal, permission,
+    /// connection, numbering), and nobody hears it join again. The room's
+    /// participant limit does not refuse them: they held their seats before
+    /// anyone who joined this node. Nobody restored hears of another
+    /// restored one (they were together before); participants who joined
+    /// this node meanwhile hear each newly restored one join, and each
+    /// newly restored one hears of them.
     pub fn restore(
         &mut self,
         list: Vec<Restoring>,
@@ -369,9 +407,20 @@ impl Conference {
             check("participant.portal", &r.portal.id, true)?;
             check("participant.portalEndpoint", &r.portal.endpoint, true)?;
         }
+        if self.rebuilt.as_ref().is_none_or(|b| now >= b.until) {
+            self.rebuilt = Some(Backlog {
+                until: now + REBUILD_BACKLOG,
+                entries: Vec::new(),
+            });
+        }
         let mut restored = Vec::new();
+        let mut arrived = Vec::new();
         for r in list {
-            if self.participants.contains_key(&r.id) {
+            let retry = self
+                .participants
+                .get(&r.id)
+                .map(|p| r.rebuild != 0 && p.restored == Some(r.rebuild));
+            if retry == Some(true) {
                 continue;
             }
             let mut limits = self.limits;
@@ -381,6 +430,9 @@ impl Conference {
             self.mailboxes
                 .insert(r.id.clone(), Mailbox::starting_at(limits, r.seq));
             restored.push(r.id.clone());
+            if retry.is_none() {
+                arrived.push(r.id.clone());
+            }
             self.participants.insert(
                 r.id.clone(),
                 Participant {
@@ -391,7 +443,7 @@ impl Conference {
                     permission: r.permission,
                     client: r.client,
                     detached_until: r.detached.map(|w| now + w),
-                    restored: true,
+                    restored: Some(r.rebuild),
                 },
             );
         }
@@ -404,18 +456,28 @@ impl Conference {
             let fresh: Vec<String> = self
                 .participants
                 .values()
-                .filter(|p| !p.restored)
+                .filter(|p| p.restored.is_none())
                 .map(|p| p.id.clone())
                 .collect();
             let info = |p: &Participant| json!({"id": p.id, "user": p.user, "role": p.role});
-            for id in &restored {
+            for id in &arrived {
                 let data = json!({"action": "join", "data": info(&self.participants[id])});
                 deliveries.extend(self.deliver(&fresh, &[], "participant", &data));
             }
             for id in &fresh {
                 let data = json!({"action": "join", "data": info(&self.participants[id])});
-                deliveries.extend(self.deliver(&restored, &[], "participant", &data));
+                deliveries.extend(self.deliver(&arrived, &[], "participant", &data));
             }
+        }
+        // what the room broadcast since the rebuild began, before these
+        // were back
+        let backlog: Vec<(&'static str, Value)> = self
+            .rebuilt
+            .as_ref()
+            .map(|b| b.entries.clone())
+            .unwrap_or_default();
+        for (event, data) in backlog {
+            deliveries.extend(self.deliver(&restored, &[], event, &data));
         }
         Ok((restored, deliveries))
     }
@@ -453,11 +515,13 @@ impl Conference {
             self.idle_since = Some(now);
         }
         let deliveries = if notify {
-            self.broadcast(
-                &[id.to_string()],
-                "participant",
-                json!({"action": "leave", "data": id}),
-            )
+            let data = json!({"action": "leave", "data": id});
+            // those still to be put back knew it (only a restored one: one
+            // that joined here meanwhile they never heard join)
+            if gone.restored.is_some() {
+                self.backlog("participant", &data);
+            }
+            self.broadcast(&[id.to_string()], "participant", data)
         } else {
             Vec::new()
         };
@@ -504,11 +568,9 @@ impl Conference {
             return Err(ConferenceError::NotJoined);
         }
         if to == "all" {
-            return Ok(self.broadcast(
-                &[],
-                "text",
-                json!({"from": from, "to": "all", "message": message}),
-            ));
+            let data = json!({"from": from, "to": "all", "message": message});
+            self.backlog("text", &data);
+            return Ok(self.broadcast(&[], "text", data));
         }
         if !self.participants.contains_key(to) {
             return Err(ConferenceError::NoTarget(to.to_string()));
@@ -828,6 +890,7 @@ pub(crate) mod tests {
             },
             seq,
             detached: None,
+            rebuild: 1,
         }
     }
 
@@ -844,7 +907,7 @@ pub(crate) mod tests {
         let a = c.participant("a").unwrap();
         assert!(a.permission.publish.audio, "its own permission");
         assert!(!a.permission.publish.video);
-        assert!(a.restored);
+        assert_eq!(a.restored, Some(1));
         assert!(c.participant("b").unwrap().detached_until.is_some());
         let shapes: Vec<_> = deliveries.iter().map(shape).collect();
         assert_eq!(
@@ -899,6 +962,88 @@ pub(crate) mod tests {
             c.restore(vec![bad], now).unwrap_err(),
             ConferenceError::InvalidArgument(_)
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_seat_from_before_an_earlier_move_is_taken_over() {
+        // This node served the room, stalled, lost it to another node, and
+        // gets it back when that one is lost: its copy of "a" is stale
+        // (detached, numbered as it was then, on an old portal).
+        let (mut c, now) = conf(-1);
+        c.join(req("f", "presenter", 3)).unwrap();
+        c.join(req("a", "viewer", 1)).unwrap();
+        c.text("f", "a", "old").unwrap();
+        c.detach("a", Duration::from_secs(60), now).unwrap();
+        let mut back = restoring("a", 4, 20);
+        back.rebuild = 7;
+        let (restored, deliveries) = c.restore(vec![back.clone()], now).unwrap();
+        assert_eq!(restored, ["a"], "taken over, so counted");
+        assert!(deliveries.is_empty(), "f knew a already: no second join");
+        let a = c.participant("a").unwrap();
+        assert_eq!(a.detached_until, None, "its portal holds it connected");
+        assert_eq!(a.portal, portal(4));
+        assert_eq!(a.restored, Some(7));
+        let to_a = c.text("f", "a", "hi").unwrap();
+        assert_eq!(
+            to_a[0].recipients,
+            [("a".to_string(), 21)],
+            "numbered above what its portal has seen"
+        );
+        assert_eq!(to_a[0].portal, portal(4));
+        // a retry of the same rebuild leaves it alone
+        let (again, _) = c.restore(vec![back.clone()], now).unwrap();
+        assert!(again.is_empty());
+        assert_eq!(c.text("f", "a", "x").unwrap()[0].recipients[0].1, 22);
+        // a later rebuild takes it over again
+        back.rebuild = 8;
+        back.seq = 40;
+        let (again, _) = c.restore(vec![back], now).unwrap();
+        assert_eq!(again, ["a"]);
+        assert_eq!(c.text("f", "a", "y").unwrap()[0].recipients[0].1, 41);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn participants_put_back_late_get_what_the_rebuilt_room_broadcast_meanwhile() {
+        let (mut c, now) = conf(-1);
+        // portal 1 puts its participants back first
+        c.restore(vec![restoring("a", 1, 10), restoring("b", 1, 20)], now)
+            .unwrap();
+        let texted = c.text("a", "all", "in the gap").unwrap();
+        let told: Vec<String> = texted.iter().flat_map(|d| shape(d).1).collect();
+        assert_eq!(told, ["a", "b"], "c is not back yet");
+        c.leave("b", now).unwrap();
+        // portal 2 comes 200 ms later
+        tokio::time::advance(Duration::from_millis(200)).await;
+        let (back, deliveries) = c
+            .restore(vec![restoring("c", 2, 30)], Instant::now())
+            .unwrap();
+        assert_eq!(back, ["c"]);
+        let got: Vec<_> = deliveries
+            .iter()
+            .map(|d| (shape(d).1, d.notification.data.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    vec!["c".to_string()],
+                    json!({"from": "a", "to": "all", "message": "in the gap"}).to_string()
+                ),
+                (
+                    vec!["c".to_string()],
+                    json!({"action": "leave", "data": "b"}).to_string()
+                ),
+            ],
+            "c was in the room all along: it gets the gap's text and b's leave, in order"
+        );
+        assert_eq!(deliveries[0].recipients, [("c".to_string(), 31)]);
+        // once the window is over, nothing is kept
+        tokio::time::advance(REBUILD_BACKLOG).await;
+        c.text("a", "all", "later").unwrap();
+        let (_, deliveries) = c
+            .restore(vec![restoring("d", 2, 0)], Instant::now())
+            .unwrap();
+        assert!(deliveries.is_empty(), "{deliveries:?}");
     }
 
     #[tokio::test(start_paused = true)]

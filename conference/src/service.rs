@@ -277,6 +277,9 @@ impl pb::conference_server::Conference for ConferenceService {
     async fn text(&self, req: Request<pb::TextRequest>) -> Result<Response<pb::TextReply>, Status> {
         let r = req.into_inner();
         let deliveries = self.state().text(&r.from, &r.to, &r.message)?;
+        for d in &deliveries {
+            tracing::trace!(from = %r.from, message = %r.message, portal = %d.portal.endpoint, recipients = ?d.recipients, "text");
+        }
         // `ok` once the portals have it (or it is kept for a relogin); a
         // stalled portal delays the answer by at most one call's deadline,
         // and its recipients' mailboxes keep the text meanwhile.
@@ -410,7 +413,7 @@ impl pb::conference_server::Conference for ConferenceService {
             let seat = state.reattach(&r.participant_id, portal, &r.ticket_id, Instant::now())?;
             (seat, state.room_id().unwrap_or_default().to_string())
         };
-        tracing::info!(node = %self.node_id, participant = %r.participant_id, previous = %seat.previous.id, kept = seat.messages.len(), "participant reattached");
+        tracing::info!(node = %self.node_id, participant = %r.participant_id, previous = %seat.previous.id, kept = seat.messages.len(), missed = seat.messages.iter().filter(|k| k.missed).count(), last = seat.messages.last().map_or(0, |k| k.seq), "participant reattached");
         let c = &seat.participant.client;
         Ok(Response::new(pb::ReattachReply {
             participant: Some(detail(&seat.participant)),
@@ -463,6 +466,7 @@ impl pb::conference_server::Conference for ConferenceService {
                     permission: permission_of(rp.permission),
                     seq: rp.seq,
                     detached: (rp.detached_ms > 0).then(|| Duration::from_millis(rp.detached_ms)),
+                    rebuild: rp.rebuild,
                 })
             })
             .collect::<Result<Vec<_>, ConferenceError>>()?;
