@@ -508,11 +508,14 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
         &self,
         req: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // The term before the check: a step-down between the two then ends
+        // this stream. Taken after the check, it could be the next term's,
+        // and the stream would stay open on a standby that never publishes.
+        let term = self.term.locked().clone();
         self.serving()?;
         let purposes = req.into_inner().purposes;
         let mut events = self.events.subscribe();
         let shutdown = self.shutdown.clone();
-        let term = self.term.locked().clone();
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             loop {
