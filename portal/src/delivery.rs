@@ -107,6 +107,22 @@ impl Delivery {
         data: Value,
         seq: u64,
     ) -> Outcome {
+        let traced = tracing::enabled!(tracing::Level::TRACE).then(|| data.to_string());
+        let outcome = self.deliver_once(r, participant, event, data, seq);
+        if let Some(data) = traced {
+            tracing::trace!(%participant, seq, event, %data, ?outcome, "notification");
+        }
+        outcome
+    }
+
+    fn deliver_once(
+        &self,
+        r: &mut Registry,
+        participant: &str,
+        event: &str,
+        data: Value,
+        seq: u64,
+    ) -> Outcome {
         match r.record(participant, event, data, seq) {
             Recorded::Absent => Outcome::Absent,
             Recorded::Duplicate => Outcome::Delivered,

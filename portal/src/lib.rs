@@ -205,7 +205,11 @@ pub async fn start(
     let http_stop = CancellationToken::new();
     let http_wait = http_stop.clone();
     let secure = config.portal.tls.enabled();
-    let http = if secure {
+    // Served once this portal has joined the cluster (as OWT starts its
+    // servers after joinCluster): a login before that would seat its
+    // participant with no portal to reach it. Connections wait in the
+    // listen backlog meanwhile.
+    let serve_http: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = if secure {
         let (tls, _) = conclave_common::tls::server_config(
             &config.portal.tls,
             &[b"http/1.1"],
@@ -218,7 +222,7 @@ pub async fn start(
                     source,
                 }
             })?;
-        tokio::spawn(async move {
+        Box::pin(async move {
             if let Err(e) = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { http_wait.cancelled().await })
                 .await
@@ -227,7 +231,7 @@ pub async fn start(
             }
         })
     } else {
-        tokio::spawn(async move {
+        Box::pin(async move {
             let listener = listener.tap_io(|tcp| {
                 let _ = tcp.set_nodelay(true);
             });
@@ -239,8 +243,6 @@ pub async fn start(
             }
         })
     };
-    tracing::info!(local_addr = %socket_addr, tls = secure, "Socket.IO server listening");
-
     let public_port = if config.portal.public_port == 0 {
         socket_addr.port()
     } else {
@@ -278,6 +280,8 @@ pub async fn start(
     let mut events = worker.subscribe();
     tracing::info!(worker = %worker.id(), socket_addr = %socket_addr, grpc_addr = %grpc.local_addr(), "portal serving");
     remotes.set_worker(worker);
+    let http = tokio::spawn(serve_http);
+    tracing::info!(local_addr = %socket_addr, tls = secure, "Socket.IO server listening");
 
     // A node that exits drops the participants it served, a lost agent
     // those of all its nodes (OWT §9.5).

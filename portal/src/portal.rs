@@ -105,14 +105,12 @@ impl Portal {
     }
 
     /// Wait (bounded) until `participant`, if it is arriving, has arrived
-    /// or failed to; false when it was not arriving.
-    pub(crate) async fn arrived(&self, participant: &str) -> bool {
+    /// or failed to; at once when it is not arriving.
+    pub(crate) async fn arrived(&self, participant: &str) {
         let rx = self.arriving.locked().get(participant).cloned();
-        let Some(mut rx) = rx else {
-            return false;
-        };
-        let _ = tokio::time::timeout(ARRIVAL_WAIT, rx.changed()).await;
-        true
+        if let Some(mut rx) = rx {
+            let _ = tokio::time::timeout(ARRIVAL_WAIT, rx.changed()).await;
+        }
     }
 
     pub(crate) fn draining(&self) -> bool {

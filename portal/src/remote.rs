@@ -127,6 +127,10 @@ pub struct Restorable {
     pub seq: u64,
     /// Its client is away: keep the seat detached this long.
     pub detached: Option<Duration>,
+    /// The rebuild of the room this is part of (nonzero): the node skips
+    /// a seat the same rebuild already put back (a retry), and takes over
+    /// a stale one from before.
+    pub rebuild: u64,
 }
 
 /// A seat taken over on its node by a relogin.

@@ -48,9 +48,16 @@ impl Portal {
             .delivery
             .with(|r| r.client(&participant).map(|c| c.controller.clone()))
             .ok_or(PortalError::NotJoined)?;
-        self.remotes
+        let sent = self
+            .remotes
             .text(&controller, &participant, to, message)
-            .await?;
+            .await;
+        if let Err(RemoteError::Unreachable { .. }) = &sent {
+            // its node is gone, unheard of: rebuild, then the client's
+            // next text goes to the new node
+            self.rebuild_rooms_of(&controller).await;
+        }
+        sent?;
         Ok(())
     }
 
@@ -175,29 +182,54 @@ impl Portal {
         controller: &Controller,
         attached: &std::sync::atomic::AtomicUsize,
     ) {
-        match self.remotes.reattach(controller, participant, "").await {
-            Ok(seat) => {
-                for m in seat.messages.into_iter().filter(|m| m.missed) {
-                    self.delivery.notify(participant, &m.event, m.data, m.seq);
+        let until = tokio::time::Instant::now() + self.reconnection_grace();
+        loop {
+            match self.remotes.reattach(controller, participant, "").await {
+                Ok(seat) => {
+                    for m in seat.messages.into_iter().filter(|m| m.missed) {
+                        self.delivery.notify(participant, &m.event, m.data, m.seq);
+                    }
+                    attached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return;
                 }
-                attached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            // a seat without reconnection is never detached: it is still
-            // there, attached here (had its node counted this portal out,
-            // it would have left)
-            Err(RemoteError::Refused(m)) if m == "Reconnection is not allowed" => {}
-            // its node is away (dead or stalled): the seat is not known to
-            // be gone; a lost node's room is rebuilt from here
-            Err(e @ (RemoteError::Unreachable { .. } | RemoteError::Timeout { .. })) => {
-                tracing::warn!(%participant, error = %e, "taking the seat back failed; its node is away");
-            }
-            Err(e) => {
-                tracing::warn!(%participant, error = %e, "taking the seat back failed; dropping the client");
-                self.drop_participant(
-                    participant,
-                    "The conference did not take the participant back",
-                )
-                .await;
+                // a seat without reconnection is never detached: it is still
+                // there, attached here (had its node counted this portal
+                // out, it would have left)
+                Err(RemoteError::Refused(m)) if m == "Reconnection is not allowed" => return,
+                // Its node is away: the seat is not known to be gone. A
+                // node with nothing listening is gone (its room is rebuilt
+                // from here, which moves the seat); a stalled one is asked
+                // again while the seat would be kept for the client, which
+                // is connected here and will not relogin to fetch what its
+                // node keeps for it.
+                Err(e @ (RemoteError::Unreachable { .. } | RemoteError::Timeout { .. })) => {
+                    if matches!(e, RemoteError::Unreachable { .. }) {
+                        self.rebuild_rooms_of(controller).await;
+                    }
+                    let still_there = self.delivery.with(|r| {
+                        r.client(participant)
+                            .is_some_and(|c| &c.controller == controller)
+                    });
+                    if !still_there {
+                        return;
+                    }
+                    if tokio::time::Instant::now() >= until {
+                        tracing::warn!(%participant, error = %e, "taking the seat back failed; its node is away");
+                        return;
+                    }
+                    tracing::debug!(%participant, error = %e, "taking the seat back failed; its node is away; again");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(%participant, error = %e, "taking the seat back failed; dropping the client");
+                    self.drop_participant(
+                        participant,
+                        "The conference did not take the participant back",
+                    )
+                    .await;
+                    return;
+                }
             }
         }
     }
@@ -208,6 +240,9 @@ impl Portal {
     /// in on another portal; the others are dropped. (moved, dropped).
     pub async fn drain(&self) -> (usize, usize) {
         self.start_draining();
+        // A seat detached on a node that is gone unheard of would be lost
+        // with it: such rooms are rebuilt first.
+        self.check_controllers().await;
         let grace = self.reconnection_grace();
         let clients: Vec<(String, bool, Controller)> = self.delivery.with(|r| {
             r.clients()

@@ -70,12 +70,13 @@ impl Portal {
     }
 
     /// After a gap in the cluster watch (a new leader, a restarted
-    /// manager), where a node exit may have gone unheard: every node this
-    /// portal's participants are on is asked which room it serves, and one
-    /// with nothing listening, or serving another room or none, is taken
-    /// for exited. A node that does not answer in time (stalled) is left
-    /// to its agent, whose report of the exit then comes over the watch.
-    pub(crate) async fn check_controllers(self: &Arc<Self>) {
+    /// manager), where a node exit may have gone unheard, and before a
+    /// drain: every node this portal's participants are on is asked which
+    /// room it serves, and one with nothing listening, or serving another
+    /// room or none, is taken for exited and its rooms are rebuilt (awaited).
+    /// A node that does not answer in time (stalled) is left to its agent,
+    /// whose report of the exit then comes over the watch.
+    pub(crate) async fn check_controllers(&self) {
         let controllers: BTreeMap<Controller, String> = self.delivery.with(|r| {
             r.clients()
                 .map(|c| (c.controller.clone(), c.room.clone()))
@@ -91,13 +92,33 @@ impl Portal {
                 Err(_) => false,
             };
             if gone {
-                tracing::warn!(%room, node = %controller.node, "a node is gone since the cluster watch was interrupted");
-                self.controller_lost(&ClusterChange::NodeExited {
-                    node: controller.node.clone(),
-                    worker: String::new(),
-                    reason: "gone while the watch was interrupted".into(),
-                });
+                tracing::warn!(%room, node = %controller.node, "a node this portal's participants are on is gone");
+                self.rebuild_rooms_of(&controller).await;
             }
+        }
+    }
+
+    /// Nothing listens at a node this portal's participants are on (a call
+    /// to it found no server): its exit may have gone unheard (a cluster
+    /// watch that missed it), so its rooms are rebuilt now, as for a
+    /// reported exit, unless they are being rebuilt already. Awaited.
+    pub(crate) async fn rebuild_rooms_of(&self, node: &Controller) {
+        let mut rooms: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        self.delivery.with(|r| {
+            for c in r.clients().filter(|c| &c.controller == node) {
+                rooms
+                    .entry(c.room.clone())
+                    .or_default()
+                    .push(c.participant.clone());
+            }
+        });
+        for (room, ids) in rooms {
+            if !self.restoring.locked().insert(room.clone()) {
+                continue;
+            }
+            tracing::warn!(%room, node = %node.node, "its node does not answer; rebuilding the room on another node");
+            self.restore_room(&room, node, ids).await;
+            self.restoring.locked().remove(&room);
         }
     }
 
@@ -121,7 +142,7 @@ impl Portal {
 
     /// The participants `ids`, as this portal holds them now, that are
     /// still on the lost node `old`.
-    fn restorables(&self, ids: &[String], old: &Controller) -> Vec<Restorable> {
+    fn restorables(&self, ids: &[String], old: &Controller, rebuild: u64) -> Vec<Restorable> {
         let now = Instant::now();
         let grace = self.reconnection_grace();
         let buffer = self.config.portal.message_buffer_size;
@@ -149,6 +170,7 @@ impl Portal {
                         permission: c.permission.clone(),
                         seq: c.sent.max(),
                         detached,
+                        rebuild,
                     })
                 })
                 .collect()
@@ -176,7 +198,10 @@ impl Portal {
     async fn restore_room(&self, room: &str, old: &Controller, ids: Vec<String>) {
         let started = Instant::now();
         let deadline = started + self.restore_timeout();
-        let list = self.restorables(&ids, old);
+        // names this rebuild, so that a node tells a retry of it from a
+        // stale seat of an earlier one
+        let rebuild = rand::random::<u64>().max(1);
+        let list = self.restorables(&ids, old, rebuild);
         let mut attempts = 0u32;
         let outcome = loop {
             attempts += 1;

@@ -46,8 +46,10 @@ impl pb::portal_server::Portal for PortalService {
         // OWT answers "ok" even when the participant is not here.
         let delivery = self.portal.delivery();
         let mut outcome = delivery.notify(&r.participant_id, &r.event, data.clone(), r.seq);
-        // its node seated it here a moment ago; it is being registered
-        if outcome == Outcome::Absent && self.portal.arrived(&r.participant_id).await {
+        // its node seated it here a moment ago; it is being registered (or
+        // was, just after the first try): once more
+        if outcome == Outcome::Absent {
+            self.portal.arrived(&r.participant_id).await;
             outcome = delivery.notify(&r.participant_id, &r.event, data, r.seq);
         }
         Ok(Response::new(pb::NotifyReply {
@@ -77,23 +79,23 @@ impl pb::portal_server::Portal for PortalService {
         let first = delivery.deliver_to(&recipients, &r.event, &data, &r.controller);
         let mut undelivered = Vec::with_capacity(first.len());
         for participant in first {
-            // seated here by its node a moment ago: once registered, again
-            if self.portal.arrived(&participant).await {
-                let seq = recipients
-                    .iter()
-                    .find(|(p, _)| *p == participant)
-                    .map_or(0, |(_, s)| *s);
-                let again = delivery.deliver_to(
-                    &[(participant.clone(), seq)],
-                    &r.event,
-                    &data,
-                    &r.controller,
-                );
-                if again.is_empty() {
-                    continue;
-                }
+            // Seated here by its node a moment ago: once registered, again.
+            // One that was not arriving any more when asked may have
+            // arrived while this waited for another: again too.
+            self.portal.arrived(&participant).await;
+            let seq = recipients
+                .iter()
+                .find(|(p, _)| *p == participant)
+                .map_or(0, |(_, s)| *s);
+            let again = delivery.deliver_to(
+                &[(participant.clone(), seq)],
+                &r.event,
+                &data,
+                &r.controller,
+            );
+            if !again.is_empty() {
+                undelivered.push(participant);
             }
-            undelivered.push(participant);
         }
         Ok(Response::new(pb::BroadcastReply { undelivered }))
     }

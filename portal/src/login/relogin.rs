@@ -99,11 +99,21 @@ impl Portal {
         // from the node's answer until it is registered below, what the node
         // sends it waits instead of being refused (and so never replayed)
         let _arriving = self.arriving(&participant);
-        let seat = self
+        let seat = match self
             .remotes
             .reattach(&controller, &participant, &ticket.ticket_id)
             .await
-            .map_err(refusal)?;
+        {
+            Ok(seat) => seat,
+            Err(e) => {
+                // nothing listens at its node: gone, unheard of; once its
+                // room is rebuilt, the client's next attempt finds it
+                if matches!(e, RemoteError::Unreachable { .. }) {
+                    self.rebuild_rooms_of(&controller).await;
+                }
+                return Err(refusal(e));
+            }
+        };
         let moved = self.delivery.with(|r| {
             let done = r
                 .connection_mut(sid)

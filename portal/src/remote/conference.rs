@@ -126,6 +126,7 @@ impl ConferenceRemote {
                         detached_ms: p
                             .detached
                             .map_or(0, |d| d.as_millis().clamp(1, u64::MAX as u128) as u64),
+                        rebuild: p.rebuild,
                     })
                     .collect(),
             },

@@ -29,6 +29,7 @@ pub enum Stage {
     Join,
     AddTask,
     Restore,
+    Text,
 }
 
 /// Holds a remote call until the test opens it.
@@ -289,8 +290,8 @@ impl Remotes for FakeRemotes {
     }
 
     async fn text(&self, c: &Controller, from: &str, to: &str, m: &str) -> Result<(), RemoteError> {
-        self.record(format!("text {} {from} {to} {m}", c.node));
-        Ok(())
+        self.call(Stage::Text, format!("text {} {from} {to} {m}", c.node))
+            .await
     }
 
     async fn add_task(&self, code: &str) -> Result<(), RemoteError> {

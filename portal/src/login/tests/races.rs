@@ -421,3 +421,98 @@ async fn a_notification_the_node_sends_as_it_seats_a_participant_waits_for_its_l
         .delivered;
     assert!(!delivered);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_broadcast_waiting_for_one_arriving_participant_still_reaches_another_that_arrived_meanwhile()
+ {
+    use conclave_proto::portal::v1 as pb;
+    use conclave_proto::portal::v1::portal_server::Portal as _;
+    let h = Harness::new();
+    let a = h.connect();
+    let gate_a = h.remotes.gate(Stage::Join);
+    let login_a = h.spawn_login(a, h.info_with_token(Some("1.2"), "C++", "token-1"));
+    gate_a.entered().await;
+    let b = h.connect();
+    let gate_b = h.remotes.gate(Stage::Join);
+    let login_b = h.spawn_login(b, h.info_with_token(Some("1.2"), "C++", "token-2"));
+    gate_b.entered().await;
+    // both are seated on their node, neither registered here yet; the node
+    // sends one text to both (b first)
+    let service = crate::service::PortalService::new(h.portal.clone());
+    let broadcast = tokio::spawn(async move {
+        service
+            .broadcast(tonic::Request::new(pb::BroadcastRequest {
+                controller: String::new(),
+                exclude_list: Vec::new(),
+                event: "text".into(),
+                data: r#"{"from":"x","to":"all","message":"hi"}"#.into(),
+                recipients: [b, a]
+                    .iter()
+                    .map(|p| pb::Recipient {
+                        participant_id: p.to_string(),
+                        seq: 1,
+                    })
+                    .collect(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .undelivered
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!broadcast.is_finished(), "it waits for b");
+    // a arrives while the broadcast waits for b, then b arrives
+    gate_a.open();
+    assert!(matches!(login_a.await.unwrap(), Answer::OkWith(..)));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    gate_b.open();
+    assert!(matches!(login_b.await.unwrap(), Answer::OkWith(..)));
+    assert_eq!(
+        broadcast.await.unwrap(),
+        Vec::<String>::new(),
+        "a arrived while the broadcast waited for b: it is registered now, not missed (its node would keep it for a relogin that never comes)"
+    );
+    for sid in [a, b] {
+        let emitted = h.sockets.emitted(sid);
+        assert!(
+            emitted
+                .iter()
+                .any(|(e, d)| e == "text" && d["message"] == "hi"),
+            "{sid}: {emitted:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_text_that_finds_nothing_at_its_node_rebuilds_the_room() {
+    // The node's exit was never heard (a cluster watch that missed it):
+    // the first call that finds nothing listening there rebuilds the room,
+    // as the exit would have.
+    let h = Harness::new();
+    let sid = h.connect();
+    assert!(matches!(
+        h.login(sid, h.info("1.2", "C++")).await,
+        Answer::OkWith(..)
+    ));
+    h.remotes.fail_once(
+        Stage::Text,
+        crate::remote::RemoteError::Unreachable {
+            target: "node-1".into(),
+        },
+    );
+    let answer = h
+        .portal
+        .text(sid, &serde_json::json!({"to": "all", "message": "hi"}))
+        .await;
+    assert!(
+        matches!(answer, Answer::Error(..) | Answer::OkWith(..)),
+        "{answer:?}"
+    );
+    let calls = h.remotes.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("restore ") && c.ends_with(&sid.to_string())),
+        "{calls:?}"
+    );
+}
