@@ -37,8 +37,9 @@ pub struct Sent {
 #[derive(Default)]
 pub struct Ledger {
     pub texts: HashMap<String, Sent>,
-    /// Per participant: text id → times received.
-    pub received: Vec<HashMap<String, u32>>,
+    /// Per participant: text id → (times received, first arrival, last
+    /// arrival).
+    pub received: Vec<HashMap<String, (u32, Instant, Instant)>>,
     /// Per participant: (sent at, arrived at) of every text received.
     pub arrivals: Vec<Vec<(Instant, Instant)>>,
     /// Per participant: the latest send time of a text it received.
@@ -217,7 +218,10 @@ impl Participant {
                         if newest.is_none_or(|n| n < at) {
                             *newest = Some(at);
                         }
-                        *l.received[self.index].entry(id).or_default() += 1;
+                        let now = e.at;
+                        let r = l.received[self.index].entry(id).or_insert((0, now, now));
+                        r.0 += 1;
+                        r.2 = now;
                     }
                     _ => l.phantoms.push(format!("{} got {}", self.id, e.data)),
                 }
