@@ -112,6 +112,12 @@ pub struct PortalConfig {
     /// node, restore its participants) before it drops them with the reason
     /// "No conference agent can host the room", in ms. Default 3000.
     pub restore_timeout: u64,
+    /// How often the portal asks each conference node its participants are
+    /// on which room it serves, in ms (0: never). A node exit the cluster
+    /// watch did not deliver (it fell between two streams of a manager
+    /// failover, or a stalled manager held the stream) is then found and
+    /// its rooms rebuilt within this period. Default 5000.
+    pub node_check_interval: u64,
     /// Where the load reported to the cluster comes from: "cpu" (OWT) or
     /// "clients" (logged-in clients / max_clients). Default "cpu".
     pub load: String,
@@ -148,6 +154,7 @@ impl Default for PortalConfig {
             join_timeout: 6000,
             text_timeout: 4000,
             restore_timeout: 3000,
+            node_check_interval: 5000,
             load: "cpu".into(),
             max_clients: 10_000,
             isps: Vec::new(),

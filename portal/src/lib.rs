@@ -290,6 +290,22 @@ pub async fn start(
         .spawn(shutdown.clone(), move |change: ClusterChange| {
             watched.controller_lost(&change)
         });
+    // and in case the watch missed one, every node is asked now and then
+    if config.portal.node_check_interval > 0 {
+        let period = Duration::from_millis(config.portal.node_check_interval);
+        let checked = portal.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => checked.check_controllers().await,
+                }
+            }
+        });
+    }
     let p = portal.clone();
     let r = remotes.clone();
     let max_clients = config.portal.max_clients as f64;

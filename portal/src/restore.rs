@@ -70,8 +70,8 @@ impl Portal {
     }
 
     /// After a gap in the cluster watch (a new leader, a restarted
-    /// manager), where a node exit may have gone unheard, and before a
-    /// drain: every node this portal's participants are on is asked which
+    /// manager), where a node exit may have gone unheard, before a drain,
+    /// and every `portal.node_check_interval`: every node this portal's participants are on is asked which
     /// room it serves, and one with nothing listening, or serving another
     /// room or none, is taken for exited and its rooms are rebuilt (awaited).
     /// A node that does not answer in time (stalled) is left to its agent,
