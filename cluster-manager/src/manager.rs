@@ -394,18 +394,21 @@ impl Manager {
         Ok(())
     }
 
+    /// The tasks refused: another live worker executes them.
     pub fn pick_up_tasks(
         &mut self,
         id: &str,
         tasks: &[String],
         now: Instant,
-    ) -> Result<(), ManagerError> {
+    ) -> Result<Vec<String>, ManagerError> {
         check_name("workerId", id)?;
         for t in tasks {
             check_name("task", t)?;
         }
-        self.scheduler_of(id)?.pick_up(id, tasks, now);
-        Ok(())
+        Ok(self
+            .scheduler_of(id)?
+            .pick_up(id, tasks, now)
+            .unwrap_or_default())
     }
 
     pub fn lay_down_task(

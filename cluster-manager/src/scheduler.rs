@@ -195,25 +195,37 @@ impl Scheduler {
     }
 
     /// `worker` executes `tasks` (OWT `executeTask`): reservations become
-    /// executions; an assignment to another worker moves to this one.
-    /// False when the worker is unknown.
-    pub fn pick_up(&mut self, worker: &str, tasks: &[String], now: Instant) -> bool {
+    /// executions; a reservation for another worker, or an assignment to a
+    /// worker that is gone, moves to this one. A task another registered
+    /// worker executes stays there and is returned as refused: two workers
+    /// both claim it only when one of them is stale (it was counted out,
+    /// or a failover let both re-announce a room that moved meanwhile), and
+    /// the claimant must let go of its copy. OWT moved it to the claimant
+    /// ("worker conflicts"), which left the room on two workers at once.
+    /// None when the worker is unknown.
+    pub fn pick_up(&mut self, worker: &str, tasks: &[String], now: Instant) -> Option<Vec<String>> {
         self.expire(now);
-        let Some(record) = self.workers.get_mut(worker) else {
-            return false;
-        };
+        if !self.workers.contains_key(worker) {
+            return None;
+        }
+        let mut refused = Vec::new();
         for task in tasks {
-            if !record.tasks.contains(task) {
-                record.tasks.push(task.clone());
-            }
             match self.tasks.get_mut(task) {
-                Some(a) => {
-                    if a.worker != worker {
-                        tracing::warn!(task = %task, from = %a.worker, to = %worker, "worker conflicts: task moves");
-                        a.worker = worker.to_string();
+                Some(a) if a.worker != worker => {
+                    let holder_lives = self.workers.contains_key(&a.worker);
+                    if a.expires.is_none() && holder_lives {
+                        tracing::warn!(task = %task, holder = %a.worker, claimant = %worker, "worker conflicts: another worker executes the task; refused");
+                        refused.push(task.clone());
+                        continue;
                     }
+                    tracing::warn!(task = %task, from = %a.worker, to = %worker, "worker conflicts: task moves");
+                    let from = std::mem::replace(&mut a.worker, worker.to_string());
                     a.expires = None;
+                    if let Some(old) = self.workers.get_mut(&from) {
+                        old.tasks.retain(|t| t != task);
+                    }
                 }
+                Some(a) => a.expires = None,
                 None => {
                     self.tasks.insert(
                         task.clone(),
@@ -225,8 +237,12 @@ impl Scheduler {
                     );
                 }
             }
+            let record = self.workers.get_mut(worker).expect("checked above");
+            if !record.tasks.contains(task) {
+                record.tasks.push(task.clone());
+            }
         }
-        true
+        Some(refused)
     }
 
     /// `worker` no longer executes `task` (OWT `cancelExecution`): the task
@@ -246,7 +262,9 @@ impl Scheduler {
         };
         let mut deadline = None;
         if let Some(a) = self.tasks.get_mut(task) {
-            if was_executing && a.worker == worker {
+            if a.worker != worker {
+                // another worker's (a refused claim, a moved task): not ours
+            } else if was_executing {
                 deadline = Some(now + a.reserve_time);
                 a.expires = deadline;
             } else {
@@ -449,7 +467,7 @@ mod tests {
         ready(&mut s, "w1", 0.1);
         ready(&mut s, "w2", 0.1);
         sched(&mut s, "room", Some(1000), t0).unwrap();
-        assert!(s.pick_up("w1", &["room".to_string()], t0));
+        assert_eq!(s.pick_up("w1", &["room".to_string()], t0), Some(vec![]));
         let later = t0 + Duration::from_secs(3600);
         assert_eq!(s.scheduled("room", later).unwrap().worker, "w1");
         assert_eq!(s.worker("w1").unwrap().tasks, ["room"]);
@@ -476,7 +494,10 @@ mod tests {
         let mut s = scheduler("round-robin");
         ready(&mut s, "w1", 0.1);
         ready(&mut s, "w2", 0.1);
-        assert!(s.pick_up("w2", &["a".to_string(), "a".to_string()], t0));
+        assert_eq!(
+            s.pick_up("w2", &["a".to_string(), "a".to_string()], t0),
+            Some(vec![])
+        );
         assert_eq!(s.worker("w2").unwrap().tasks, ["a"]);
         let a = s.scheduled("a", t0).unwrap();
         assert_eq!(
@@ -488,7 +509,45 @@ mod tests {
         assert_eq!(s.scheduled("b", t0).unwrap().worker, "w1");
         s.pick_up("w2", &["b".to_string()], t0);
         assert_eq!(s.scheduled("b", t0).unwrap().worker, "w2");
-        assert!(!s.pick_up("ghost", &["c".to_string()], t0));
+        assert_eq!(s.pick_up("ghost", &["c".to_string()], t0), None);
+    }
+
+    #[test]
+    fn a_task_another_live_worker_executes_is_refused_and_stays_there() {
+        let t0 = Instant::now();
+        let mut s = scheduler("round-robin");
+        ready(&mut s, "w1", 0.1);
+        ready(&mut s, "w2", 0.1);
+        assert_eq!(s.pick_up("w1", &["room".to_string()], t0), Some(vec![]));
+        // w2 re-announces a stale copy of the room (it was counted out while
+        // the room was rebuilt on w1): refused, w1 keeps it
+        assert_eq!(
+            s.pick_up("w2", &["room".to_string(), "other".to_string()], t0),
+            Some(vec!["room".to_string()])
+        );
+        assert_eq!(s.scheduled("room", t0).unwrap().worker, "w1");
+        assert_eq!(s.worker("w2").unwrap().tasks, ["other"]);
+        // w2 letting go of its copy does not repeal w1's
+        assert!(s.lay_down("w2", "room", t0));
+        assert_eq!(s.scheduled("room", t0).unwrap().worker, "w1");
+        assert_eq!(s.scheduled("room", t0).unwrap().expires, None);
+        // once w1 is gone, the room is free for w2
+        s.remove("w1");
+        assert_eq!(s.pick_up("w2", &["room".to_string()], t0), Some(vec![]));
+        assert_eq!(s.scheduled("room", t0).unwrap().worker, "w2");
+    }
+
+    #[test]
+    fn a_moved_task_leaves_the_old_workers_list() {
+        let t0 = Instant::now();
+        let mut s = scheduler("round-robin");
+        ready(&mut s, "w1", 0.1);
+        ready(&mut s, "w2", 0.1);
+        sched(&mut s, "b", Some(1000), t0).unwrap(); // reserved for w1
+        assert_eq!(s.scheduled("b", t0).unwrap().worker, "w1");
+        assert_eq!(s.pick_up("w2", &["b".to_string()], t0), Some(vec![]));
+        assert!(s.worker("w1").unwrap().tasks.is_empty());
+        assert_eq!(s.worker("w2").unwrap().tasks, ["b"]);
     }
 
     #[test]

@@ -353,10 +353,11 @@ impl pb::cluster_manager_server::ClusterManager for ClusterService {
     ) -> Result<Response<pb::PickUpTasksReply>, Status> {
         self.serving()?;
         let r = req.get_ref();
-        self.core()
+        let refused = self
+            .core()
             .pick_up_tasks(&r.worker_id, &r.tasks, Instant::now())
             .map_err(status)?;
-        Ok(Response::new(pb::PickUpTasksReply {}))
+        Ok(Response::new(pb::PickUpTasksReply { refused }))
     }
 
     async fn lay_down_task(

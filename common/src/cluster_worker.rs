@@ -66,6 +66,10 @@ impl Default for ClusterConfig {
     }
 }
 
+/// In an agent's refusal of `GetNode` for a room another agent serves (the
+/// manager refused it the room's task): the caller schedules the room again.
+pub const SERVED_ELSEWHERE: &str = "is served by another agent";
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("{0}")]
@@ -79,6 +83,8 @@ pub enum WorkerError {
     },
     #[error("not registered with the cluster manager")]
     NotRegistered,
+    #[error("task {task} is executed by another worker")]
+    TaskRefused { task: String },
 }
 
 /// What the service hears about its membership.
@@ -98,6 +104,11 @@ pub enum WorkerEvent {
     OutOfContact,
     /// The worker is registered again after a recovery (OWT's `onRecovery`).
     Recovered,
+    /// Tasks re-announced after a rejoin that another live worker executes
+    /// (the manager refused them): this worker no longer holds them, and
+    /// the service lets go of what it kept for them. Sent before
+    /// `Recovered`.
+    TasksRefused(Vec<String>),
 }
 
 /// The result of one keep-alive.
@@ -315,14 +326,22 @@ impl ClusterWorker {
             tasks: vec![task.to_string()],
         };
         let mut client = self.shared.client.clone();
-        client
+        let refused = client
             .pick_up_tasks(req)
             .await
-            .map(drop)
             .map_err(|status| WorkerError::Rpc {
                 call: "PickUpTasks",
                 status,
-            })
+            })?
+            .into_inner()
+            .refused;
+        if refused.iter().any(|t| t == task) {
+            self.shared.local().tasks.retain(|t| t != task);
+            return Err(WorkerError::TaskRefused {
+                task: task.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Stop executing `task`: `LayDownTask` if it was held.
@@ -532,14 +551,29 @@ impl Shared {
                             }
                             if !tasks.is_empty() {
                                 let mut client = self.client.clone();
-                                if let Err(status) = client
+                                match client
                                     .pick_up_tasks(pb::PickUpTasksRequest {
                                         worker_id: self.id.clone(),
                                         tasks,
                                     })
                                     .await
                                 {
-                                    warn!(error = %status.message(), "re-announcing tasks failed");
+                                    Ok(reply) => {
+                                        let refused = reply.into_inner().refused;
+                                        if !refused.is_empty() {
+                                            warn!(
+                                                ?refused,
+                                                "other workers execute some of this worker's tasks now; letting go of them"
+                                            );
+                                            self.local().tasks.retain(|t| !refused.contains(t));
+                                            let _ = self
+                                                .events
+                                                .send(WorkerEvent::TasksRefused(refused));
+                                        }
+                                    }
+                                    Err(status) => {
+                                        warn!(error = %status.message(), "re-announcing tasks failed")
+                                    }
                                 }
                             }
                             let bound = Duration::from_millis(

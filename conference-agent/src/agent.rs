@@ -255,6 +255,22 @@ impl Agent {
         self.fill();
     }
 
+    /// The cluster gave `task` (a room) to another agent, which executes
+    /// it (this agent was counted out meanwhile and the room was rebuilt
+    /// there): the nodes holding it let go of it, and one left with no
+    /// task stops. Its exit is reported, so the portals whose participants
+    /// are still on it move them to the room's node.
+    pub(crate) fn let_go_of(&self, task: &str) {
+        let holding = self.pool().holding(task);
+        for (id, room) in holding {
+            let recycled = self.pool().recycle(&id, &room, task);
+            if recycled.stop_node {
+                tracing::warn!(node = %id, %room, "another agent serves this room now; stopping its node here");
+                self.control(&id, Control::Stop);
+            }
+        }
+    }
+
     /// Kill every node (cluster loss, OWT `dropAllNodes`).
     pub(crate) fn drop_all_nodes(&self) {
         for id in self.pool().ids() {

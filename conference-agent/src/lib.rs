@@ -150,6 +150,11 @@ pub async fn start(
                     // its nodes hold their rooms; the portals rebuild any
                     // they took for lost
                     Ok(WorkerEvent::OutOfContact) | Err(_) => {}
+                    Ok(WorkerEvent::TasksRefused(tasks)) => {
+                        for task in tasks {
+                            a.let_go_of(&task);
+                        }
+                    }
                 }
             }
         }

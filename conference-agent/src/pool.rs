@@ -231,6 +231,15 @@ impl NodePool {
     pub fn ids(&self) -> Vec<String> {
         self.nodes.keys().cloned().collect()
     }
+
+    /// The nodes holding `task`, with their rooms.
+    pub fn holding(&self, task: &str) -> Vec<(String, String)> {
+        self.nodes
+            .values()
+            .filter(|n| n.tasks.iter().any(|t| t == task))
+            .map(|n| (n.id.clone(), n.room.clone().unwrap_or_default()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

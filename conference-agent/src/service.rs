@@ -73,10 +73,22 @@ impl pb::node_manager_server::NodeManager for NodeManagerService {
             }
             Status::unavailable(e.to_string())
         })?;
-        if agent.pool().add_task(&node_id, &r.task)
-            && let Err(e) = worker.add_task(&r.task).await
-        {
-            tracing::warn!(task = %r.task, error = %e, "announcing the room task failed");
+        if agent.pool().add_task(&node_id, &r.task) {
+            match worker.add_task(&r.task).await {
+                Ok(()) => {}
+                Err(conclave_common::cluster_worker::WorkerError::TaskRefused { .. }) => {
+                    // another agent serves the room: this node must not
+                    agent.let_go_of(&r.task);
+                    return Err(Status::failed_precondition(format!(
+                        "room {} {}; schedule it again",
+                        r.room,
+                        conclave_common::cluster_worker::SERVED_ELSEWHERE
+                    )));
+                }
+                Err(e) => {
+                    tracing::warn!(task = %r.task, error = %e, "announcing the room task failed")
+                }
+            }
         }
         Ok(Response::new(pb::GetNodeReply { node_id, endpoint }))
     }

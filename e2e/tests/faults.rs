@@ -6,6 +6,7 @@
 
 use conclave_e2e::*;
 use conclave_proto::cluster::v1 as cluster;
+use conclave_stack::testing::grpc;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -418,4 +419,160 @@ async fn a_paused_node_is_treated_as_dead_and_resuming_it_duplicates_nothing() {
     stack.assert_invariants(&[]).await;
     a.quit().await;
     b.quit().await;
+}
+
+/// A room whose task another live agent executes is not given to an agent
+/// that re-announces it after a rejoin (the manager restarted here; in the
+/// chaos soak, an agent counted out while paused, behind an election that
+/// still knew it): the manager refuses it, so the room stays where it is
+/// executed, and the re-announcing agent stops its own node of the room.
+/// OWT moved the task to the claimant ("worker conflicts") and left both
+/// nodes serving the room, with its participants split between them. A
+/// `GetNode` for that room on the refused agent is answered with the
+/// reason, and no node of it takes the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_announced_room_another_agent_executes_is_refused() {
+    let mut stack = stack(&[]).await;
+    let room = "refused-room".to_string();
+    let mut agent = conclave_proto::agent::v1::node_manager_client::NodeManagerClient::new(
+        conclave_common::grpc::channel(&stack.agent, Duration::from_secs(10)).unwrap(),
+    );
+    let get_node = conclave_proto::agent::v1::GetNodeRequest {
+        room: room.clone(),
+        task: room.clone(),
+    };
+    let mut node = None;
+    for _ in 0..100 {
+        if let Ok(n) = agent.get_node(get_node.clone()).await {
+            node = Some(n.into_inner());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let node = node.expect("the agent gives the room a node");
+    let agent_id = stack.room_agent(&room).await;
+    let serving = |nodes: Vec<conclave_proto::agent::v1::NodeInfo>| {
+        nodes
+            .into_iter()
+            .filter(|n| n.room == room)
+            .map(|n| n.node_id)
+            .collect::<Vec<_>>()
+    };
+    let listed = agent
+        .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(serving(listed), vec![node.node_id.clone()]);
+
+    // the manager restarts; another agent executes the room before ours
+    // re-announces it
+    stack.kill_manager();
+    stack.restart_manager(2000).await;
+    let mut manager = stack.manager_client();
+    let other = "conference-other@test".to_string();
+    manager
+        .join(cluster::JoinRequest {
+            purpose: "conference".into(),
+            worker_id: other.clone(),
+            info: Some(cluster::WorkerInfo {
+                grpc_endpoint: "127.0.0.1:9".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let reply = manager
+        .pick_up_tasks(cluster::PickUpTasksRequest {
+            worker_id: other.clone(),
+            tasks: vec![room.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.refused.is_empty(), "first to announce: {reply:?}");
+    let restarted = Instant::now();
+    // keep the other agent alive while ours rejoins and re-announces
+    let mut gone = false;
+    while restarted.elapsed() < Duration::from_secs(15) {
+        let _ = manager
+            .keep_alive(cluster::KeepAliveRequest {
+                worker_id: other.clone(),
+            })
+            .await;
+        let listed = agent
+            .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        if serving(listed).is_empty() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the refused agent stops its node of the room");
+    timing(
+        "re-announced room refused",
+        "stale node stopped after the manager restart",
+        restarted.elapsed(),
+    );
+    assert_eq!(
+        stack.room_agent(&room).await,
+        other,
+        "the room stays with the agent executing it"
+    );
+    let refused = agent.get_node(get_node.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused
+            .message()
+            .contains(conclave_common::cluster_worker::SERVED_ELSEWHERE),
+        "{}",
+        refused.message()
+    );
+    // the node it took for the request stops (asynchronously)
+    let refused_at = Instant::now();
+    let mut serving_now = vec![String::new()];
+    while refused_at.elapsed() < Duration::from_secs(10) {
+        let listed = agent
+            .list_nodes(conclave_proto::agent::v1::ListNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        serving_now = serving(listed);
+        if serving_now.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        serving_now.is_empty(),
+        "no node of ours keeps the room: {serving_now:?}"
+    );
+    assert!(
+        !grpc::tasks_of(&stack.manager, &agent_id)
+            .await
+            .contains(&room),
+        "our agent holds no task of the room"
+    );
+    // the other agent lets go: the room is ours again on request
+    manager
+        .lay_down_task(cluster::LayDownTaskRequest {
+            worker_id: other.clone(),
+            task: room.clone(),
+        })
+        .await
+        .unwrap();
+    manager
+        .quit(cluster::QuitRequest {
+            worker_id: other.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(agent.get_node(get_node).await.is_ok(), "free again");
+    assert_eq!(stack.room_agent(&room).await, agent_id);
 }

@@ -516,3 +516,82 @@ async fn with_every_agent_gone_the_participants_are_dropped_with_the_reason() {
     );
     a.quit().await;
 }
+
+/// An agent paused past its liveness bound is counted out and its room is
+/// rebuilt on the other agent, while its own node of the room, which the
+/// pause did not stop, goes on running. When it resumes, its stale node
+/// must not keep the room: here (one manager) the manager tells it that it
+/// was dropped and it drops its nodes (OWT); behind an election, where the
+/// new leader still counts it as known, the manager refuses its re-announced
+/// room instead (`faults.rs`, `a_re_announced_room_another_agent_executes_is_refused`).
+/// Either way the room ends on exactly one node, the one the scheduler
+/// names, and nobody notices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_agent_s_stale_node_lets_go_when_it_resumes() {
+    if !have_clients() {
+        return;
+    }
+    let mut r = room_of_twenty(2, &[]).await;
+    for i in 0..5 {
+        assert!(r.text(i, format!("before {i}")).await);
+    }
+    let agent = r.stack.room_agent(&r.room).await;
+    let index = (0..r.stack.processes.len())
+        .find(|i| {
+            r.stack.processes[*i]
+                .history
+                .iter()
+                .any(|l| l.contains(&agent))
+        })
+        .expect("the room's agent is one of ours");
+    let stale = room_nodes(&r.stack, &r.room).await;
+    assert_eq!(stale.len(), 1, "one node serves the room");
+    let stale = stale[0].1.clone();
+    let started = Instant::now();
+    r.stack.processes[index].signal("STOP");
+    // counted out, the room rebuilt on the other agent
+    let mut moved = false;
+    while started.elapsed() < Duration::from_secs(15) {
+        if r.stack.room_agent(&r.room).await != agent {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    r.stack.processes[index].signal("CONT");
+    assert!(moved, "the paused agent's room moved");
+    let (texted, listed) = r.until_recovered(started, Duration::from_secs(20)).await;
+    timing("agent SIGSTOP", "first text acked ok after", texted);
+    timing("agent SIGSTOP", "new node lists all 20 after", listed);
+    // resumed: the stale node lets go, the room stays where it was rebuilt
+    let resumed = Instant::now();
+    let mut nodes = Vec::new();
+    while resumed.elapsed() < Duration::from_secs(15) {
+        nodes = room_nodes(&r.stack, &r.room).await;
+        if nodes.len() == 1
+            && nodes[0].1.node_id != stale.node_id
+            && agents(&r.stack).await.len() == 2
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(nodes.len(), 1, "exactly one node for the room: {nodes:?}");
+    assert_ne!(nodes[0].1.node_id, stale.node_id, "not the stale one");
+    timing(
+        "agent SIGSTOP",
+        "stale node gone after the resume",
+        resumed.elapsed(),
+    );
+    assert_eq!(
+        r.stack.room_agent(&r.room).await,
+        nodes[0].0,
+        "the manager's task matches the placement"
+    );
+    for i in 0..5 {
+        assert!(r.text(ROOM_SIZE - 1 - i, format!("after {i}")).await);
+    }
+    r.assert_nothing_lost().await;
+    r.stack.assert_invariants(&[]).await;
+    r.quit().await;
+}

@@ -260,12 +260,22 @@ impl Portal {
             None => {
                 // OWT getController: the room's agent from the scheduler,
                 // then the node serving the room from that agent.
-                let started = std::time::Instant::now();
-                let agent = self.remotes.schedule_room(&grant.room).await?;
-                Stages::done(&mut stages.schedule, "schedule", started);
-                let started = std::time::Instant::now();
-                let controller = self.remotes.get_node(&agent, &grant.room).await?;
-                Stages::done(&mut stages.get_node, "get_node", started);
+                // (again when the agent named serves the room no longer)
+                let mut attempts = 0;
+                let controller = loop {
+                    attempts += 1;
+                    let started = std::time::Instant::now();
+                    let agent = self.remotes.schedule_room(&grant.room).await?;
+                    Stages::done(&mut stages.schedule, "schedule", started);
+                    let started = std::time::Instant::now();
+                    match self.remotes.get_node(&agent, &grant.room).await {
+                        Err(e) if e.served_elsewhere() && attempts < 3 => continue,
+                        got => {
+                            Stages::done(&mut stages.get_node, "get_node", started);
+                            break got?;
+                        }
+                    }
+                };
                 let started = std::time::Instant::now();
                 let admission = self.remotes.join(&controller, &grant.room, &joiner).await?;
                 Stages::done(&mut stages.join, "join", started);

@@ -48,6 +48,14 @@ impl RemoteError {
     }
 }
 
+impl RemoteError {
+    /// An agent's refusal of a room another agent serves (the scheduler
+    /// named it from a stale state): scheduling again finds the right one.
+    pub fn served_elsewhere(&self) -> bool {
+        matches!(self, RemoteError::Refused(m) if m.contains(conclave_common::cluster_worker::SERVED_ELSEWHERE))
+    }
+}
+
 /// What a consumed token grants (management's `ConsumeToken`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Grant {

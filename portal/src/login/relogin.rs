@@ -84,8 +84,15 @@ impl Portal {
         if ticket.room.is_empty() {
             return Err(PortalError::ClientNotExist);
         }
-        let agent = self.remotes.schedule_room(&ticket.room).await?;
-        Ok(self.remotes.get_node(&agent, &ticket.room).await?)
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let agent = self.remotes.schedule_room(&ticket.room).await?;
+            match self.remotes.get_node(&agent, &ticket.room).await {
+                Err(e) if e.served_elsewhere() && attempts < 3 => continue,
+                got => return Ok(got?),
+            }
+        }
     }
 
     async fn take_seat(&self, sid: Sid, epoch: u64, text: &str) -> Result<Moved, PortalError> {
