@@ -212,7 +212,18 @@ impl Scheduler {
         for task in tasks {
             match self.tasks.get_mut(task) {
                 Some(a) if a.worker != worker => {
-                    let holder_lives = self.workers.contains_key(&a.worker);
+                    // a holder at the claimant's own address is a process
+                    // the claimant replaced there (restarted in its place,
+                    // not yet timed out): it is gone
+                    let endpoint = |id: &str| {
+                        self.workers
+                            .get(id)
+                            .map(|w| w.info.grpc_endpoint.as_str())
+                            .filter(|e| !e.is_empty())
+                    };
+                    let holder_lives = self.workers.contains_key(&a.worker)
+                        && (endpoint(&a.worker).is_none()
+                            || endpoint(&a.worker) != endpoint(worker));
                     if a.expires.is_none() && holder_lives {
                         tracing::warn!(task = %task, holder = %a.worker, claimant = %worker, "worker conflicts: another worker executes the task; refused");
                         refused.push(task.clone());
@@ -535,6 +546,29 @@ mod tests {
         s.remove("w1");
         assert_eq!(s.pick_up("w2", &["room".to_string()], t0), Some(vec![]));
         assert_eq!(s.scheduled("room", t0).unwrap().worker, "w2");
+    }
+
+    #[test]
+    fn a_holder_replaced_at_its_address_does_not_keep_its_tasks() {
+        let t0 = Instant::now();
+        let mut s = scheduler("round-robin");
+        let at = |endpoint: &str| WorkerInfo {
+            grpc_endpoint: endpoint.into(),
+            ..info()
+        };
+        s.add("old", at("127.0.0.1:7000"));
+        s.add("new", at("127.0.0.1:7000"));
+        s.add("elsewhere", at("127.0.0.1:7001"));
+        assert_eq!(s.pick_up("old", &["room".to_string()], t0), Some(vec![]));
+        // another live worker elsewhere is refused
+        assert_eq!(
+            s.pick_up("elsewhere", &["room".to_string()], t0),
+            Some(vec!["room".to_string()])
+        );
+        // the process restarted at the old one's address takes it over
+        assert_eq!(s.pick_up("new", &["room".to_string()], t0), Some(vec![]));
+        assert_eq!(s.scheduled("room", t0).unwrap().worker, "new");
+        assert!(s.worker("old").unwrap().tasks.is_empty());
     }
 
     #[test]

@@ -1,12 +1,14 @@
-//! The chaos soak (issue 24), short version (opt-in for now, see below): a
-//! real multi-process stack
+//! The chaos soak (issue 24), short version: a real multi-process stack
 //! (etcd, two cluster managers in one election, two management replicas on
 //! PostgreSQL, two agents, two portals), 50 participants in rooms of 10
-//! texting every second over both portals, and a fault every 3 s for 60 s:
+//! texting every second over both portals, and a fault every 3 s (or once
+//! the one before has healed) for 75 s:
 //! SIGKILL, SIGSTOP past the liveness bounds, or a drain, of every kind of
 //! process. No seat, no text acked `ok` may be lost, none duplicated or made
 //! up, every client's view of its room right, nothing left over after the
-//! logouts. The report is printed (`CHAOS` lines).
+//! logouts. The one exception is what a portal SIGKILL had in flight, which
+//! the OWT protocol cannot account for (RELIABILITY.md); it is counted and
+//! printed. The report is printed (`CHAOS` lines).
 //!
 //! The long run (500 participants, 10 minutes) is `conclave-chaos` with its
 //! defaults; see RELIABILITY.md.
@@ -15,12 +17,7 @@ use conclave_stack::etcd;
 use loadgen::chaos::{Config, FaultKind, run};
 use std::time::Duration;
 
-// Opt-in until it is clean every time: on a loaded CI machine a run lost
-// seats and texts (RELIABILITY.md, "The long run: not clean yet"); issue 24
-// stays open until this can run in the test command again.
-//     cargo test -p conclave-e2e --test chaos -- --ignored --nocapture
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet clean on every run (issue 24): run with --ignored"]
 async fn no_seat_or_text_is_lost_while_processes_die_stall_and_drain() {
     // skipped without etcd, except under CI=true (scripts/test.sh installs it)
     if !etcd::available() {
@@ -31,14 +28,20 @@ async fn no_seat_or_text_is_lost_while_processes_die_stall_and_drain() {
         .expect("a directory")
         .to_path_buf();
     let data_dir = std::env::temp_dir().join(format!("conclave-chaos-test-{}", std::process::id()));
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1);
+    // CONCLAVE_CHAOS_SEED replays the fault order of a run
+    let seed = std::env::var("CONCLAVE_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
     let config = Config {
         participants: 50,
         room_size: 10,
-        duration: Duration::from_secs(60),
+        duration: Duration::from_secs(75),
         fault_every: Duration::from_secs(3),
         stall: Duration::from_secs(5),
         text_every: Duration::from_secs(1),
