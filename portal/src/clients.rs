@@ -84,6 +84,15 @@ impl Registry {
         self.connections.remove(&sid)
     }
 
+    /// The connections past their idle deadline at `now`.
+    pub fn idle_expired(&self, now: tokio::time::Instant) -> Vec<Sid> {
+        self.connections
+            .iter()
+            .filter(|(_, c)| c.idle_expired(now))
+            .map(|(&sid, _)| sid)
+            .collect()
+    }
+
     pub fn connections(&self) -> usize {
         self.connections.len()
     }

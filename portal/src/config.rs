@@ -80,7 +80,8 @@ pub struct PortalConfig {
     /// Allowed CORS origins; "*" allows any (with credentials). Default ["*"].
     pub cors: Vec<String>,
     /// A connection that has not logged in for this long is closed, also
-    /// after a logout. Default 180000 (3 minutes, OWT).
+    /// after a logout. Default 180000 (3 minutes, OWT). One sweep checks
+    /// every connection a quarter of this apart (at most 1 s).
     pub idle_timeout: u64,
     /// Seconds a reconnection ticket is valid. Default 600 (OWT).
     pub reconnection_ticket_lifetime: u64,

@@ -290,6 +290,22 @@ pub async fn start(
         .spawn(shutdown.clone(), move |change: ClusterChange| {
             watched.controller_lost(&change)
         });
+    // Connections that do not log in in time are closed by one sweep:
+    // a quarter of the idle timeout apart, at most a second.
+    let period = (Duration::from_millis(config.portal.idle_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let swept = portal.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => { swept.close_idle(); }
+            }
+        }
+    });
     // and in case the watch missed one, every node is asked now and then
     if config.portal.node_check_interval > 0 {
         let period = Duration::from_millis(config.portal.node_check_interval);

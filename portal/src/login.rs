@@ -49,33 +49,25 @@ struct Joined {
 }
 
 impl Portal {
-    /// A socket connected: its connection starts `initialized`, closed if it
-    /// has not logged in by the idle deadline.
+    /// A socket connected: its connection starts `initialized`, closed by
+    /// the idle sweep ([`Portal::close_idle`]) if it has not logged in by
+    /// its idle deadline.
     pub fn connected(self: &Arc<Self>, sid: Sid) {
         let connection = Connection::new(Instant::now(), self.idle_timeout());
         self.delivery.with(|r| r.add_connection(sid, connection));
-        self.arm_idle_timer(sid);
     }
 
-    pub(super) fn arm_idle_timer(self: &Arc<Self>, sid: Sid) {
-        let Some(deadline) = self
-            .delivery
-            .with(|r| r.connection(sid).map(Connection::idle_deadline))
-        else {
-            return;
-        };
-        let portal = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(deadline).await;
-            let expired = portal.delivery.with(|r| {
-                r.connection(sid)
-                    .is_some_and(|c| c.idle_expired(Instant::now()))
-            });
-            if expired {
-                tracing::info!(socket = %sid, "no login in time; closing the connection");
-                portal.delivery.close(sid);
-            }
-        });
+    /// Close every connection past its idle deadline (not logged in since
+    /// it connected or logged out); how many. One sweep serves every
+    /// connection, so a connection costs no timer of its own and nothing of
+    /// it outlives its socket.
+    pub fn close_idle(&self) -> usize {
+        let expired = self.delivery.with(|r| r.idle_expired(Instant::now()));
+        for &sid in &expired {
+            tracing::info!(socket = %sid, "no login in time; closing the connection");
+            self.delivery.close(sid);
+        }
+        expired.len()
     }
 
     /// Start a login or relogin on `sid`: the attempt's epoch. `None` when

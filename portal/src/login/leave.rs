@@ -30,7 +30,6 @@ impl Portal {
                     self.leave(&p).await;
                 }
                 answer(Answer::Ok(ok));
-                self.arm_idle_timer(sid);
             }
             Err(e) => answer(Answer::error(e)),
         }

@@ -156,6 +156,49 @@ async fn every_remote_stage_fails_with_owts_words() {
     }
 }
 
+/// One sweep closes every connection past its idle deadline: one that never
+/// logged in, and one that logged out (OWT §17.7); a logged-in one stays,
+/// and a connection that is gone leaves nothing behind to fire later.
+#[tokio::test(start_paused = true)]
+async fn the_idle_sweep_closes_connections_that_do_not_log_in() {
+    let h = Harness::new();
+    let idle = h.connect();
+    let out = h.connect();
+    let gone = h.connect();
+    let stays = h.connect();
+    assert!(matches!(
+        h.login(stays, h.info("1.2", "C++")).await,
+        Answer::OkWith(..)
+    ));
+    h.portal.disconnected(gone).await;
+    assert_eq!(
+        h.connections(),
+        3,
+        "a closed socket's connection is gone at once"
+    );
+    assert_eq!(h.portal.close_idle(), 0, "nobody is past the deadline yet");
+    tokio::time::advance(h.portal.idle_timeout() / 2).await;
+    assert!(matches!(
+        h.login(out, h.info_with_token(Some("1.2"), "C++", "token-2"))
+            .await,
+        Answer::OkWith(..)
+    ));
+    assert_eq!(h.logout(out).await, Answer::Ok("ok"));
+    tokio::time::advance(h.portal.idle_timeout() / 2).await;
+    assert_eq!(h.portal.close_idle(), 1);
+    assert!(h.sockets.closed(idle));
+    assert!(
+        !h.sockets.closed(out),
+        "its deadline restarted at the logout"
+    );
+    // (the socket's disconnect handler runs, as socketioxide's would)
+    h.portal.disconnected(idle).await;
+    tokio::time::advance(h.portal.idle_timeout() / 2).await;
+    assert_eq!(h.portal.close_idle(), 1);
+    assert!(h.sockets.closed(out));
+    assert!(!h.sockets.closed(stays), "logged in");
+}
+
 #[tokio::test(start_paused = true)]
 async fn connection_state_errors_keep_the_socket_open() {
     let h = Harness::new();
