@@ -33,6 +33,8 @@ pub struct Target {
     pub cluster: String,
     /// The portal process, for its memory.
     pub portal_pid: Option<u32>,
+    /// The conference agent, whose children are the conference nodes.
+    pub agent_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +94,11 @@ pub struct Report {
     /// library itself costs.
     pub baseline_idle: Option<IdleReport>,
     pub scheduler: Option<SchedulerReport>,
+    /// Connections that come and go: what stays of them in the portal.
+    pub churn: Option<ChurnReport>,
+    /// Rooms per machine: what a room's conference node costs.
+    pub rooms: Option<RoomsReport>,
+    pub baseline_churn: Option<ChurnReport>,
     pub rest: Option<rest::RestReport>,
     /// The login and idle scenarios again on a stack where everything is
     /// TLS: clients over wss, every gRPC call mutual TLS.
@@ -325,23 +332,27 @@ pub async fn login_scenario(
     n: usize,
     concurrency: usize,
     room_size: usize,
+    sdk: &str,
 ) -> anyhow::Result<LoginReport> {
     let (warm, tokens) = prepare(target, n.div_ceil(room_size.max(1)), n).await?;
-    let (clients, report) = logins(
-        &target.portal,
-        tokens,
-        concurrency,
-        "conclave-loadgen",
-        true,
-    )
-    .await;
+    let (clients, report) = logins(&target.portal, tokens, concurrency, sdk, true).await;
     close_all(clients).await;
     close_all(warm).await;
     Ok(report)
 }
 
-/// Log out and close every client, and give the portal a moment.
+/// Log out and close every client, and give the portal a moment. (A
+/// client of an official SDK type that only disconnected would be held for
+/// its relogin.)
 pub async fn close_all(clients: Vec<Client>) {
+    for chunk in clients.chunks(256) {
+        futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|c| c.call("logout", &[], Duration::from_secs(5))),
+        )
+        .await;
+    }
     for c in &clients {
         c.disconnect();
     }
@@ -353,7 +364,7 @@ pub async fn close_all(clients: Vec<Client>) {
 /// it has a ticket) is cut, the second sends it a text, then the first
 /// reconnects and relogins. Measures connect + relogin, and checks the text
 /// is in the reply's messages.
-pub async fn relogin(target: &Target, pairs: usize) -> anyhow::Result<ReloginReport> {
+pub async fn relogin(target: &Target, pairs: usize, sdk: &str) -> anyhow::Result<ReloginReport> {
     let rooms = make_rooms(&target.management, 1, false).await?;
     let warm = warm_rooms(target, &rooms).await?;
     let tokens = make_tokens_in(&target.management, &rooms, pairs * 2).await?;
@@ -371,12 +382,8 @@ pub async fn relogin(target: &Target, pairs: usize) -> anyhow::Result<ReloginRep
             .to_string();
         let pid = a.sid.clone();
         let b = Client::connect(&target.portal).await?;
-        b.call(
-            "login",
-            &[login_info(&pair[1].1, "conclave-loadgen")],
-            ACK_TIMEOUT,
-        )
-        .await?;
+        b.call("login", &[login_info(&pair[1].1, sdk)], ACK_TIMEOUT)
+            .await?;
         a.cut();
         drop(a);
         let text = format!("for {pid}");
@@ -403,6 +410,7 @@ pub async fn relogin(target: &Target, pairs: usize) -> anyhow::Result<ReloginRep
             }
             _ => failed += 1,
         }
+        b.call("logout", &[], ACK_TIMEOUT).await.ok();
         b.disconnect();
         back.call("logout", &[], ACK_TIMEOUT).await.ok();
         back.disconnect();
@@ -423,16 +431,10 @@ pub async fn fanout(
     size: usize,
     rounds: usize,
     concurrency: usize,
+    sdk: &str,
 ) -> anyhow::Result<FanoutReport> {
     let (warm, tokens) = prepare(target, 1, size).await?;
-    let (clients, report) = logins(
-        &target.portal,
-        tokens,
-        concurrency,
-        "conclave-loadgen",
-        false,
-    )
-    .await;
+    let (clients, report) = logins(&target.portal, tokens, concurrency, sdk, false).await;
     if report.failed > 0 {
         anyhow::bail!("{} of {size} fan-out logins failed", report.failed);
     }
@@ -510,11 +512,12 @@ async fn hold_idle(
     pid: u32,
     tokens: Vec<String>,
     concurrency: usize,
+    sdk: &str,
     progress: bool,
 ) -> IdleReport {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid).unwrap_or_default();
-    let (clients, report) = logins(addr, tokens, concurrency, "conclave-loadgen", progress).await;
+    let (clients, report) = logins(addr, tokens, concurrency, sdk, progress).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = rss_kib(pid).unwrap_or_default();
     if report.failed > 0 {
@@ -538,20 +541,289 @@ pub async fn idle(
     n: usize,
     room_size: usize,
     concurrency: usize,
+    sdk: &str,
 ) -> anyhow::Result<IdleReport> {
     let pid = target
         .portal_pid
         .ok_or_else(|| anyhow::anyhow!("the portal's pid is needed"))?;
     let (warm, tokens) = prepare(target, n.div_ceil(room_size.max(1)), n).await?;
-    let report = hold_idle(&target.portal, pid, tokens, concurrency, true).await;
+    let report = hold_idle(&target.portal, pid, tokens, concurrency, sdk, true).await;
     close_all(warm).await;
     Ok(report)
 }
 
 /// Hold `n` connections logged in to the bare server and measure it.
-pub async fn idle_bare(addr: &str, pid: u32, n: usize, concurrency: usize) -> IdleReport {
+pub async fn idle_bare(
+    addr: &str,
+    pid: u32,
+    n: usize,
+    concurrency: usize,
+    sdk: &str,
+) -> IdleReport {
     let tokens = (0..n).map(|i| format!("bare-idle-{i}")).collect();
-    hold_idle(addr, pid, tokens, concurrency, false).await
+    hold_idle(addr, pid, tokens, concurrency, sdk, false).await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChurnReport {
+    /// Connect/disconnect cycles measured (after as many again to warm up).
+    pub cycles: usize,
+    /// Of them, cycles that logged in and out between connect and disconnect.
+    pub logged_in: usize,
+    pub failed: usize,
+    pub rss_before_kib: u64,
+    pub rss_after_kib: u64,
+    /// RSS growth over the measured cycles, per cycle (can be negative).
+    pub bytes_per_cycle: f64,
+}
+
+/// One cycle: connect; with a token, log in as `sdk` and out; disconnect,
+/// and wait until the server has closed the socket.
+async fn churn_cycle(portal: &str, token: Option<&str>, sdk: &str) -> anyhow::Result<()> {
+    let client = Client::connect(portal).await?;
+    if let Some(token) = token {
+        let ack = client
+            .call("login", &[login_info(token, sdk)], ACK_TIMEOUT)
+            .await?;
+        if ack.first().and_then(Value::as_str) != Some("ok") {
+            anyhow::bail!("login refused: {ack:?}");
+        }
+        let ack = client.call("logout", &[], ACK_TIMEOUT).await?;
+        if ack.first().and_then(Value::as_str) != Some("ok") {
+            anyhow::bail!("logout refused: {ack:?}");
+        }
+    }
+    client.disconnect();
+    let closed = Instant::now();
+    while !client.closed() && closed.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Run one cycle per entry of `tokens` (`None`: connect and disconnect
+/// only), `concurrency` at a time; how many failed.
+async fn churn_cycles(
+    portal: &str,
+    tokens: Vec<Option<String>>,
+    concurrency: usize,
+    sdk: &str,
+) -> usize {
+    let sem = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = Vec::with_capacity(tokens.len());
+    for token in tokens {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        let portal = portal.to_string();
+        let sdk = sdk.to_string();
+        tasks.push(tokio::spawn(async move {
+            let _permit = permit;
+            churn_cycle(&portal, token.as_deref(), &sdk).await
+        }));
+    }
+    let mut failed = 0;
+    let mut first = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                failed += 1;
+                first.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                failed += 1;
+                first.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if let Some(e) = first {
+        eprintln!("  {failed} churn cycles failed, first: {e}");
+    }
+    failed
+}
+
+/// Warm up with `cycles` cycles, measure process `pid`, run `cycles` more
+/// and measure again once the server has settled.
+async fn measure_churn(
+    portal: &str,
+    pid: u32,
+    warm_up: Vec<Option<String>>,
+    measured: Vec<Option<String>>,
+    concurrency: usize,
+    sdk: &str,
+) -> ChurnReport {
+    let mut failed = churn_cycles(portal, warm_up, concurrency, sdk).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_kib(pid).unwrap_or_default();
+    let cycles = measured.len();
+    let logged_in = measured.iter().filter(|t| t.is_some()).count();
+    failed += churn_cycles(portal, measured, concurrency, sdk).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid).unwrap_or_default();
+    ChurnReport {
+        cycles,
+        logged_in,
+        failed,
+        rss_before_kib: before,
+        rss_after_kib: after,
+        bytes_per_cycle: ((after as f64 - before as f64) * 1024.0 / cycles.max(1) as f64).round(),
+    }
+}
+
+/// Every other cycle logs in (and out): tokens for half of `n`.
+fn churn_plan(n: usize, tokens: &mut impl Iterator<Item = String>) -> Vec<Option<String>> {
+    (0..n)
+        .map(|i| if i % 2 == 0 { tokens.next() } else { None })
+        .collect()
+}
+
+/// Connections that come and go, half of them logging in as `sdk` and out
+/// in between, `concurrency` at a time: the portal's memory after `n`
+/// cycles (after `n` more to warm up) against before. Nothing of a closed
+/// connection should stay.
+pub async fn churn(
+    target: &Target,
+    n: usize,
+    concurrency: usize,
+    sdk: &str,
+) -> anyhow::Result<ChurnReport> {
+    let pid = target
+        .portal_pid
+        .ok_or_else(|| anyhow::anyhow!("the portal's pid is needed"))?;
+    let (warm, tokens) = prepare(target, 1, n.div_ceil(2) * 2).await?;
+    let mut tokens = tokens.into_iter();
+    let warm_up = churn_plan(n, &mut tokens);
+    let measured = churn_plan(n, &mut tokens);
+    let report = measure_churn(&target.portal, pid, warm_up, measured, concurrency, sdk).await;
+    close_all(warm).await;
+    Ok(report)
+}
+
+/// The same cycles on the bare server.
+pub async fn churn_bare(addr: &str, pid: u32, n: usize, concurrency: usize) -> ChurnReport {
+    let mut tokens = (0..).map(|i| format!("bare-churn-{i}"));
+    let warm_up = churn_plan(n, &mut tokens);
+    let measured = churn_plan(n, &mut tokens);
+    measure_churn(addr, pid, warm_up, measured, concurrency, "C++").await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RoomsReport {
+    pub rooms: usize,
+    pub failed: usize,
+    /// The first login into each new room: its node comes from the agent's
+    /// warm pool.
+    pub first_login: Summary,
+    /// Conference node processes (the agent's children) before and after.
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+    /// What the rooms added, per room, summed over every node process:
+    /// proportional set size (the binary's text, shared by all nodes, is
+    /// counted once in all) and private memory.
+    pub pss_kib_per_room: f64,
+    pub private_kib_per_room: f64,
+    /// What `ps` shows per node (the shared text counted in each).
+    pub rss_kib_per_node: f64,
+}
+
+/// Memory of one process from `/proc/<pid>/smaps_rollup`: (RSS, PSS,
+/// private), KiB.
+pub fn smaps_kib(pid: u32) -> Option<(u64, u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Some((
+        field("Rss:"),
+        field("Pss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    ))
+}
+
+/// The processes whose parent is `parent`.
+pub fn children(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // "pid (comm) state ppid ...": comm may hold anything
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Sum of (RSS, PSS, private) over the agent's node processes, and how many.
+fn nodes_memory(agent: u32) -> (usize, u64, u64, u64) {
+    let nodes: Vec<_> = children(agent).into_iter().filter_map(smaps_kib).collect();
+    let sum = |f: fn(&(u64, u64, u64)) -> u64| nodes.iter().map(f).sum::<u64>();
+    (nodes.len(), sum(|m| m.0), sum(|m| m.1), sum(|m| m.2))
+}
+
+/// Rooms per machine: `n` new rooms, one login each as `sdk` (a moment
+/// apart, so each finds the warm pool refilled), and what their conference
+/// nodes cost.
+pub async fn rooms(target: &Target, n: usize, sdk: &str) -> anyhow::Result<RoomsReport> {
+    let agent = target
+        .agent_pid
+        .ok_or_else(|| anyhow::anyhow!("the agent's pid is needed"))?;
+    let rooms = make_rooms(&target.management, n, false).await?;
+    let tokens = make_tokens_in(&target.management, &rooms, n).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (nodes_before, _, pss_before, private_before) = nodes_memory(agent);
+    let mut clients = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
+    let mut failed = 0;
+    for (_, token) in tokens {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let t0 = Instant::now();
+        let logged_in = async {
+            let client = Client::connect(&target.portal).await?;
+            let ack = client
+                .call("login", &[login_info(&token, sdk)], ACK_TIMEOUT)
+                .await?;
+            if ack.first().and_then(Value::as_str) != Some("ok") {
+                anyhow::bail!("login refused: {ack:?}");
+            }
+            Ok(client)
+        }
+        .await;
+        match logged_in {
+            Ok(c) => {
+                latencies.push(t0.elapsed());
+                clients.push(c);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("  a first login failed: {e}");
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (nodes_after, rss_after, pss_after, private_after) = nodes_memory(agent);
+    close_all(clients).await;
+    let per_room = |after: u64, before: u64| {
+        ((after as f64 - before as f64) / n.max(1) as f64 * 10.0).round() / 10.0
+    };
+    Ok(RoomsReport {
+        rooms: n,
+        failed,
+        first_login: summarize(&latencies),
+        nodes_before,
+        nodes_after,
+        pss_kib_per_room: per_room(pss_after, pss_before),
+        private_kib_per_room: per_room(private_after, private_before),
+        rss_kib_per_node: (rss_after as f64 / nodes_after.max(1) as f64 * 10.0).round() / 10.0,
+    })
 }
 
 /// `Schedule` calls per second, for new tasks and for one existing task.
@@ -691,6 +963,23 @@ pub fn table(r: &Report) -> String {
         }
     }
     out.push('\n');
+    for (name, c) in [("portal", &r.churn), ("bare server", &r.baseline_churn)] {
+        if let Some(c) = c {
+            out.push_str(&format!(
+                "\nchurn: {} connect/disconnect cycles ({} logged in and out, {} failed), {name} RSS {} -> {} KiB, {:.0} bytes per cycle",
+                c.cycles, c.logged_in, c.failed, c.rss_before_kib, c.rss_after_kib, c.bytes_per_cycle
+            ));
+        }
+    }
+    if r.churn.is_some() || r.baseline_churn.is_some() {
+        out.push('\n');
+    }
+    if let Some(x) = &r.rooms {
+        out.push_str(&format!(
+            "\nrooms: {} new rooms ({} failed), first login p50={:.3} p99={:.3} ms; nodes {} -> {}; per room PSS {:.1} KiB, private {:.1} KiB (RSS per node {:.1} KiB)\n",
+            x.rooms, x.failed, x.first_login.p50_ms, x.first_login.p99_ms, x.nodes_before, x.nodes_after, x.pss_kib_per_room, x.private_kib_per_room, x.rss_kib_per_node
+        ));
+    }
     if let Some(x) = &r.rest {
         out.push_str(&format!(
             "\ntokens: REST with MAuth {:.0}/s (failed {}), gRPC CreateToken {:.0}/s (failed {}), {} in parallel; replay check {:.0} ns with {} cnonces remembered\n",

@@ -13,13 +13,15 @@ use std::time::Duration;
 #[command(version)]
 struct Args {
     /// Scenarios to run, comma-separated: login, baseline, relogin, fanout,
-    /// idle, scheduler, rest, tls (login, and idle when asked, again on a
+    /// idle, churn (connections that come and go: what stays of them),
+    /// rooms (first logins into new rooms, and what each room's node costs),
+    /// scheduler, rest, tls (login, and idle when asked, again on a
     /// second stack with everything over TLS, after the first has stopped),
     /// store (token creations and consumptions on the embedded SQLite, then
     /// on a stack whose management uses a PostgreSQL server started here).
     #[arg(
         long,
-        default_value = "baseline,login,relogin,fanout,idle,scheduler,rest,tls,store",
+        default_value = "baseline,login,relogin,fanout,idle,churn,rooms,scheduler,rest,tls,store",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -52,6 +54,18 @@ struct Args {
     /// sent stays allocated in its WebSocket write buffer.
     #[arg(long, default_value_t = 500)]
     idle_room_size: usize,
+    /// Connect/disconnect cycles in the churn scenario (and as many before
+    /// them to warm up); every other one logs in and out in between.
+    #[arg(long, default_value_t = 10000)]
+    churn: usize,
+    /// New rooms in the rooms scenario, one login each.
+    #[arg(long, default_value_t = 50)]
+    rooms: usize,
+    /// The SDK type every scenario logs in as: an official one (C++,
+    /// JavaScript, Objective-C, Android) gets a reconnection ticket and its
+    /// seat is kept for a relogin, as real clients' are.
+    #[arg(long, default_value = "C++")]
+    sdk: String,
     /// Seconds of Schedule calls, each for new rooms and an existing one.
     #[arg(long, default_value_t = 3.0)]
     scheduler_seconds: f64,
@@ -153,20 +167,42 @@ async fn tls_scenarios(
         management: stack.management.clone(),
         cluster: stack.manager.clone(),
         portal_pid: Some(stack.processes[3].child.id()),
+        agent_pid: Some(stack.processes[2].child.id()),
     };
     eprintln!("TLS stack ready: portal {}", target.portal);
     let result: anyhow::Result<()> = async {
         eprintln!("login over TLS");
         report.tls_login_sequential = Some(
-            loadgen::login_scenario(&target, args.sequential_logins, 1, args.room_size).await?,
+            loadgen::login_scenario(
+                &target,
+                args.sequential_logins,
+                1,
+                args.room_size,
+                &args.sdk,
+            )
+            .await?,
         );
         report.tls_login = Some(
-            loadgen::login_scenario(&target, args.logins, args.concurrency, args.room_size).await?,
+            loadgen::login_scenario(
+                &target,
+                args.logins,
+                args.concurrency,
+                args.room_size,
+                &args.sdk,
+            )
+            .await?,
         );
         if want("idle") {
             eprintln!("idle over TLS: {} connections", args.idle);
             report.tls_idle = Some(
-                loadgen::idle(&target, args.idle, args.idle_room_size, args.concurrency).await?,
+                loadgen::idle(
+                    &target,
+                    args.idle,
+                    args.idle_room_size,
+                    args.concurrency,
+                    &args.sdk,
+                )
+                .await?,
             );
         }
         Ok(())
@@ -193,6 +229,7 @@ async fn main() -> anyhow::Result<()> {
         management: stack.management.clone(),
         cluster: stack.manager.clone(),
         portal_pid: Some(stack.processes[3].child.id()),
+        agent_pid: Some(stack.processes[2].child.id()),
     };
     eprintln!(
         "stack ready: portal {} (pid {:?})",
@@ -222,17 +259,31 @@ async fn main() -> anyhow::Result<()> {
             let tokens = (0..args.sequential_logins)
                 .map(|i| format!("bare-{i}"))
                 .collect();
-            let (clients, r) = loadgen::logins(&addr, tokens, 1, "conclave-loadgen", false).await;
+            let (clients, r) = loadgen::logins(&addr, tokens, 1, &args.sdk, false).await;
             loadgen::close_all(clients).await;
             report.baseline_sequential = Some(r);
             let tokens = (0..args.logins).map(|i| format!("bare-{i}")).collect();
             let (clients, r) =
-                loadgen::logins(&addr, tokens, args.concurrency, "conclave-loadgen", false).await;
+                loadgen::logins(&addr, tokens, args.concurrency, &args.sdk, false).await;
             loadgen::close_all(clients).await;
             report.baseline_login = Some(r);
             if want("idle") {
                 report.baseline_idle = Some(
-                    loadgen::idle_bare(&addr, server.child.id(), args.idle, args.concurrency).await,
+                    loadgen::idle_bare(
+                        &addr,
+                        server.child.id(),
+                        args.idle,
+                        args.concurrency,
+                        &args.sdk,
+                    )
+                    .await,
+                );
+            }
+            if want("churn") {
+                eprintln!("churn, bare server: {} cycles", args.churn);
+                report.baseline_churn = Some(
+                    loadgen::churn_bare(&addr, server.child.id(), args.churn, args.concurrency)
+                        .await,
                 );
             }
             server.signal("TERM");
@@ -244,30 +295,66 @@ async fn main() -> anyhow::Result<()> {
                 args.logins, args.concurrency, args.room_size
             );
             report.login_sequential = Some(
-                loadgen::login_scenario(&target, args.sequential_logins, 1, args.room_size).await?,
+                loadgen::login_scenario(
+                    &target,
+                    args.sequential_logins,
+                    1,
+                    args.room_size,
+                    &args.sdk,
+                )
+                .await?,
             );
             report.login = Some(
-                loadgen::login_scenario(&target, args.logins, args.concurrency, args.room_size)
-                    .await?,
+                loadgen::login_scenario(
+                    &target,
+                    args.logins,
+                    args.concurrency,
+                    args.room_size,
+                    &args.sdk,
+                )
+                .await?,
             );
         }
         if want("relogin") {
             eprintln!("relogin: {}", args.relogins);
-            report.relogin = Some(loadgen::relogin(&target, args.relogins).await?);
+            report.relogin = Some(loadgen::relogin(&target, args.relogins, &args.sdk).await?);
         }
         if want("fanout") {
             for &size in &args.fanout_sizes {
                 eprintln!("fan-out: room of {size}");
                 report.fanout.push(
-                    loadgen::fanout(&target, size, args.fanout_rounds, args.concurrency).await?,
+                    loadgen::fanout(
+                        &target,
+                        size,
+                        args.fanout_rounds,
+                        args.concurrency,
+                        &args.sdk,
+                    )
+                    .await?,
                 );
             }
         }
         if want("idle") {
             eprintln!("idle: {} connections", args.idle);
             report.idle = Some(
-                loadgen::idle(&target, args.idle, args.idle_room_size, args.concurrency).await?,
+                loadgen::idle(
+                    &target,
+                    args.idle,
+                    args.idle_room_size,
+                    args.concurrency,
+                    &args.sdk,
+                )
+                .await?,
             );
+        }
+        if want("churn") {
+            eprintln!("churn: {} cycles as {}", args.churn, args.sdk);
+            report.churn =
+                Some(loadgen::churn(&target, args.churn, args.concurrency, &args.sdk).await?);
+        }
+        if want("rooms") {
+            eprintln!("rooms: {} new rooms", args.rooms);
+            report.rooms = Some(loadgen::rooms(&target, args.rooms, &args.sdk).await?);
         }
         if want("rest") {
             eprintln!("rest: {} s of tokens each way", args.rest_seconds);

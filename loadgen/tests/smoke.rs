@@ -26,6 +26,10 @@ fn every_scenario_runs_and_loses_nothing() {
             "2",
             "--idle",
             "30",
+            "--churn",
+            "40",
+            "--rooms",
+            "3",
             "--scheduler-seconds",
             "0.3",
             "--rest-seconds",
@@ -61,6 +65,23 @@ fn every_scenario_runs_and_loses_nothing() {
     }
     assert_eq!(report["idle"]["connections"], 30, "{report}");
     assert!(report["idle"]["rss_after_kib"].as_u64().unwrap() > 0);
+    let rooms = &report["rooms"];
+    assert_eq!(rooms["rooms"], 3, "{report}");
+    assert_eq!(rooms["failed"], 0, "{report}");
+    assert_eq!(rooms["first_login"]["count"], 3, "{report}");
+    assert!(
+        rooms["nodes_after"].as_u64().unwrap() >= rooms["nodes_before"].as_u64().unwrap() + 3,
+        "a node for each room, the warm pool refilled: {report}"
+    );
+    assert!(
+        rooms["pss_kib_per_room"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    for key in ["churn", "baseline_churn"] {
+        assert_eq!(report[key]["cycles"], 40, "{key}: {report}");
+        assert_eq!(report[key]["logged_in"], 20, "{key}: {report}");
+        assert_eq!(report[key]["failed"], 0, "{key}: {report}");
+    }
     assert!(
         report["scheduler"]["new_rooms_per_second"]
             .as_f64()

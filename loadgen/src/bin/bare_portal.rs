@@ -18,6 +18,9 @@ async fn middleware(s: SocketRef) -> Result<(), std::convert::Infallible> {
         });
         let _ = ack.send(&("ok", result));
     });
+    s.on("logout", async |ack: AckSender| {
+        let _ = ack.send(&("ok",));
+    });
     Ok(())
 }
 
