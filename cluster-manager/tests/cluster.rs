@@ -171,6 +171,48 @@ async fn tasks_are_picked_up_and_laid_down_through_the_worker() {
     m.stop().await;
 }
 
+/// A task removed while its `PickUpTasks` is on the way (a participant that
+/// leaves right after its login answer, which does not wait for the
+/// announcement) is laid down after the pick-up, never before it, so the
+/// manager does not keep it; added again meanwhile, it stays.
+#[tokio::test]
+async fn a_task_removed_while_its_pick_up_is_on_the_way_ends_laid_down() {
+    let m = start(config("127.0.0.1:0")).await;
+    let (a, _) = worker(&m.addr, "portal", 7105, 0.1).await;
+    let tasks = |id: String| {
+        let addr = m.addr.clone();
+        async move {
+            client(&addr)
+                .get_tasks(pb::GetTasksRequest { worker_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .tasks
+        }
+    };
+    // (join! polls in order: the add's call is out when the remove runs)
+    let (added, removed) = tokio::join!(a.add_task("code-1"), a.remove_task("code-1"));
+    added.unwrap();
+    removed.unwrap();
+    assert!(a.tasks().is_empty());
+    assert!(
+        tasks(a.id().to_string()).await.is_empty(),
+        "laid down after the pick-up"
+    );
+    let (added, removed, again) = tokio::join!(
+        a.add_task("code-2"),
+        a.remove_task("code-2"),
+        a.add_task("code-2")
+    );
+    added.unwrap();
+    removed.unwrap();
+    again.unwrap();
+    assert_eq!(a.tasks(), ["code-2"]);
+    assert_eq!(tasks(a.id().to_string()).await, ["code-2"]);
+    a.quit().await.unwrap();
+    m.stop().await;
+}
+
 #[tokio::test]
 async fn a_silent_worker_is_removed_in_about_four_seconds_and_watch_reports_it() {
     let m = start(config("127.0.0.1:0")).await;

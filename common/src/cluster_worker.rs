@@ -208,6 +208,11 @@ impl LoadDedup {
 struct Local {
     registered: bool,
     tasks: Vec<String>,
+    /// Tasks whose `PickUpTasks` is on its way.
+    adding: std::collections::HashSet<String>,
+    /// Of those, the ones removed meanwhile: the add lays them down once
+    /// its call is answered, so the two calls reach the manager in order.
+    cancelled: std::collections::HashSet<String>,
 }
 
 struct Shared {
@@ -254,6 +259,8 @@ impl ClusterWorker {
             local: Mutex::new(Local {
                 registered: false,
                 tasks: Vec::new(),
+                adding: Default::default(),
+                cancelled: Default::default(),
             }),
             events,
             load,
@@ -316,6 +323,14 @@ impl ClusterWorker {
                 return Ok(());
             }
             local.tasks.push(task.to_string());
+            if local.cancelled.remove(task) {
+                // added again before the first pick-up was answered: that
+                // one stands
+                return Ok(());
+            }
+            if local.registered {
+                local.adding.insert(task.to_string());
+            }
             local.registered
         };
         if !send {
@@ -326,9 +341,17 @@ impl ClusterWorker {
             tasks: vec![task.to_string()],
         };
         let mut client = self.shared.client.clone();
-        let refused = client
-            .pick_up_tasks(req)
-            .await
+        let answer = client.pick_up_tasks(req).await;
+        let cancelled = {
+            let mut local = self.shared.local();
+            local.adding.remove(task);
+            local.cancelled.remove(task)
+        };
+        if cancelled {
+            // removed while its pick-up was on the way: lay it down now
+            return self.lay_down(task).await;
+        }
+        let refused = answer
             .map_err(|status| WorkerError::Rpc {
                 call: "PickUpTasks",
                 status,
@@ -344,7 +367,9 @@ impl ClusterWorker {
         Ok(())
     }
 
-    /// Stop executing `task`: `LayDownTask` if it was held.
+    /// Stop executing `task`: `LayDownTask` if it was held. A task whose
+    /// `PickUpTasks` is still on its way is laid down when that call is
+    /// answered (by [`add_task`](Self::add_task)), never before it.
     pub async fn remove_task(&self, task: &str) -> Result<(), WorkerError> {
         let send = {
             let mut local = self.shared.local();
@@ -352,11 +377,19 @@ impl ClusterWorker {
                 return Ok(());
             };
             local.tasks.remove(pos);
+            if local.adding.contains(task) {
+                local.cancelled.insert(task.to_string());
+                return Ok(());
+            }
             local.registered
         };
         if !send {
             return Ok(());
         }
+        self.lay_down(task).await
+    }
+
+    async fn lay_down(&self, task: &str) -> Result<(), WorkerError> {
         let req = pb::LayDownTaskRequest {
             worker_id: self.shared.id.clone(),
             task: task.to_string(),

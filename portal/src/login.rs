@@ -171,12 +171,15 @@ impl Portal {
             return self.delivery.close(sid);
         };
         conclave_common::metrics::gauge!("portal_participants").set(count as f64);
-        if let Err(e) = self.remotes.add_task(&code).await {
-            tracing::warn!(task = %code, error = %e, "announcing the token task failed");
-        }
         tracing::info!(%participant, %room, "login ok");
         answer(Answer::OkWith(ok, result));
         self.delivery.release(&participant, sid);
+        // The token task is announced after the answer, which does not
+        // depend on it (OWT's addTask does not wait either); a leave that
+        // comes first lays it down after the announcement, not before.
+        if let Err(e) = self.remotes.add_task(&code).await {
+            tracing::warn!(task = %code, error = %e, "announcing the token task failed");
+        }
     }
 
     /// The login stages up to the conference join.

@@ -43,28 +43,45 @@ async fn a_logout_during_login_makes_it_early_left() {
     ));
 }
 
+/// A notification its node sends between the admission and the answer
+/// (here: while the join call is still on its way back) waits for the
+/// arrival, as the notification service does, and then follows the
+/// answer: nothing reaches the client before it. (The token task is
+/// announced after the answer.)
 #[tokio::test(start_paused = true)]
 async fn nothing_reaches_a_client_before_its_login_answer() {
     let h = Harness::new();
     let sid = h.connect();
-    let gate = h.remotes.gate(Stage::AddTask);
-    let login = h.spawn_login(sid, h.info("1.2", "C++"));
+    let gate = h.remotes.gate(Stage::Join);
+    let (portal, sockets, info) = (h.portal.clone(), h.sockets.clone(), h.info("1.2", "C++"));
+    let login = tokio::spawn(async move {
+        let mut answered = None;
+        portal
+            .login(sid, info, |a| {
+                answered = Some((a, sockets.emitted(sid).len()))
+            })
+            .await;
+        answered.expect("answered")
+    });
     gate.entered().await;
-    // registered, its answer not sent yet: a notification waits
-    assert_eq!(
-        h.portal
+    let portal = h.portal.clone();
+    let early = tokio::spawn(async move {
+        portal.arrived(&sid.to_string()).await;
+        portal
             .delivery()
-            .notify(&sid.to_string(), "text", json!({"message": "early"}), 1),
-        crate::delivery::Outcome::Delivered,
-        "held: it follows the answer"
-    );
-    assert!(h.sockets.emitted(sid).is_empty());
+            .notify(&sid.to_string(), "text", json!({"message": "early"}), 1)
+    });
+    tokio::task::yield_now().await;
     gate.open();
-    login.await.unwrap();
+    let (answer, emitted_before_answer) = login.await.unwrap();
+    assert!(matches!(answer, Answer::OkWith(..)), "{answer:?}");
+    assert_eq!(emitted_before_answer, 0, "nothing before the answer");
+    assert_eq!(early.await.unwrap(), crate::delivery::Outcome::Delivered);
     assert_eq!(
         h.sockets.emitted(sid),
         [("text".to_string(), json!({"message": "early"}))]
     );
+    assert!(h.remotes.calls().contains(&"add_task code-1".to_string()));
 }
 
 #[tokio::test(start_paused = true)]
