@@ -77,6 +77,10 @@ pub struct PortalConfig {
     pub ping_timeout: u64,
     /// Largest Engine.IO packet accepted, in bytes. Default 1048576.
     pub max_payload: u64,
+    /// Bytes a WebSocket reads at a time: the read buffer every idle
+    /// connection holds. Default 1024 (the library's is 4096); client
+    /// messages are mostly smaller, a larger one takes a few more reads.
+    pub ws_read_buffer_size: usize,
     /// Allowed CORS origins; "*" allows any (with credentials). Default ["*"].
     pub cors: Vec<String>,
     /// A connection that has not logged in for this long is closed, also
@@ -143,6 +147,7 @@ impl Default for PortalConfig {
             ping_interval: 25,
             ping_timeout: 20,
             max_payload: 1024 * 1024,
+            ws_read_buffer_size: 1024,
             cors: vec!["*".into()],
             idle_timeout: 180_000,
             reconnection_ticket_lifetime: 600,

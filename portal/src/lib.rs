@@ -191,6 +191,7 @@ pub async fn start(
         .ping_interval(Duration::from_secs(config.portal.ping_interval))
         .ping_timeout(Duration::from_secs(config.portal.ping_timeout))
         .max_payload(config.portal.max_payload)
+        .ws_read_buffer_size(config.portal.ws_read_buffer_size.max(64))
         .build_layer();
     io.ns("/", socket::connected.with(socket::on_connect));
     sockets.set(io.clone());
