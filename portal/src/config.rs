@@ -97,7 +97,8 @@ pub struct PortalConfig {
     /// Notifications kept per client while it is away, for its relogin (by
     /// its conference node, which also bounds them by bytes and keeps
     /// delivered ones 46 s for a 1.2 replay), and held behind its login or
-    /// relogin answer here. Default 1024.
+    /// relogin answer here. Default 1024; here also at most 1 MiB of them
+    /// (`outbox::OUTBOX_BYTES`, as a node keeps).
     pub message_buffer_size: usize,
     /// SDK types whose protocol-1.2 relogins are answered like 1.1 (a ticket
     /// string, then the missed messages as events): the official JavaScript

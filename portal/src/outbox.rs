@@ -94,18 +94,51 @@ impl SeqWindow {
     }
 }
 
+/// At most this many bytes of messages wait in one outbox (as a node keeps
+/// per participant).
+pub const OUTBOX_BYTES: usize = 1 << 20;
+
+/// A message's size as it is sent: its event name and its JSON text,
+/// counted without writing it out.
+fn size(message: &Message) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, &message.data);
+    message.event.len() + count.0
+}
+
 #[derive(Debug)]
 pub struct Outbox {
-    pending: VecDeque<Message>,
+    /// Each pending message with its size.
+    pending: VecDeque<(usize, Message)>,
     limit: usize,
+    bytes: usize,
+    max_bytes: usize,
 }
 
 impl Outbox {
-    /// Keep at most `limit` pending messages.
+    /// Keep at most `limit` pending messages, and [`OUTBOX_BYTES`].
     pub fn new(limit: usize) -> Self {
+        Outbox::bounded(limit, OUTBOX_BYTES)
+    }
+
+    /// Keep at most `limit` pending messages and `max_bytes` of them (the
+    /// newest is kept whatever its size).
+    pub fn bounded(limit: usize, max_bytes: usize) -> Self {
         Outbox {
             pending: VecDeque::new(),
             limit: limit.max(1),
+            bytes: 0,
+            max_bytes,
         }
     }
 
@@ -123,20 +156,33 @@ impl Outbox {
     }
 
     /// A message that could not be delivered after all (the socket was gone).
+    /// The oldest go when the bounds are passed.
     pub fn requeue(&mut self, message: Message) {
-        if self.pending.len() == self.limit {
-            self.pending.pop_front();
+        let size = size(&message);
+        self.bytes += size;
+        self.pending.push_back((size, message));
+        while self.pending.len() > self.limit
+            || (self.bytes > self.max_bytes && self.pending.len() > 1)
+        {
+            if let Some((gone, _)) = self.pending.pop_front() {
+                self.bytes -= gone;
+            }
         }
-        self.pending.push_back(message);
     }
 
     /// The pending messages, in order.
     pub fn take_pending(&mut self) -> Vec<Message> {
-        self.pending.drain(..).collect()
+        self.bytes = 0;
+        self.pending.drain(..).map(|(_, m)| m).collect()
     }
 
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Bytes of the pending messages.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -188,5 +234,31 @@ mod tests {
         assert_eq!((sent.seq, o.pending()), (11, 0), "sent now, not kept");
         o.requeue(sent);
         assert_eq!(o.take_pending()[0].seq, 11);
+    }
+
+    #[test]
+    fn kept_messages_are_bounded_in_bytes_too() {
+        // {"message":"xxxx…"} with 90 x's: 104 bytes of JSON, 4 of event
+        let message = |i: u64| json!({"message": format!("{i:0>90}")});
+        let mut o = Outbox::bounded(100, 500);
+        for i in 1..=10 {
+            o.record("text", message(i), i, false);
+        }
+        assert_eq!(o.pending(), 4, "4 × 108 bytes fit in 500, 5 do not");
+        assert_eq!(o.bytes(), 4 * 108);
+        let kept = o.take_pending();
+        assert_eq!(
+            kept.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [7, 8, 9, 10]
+        );
+        assert_eq!(o.bytes(), 0);
+        // one message over the bound alone is kept: it is the newest
+        let mut o = Outbox::bounded(100, 50);
+        o.record("text", message(1), 1, false);
+        o.record("text", message(2), 2, false);
+        assert_eq!(
+            o.take_pending().iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [2]
+        );
     }
 }
