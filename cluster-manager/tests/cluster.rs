@@ -116,6 +116,16 @@ async fn two_workers_join_report_load_and_are_scheduled_by_strategy() {
     m.stop().await;
 }
 
+/// The tasks the manager at `addr` has for worker `id`.
+async fn tasks_of(addr: String, id: String) -> Vec<String> {
+    client(&addr)
+        .get_tasks(pb::GetTasksRequest { worker_id: id })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
+}
+
 #[tokio::test]
 async fn tasks_are_picked_up_and_laid_down_through_the_worker() {
     let m = start(config("127.0.0.1:0")).await;
@@ -132,17 +142,7 @@ async fn tasks_are_picked_up_and_laid_down_through_the_worker() {
     );
     a.add_task("room").await.unwrap();
     a.add_task("room").await.unwrap();
-    let tasks = |id: String| {
-        let addr = m.addr.clone();
-        async move {
-            client(&addr)
-                .get_tasks(pb::GetTasksRequest { worker_id: id })
-                .await
-                .unwrap()
-                .into_inner()
-                .tasks
-        }
-    };
+    let tasks = |id: String| tasks_of(m.addr.clone(), id);
     assert_eq!(tasks(a.id().to_string()).await, ["room"]);
     assert_eq!(a.tasks(), ["room"]);
     a.remove_task("room").await.unwrap();
@@ -179,17 +179,7 @@ async fn tasks_are_picked_up_and_laid_down_through_the_worker() {
 async fn a_task_removed_while_its_pick_up_is_on_the_way_ends_laid_down() {
     let m = start(config("127.0.0.1:0")).await;
     let (a, _) = worker(&m.addr, "portal", 7105, 0.1).await;
-    let tasks = |id: String| {
-        let addr = m.addr.clone();
-        async move {
-            client(&addr)
-                .get_tasks(pb::GetTasksRequest { worker_id: id })
-                .await
-                .unwrap()
-                .into_inner()
-                .tasks
-        }
-    };
+    let tasks = |id: String| tasks_of(m.addr.clone(), id);
     // (join! polls in order: the add's call is out when the remove runs)
     let (added, removed) = tokio::join!(a.add_task("code-1"), a.remove_task("code-1"));
     added.unwrap();

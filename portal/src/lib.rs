@@ -296,31 +296,17 @@ pub async fn start(
     let period = (Duration::from_millis(config.portal.idle_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let swept = portal.clone();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tick.tick() => { swept.close_idle(); }
-            }
-        }
+    every(period, shutdown.clone(), move || {
+        swept.close_idle();
+        async {}
     });
     // and in case the watch missed one, every node is asked now and then
     if config.portal.node_check_interval > 0 {
         let period = Duration::from_millis(config.portal.node_check_interval);
         let checked = portal.clone();
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = tick.tick() => checked.check_controllers().await,
-                }
-            }
+        every(period, shutdown.clone(), move || {
+            let checked = checked.clone();
+            async move { checked.check_controllers().await }
         });
     }
     let p = portal.clone();
@@ -374,6 +360,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     portal.stopped().await?;
     tracing::info!("portal stopped");
     Ok(())
+}
+
+/// Run `f` every `period` (the first time one period from now; late ticks
+/// are not bunched up) until `stop`.
+fn every<F, Fut>(period: Duration, stop: CancellationToken, mut f: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => f().await,
+            }
+        }
+    });
 }
 
 #[cfg(test)]
