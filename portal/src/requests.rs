@@ -8,6 +8,7 @@ use crate::portal::Portal;
 use crate::remote::{Controller, RemoteError};
 use serde_json::Value;
 use socketioxide::socket::Sid;
+use std::sync::Arc;
 
 /// Seats taken back (after the cluster lost this portal) or handed to
 /// their nodes (on a drain) at once.
@@ -26,14 +27,14 @@ impl Portal {
     }
 
     /// `text({to, message})` (4 s deadline to the conference).
-    pub async fn text(&self, sid: Sid, data: &Value) -> Answer {
+    pub async fn text(self: &Arc<Self>, sid: Sid, data: &Value) -> Answer {
         match self.try_text(sid, data).await {
             Ok(()) => Answer::Ok("ok"),
             Err(e) => Answer::error(e),
         }
     }
 
-    async fn try_text(&self, sid: Sid, data: &Value) -> Result<(), PortalError> {
+    async fn try_text(self: &Arc<Self>, sid: Sid, data: &Value) -> Result<(), PortalError> {
         let participant = self.logged_in(sid)?;
         let to = match data.get("to") {
             Some(Value::String(to)) if !to.is_empty() => to,
@@ -53,9 +54,12 @@ impl Portal {
             .text(&controller, &participant, to, message)
             .await;
         if let Err(RemoteError::Unreachable { .. }) = &sent {
-            // its node is gone, unheard of: rebuild, then the client's
-            // next text goes to the new node
-            self.rebuild_rooms_of(&controller).await;
+            // Its node is gone, unheard of: the room is rebuilt, and the
+            // client's next text goes to the new node. The answer does not
+            // wait for the rebuild, which can take seconds (a client's
+            // ack timeout is often 10 s).
+            let portal = self.clone();
+            tokio::spawn(async move { portal.rebuild_rooms_of(&controller).await });
         }
         sent?;
         Ok(())

@@ -198,6 +198,13 @@ impl Portal {
     async fn restore_room(&self, room: &str, old: &Controller, ids: Vec<String>) {
         let started = Instant::now();
         let deadline = started + self.restore_timeout();
+        // An agent the cluster still names but that does not answer (killed,
+        // not yet counted out: a text or a node check can find its node gone
+        // before the manager does) is not a verdict that no agent can host
+        // the room: the rebuild tries on for longer, and gives up without
+        // dropping anyone; the cluster's report or the next node check
+        // rebuilds the room then.
+        let unreachable_deadline = started + self.restore_timeout() * 3;
         // names this rebuild, so that a node tells a retry of it from a
         // stale seat of an earlier one
         let rebuild = rand::random::<u64>().max(1);
@@ -212,11 +219,21 @@ impl Portal {
                     let left = deadline.saturating_duration_since(Instant::now());
                     tokio::time::sleep(RETRY.min(left)).await;
                 }
+                Err(e @ RemoteError::Unreachable { .. })
+                    if Instant::now() < unreachable_deadline =>
+                {
+                    tracing::debug!(%room, attempts, error = %e, "the agent named does not answer; trying again");
+                    tokio::time::sleep(RETRY).await;
+                }
                 Err(e) => break Err(e),
             }
         };
         let (controller, restored) = match outcome {
             Ok(done) => done,
+            Err(e @ RemoteError::Unreachable { .. }) => {
+                tracing::warn!(%room, node = %old.node, attempts, error = %e, "the agent the cluster names for the room does not answer; its participants stay until the cluster's report or the next node check rebuilds it");
+                return;
+            }
             Err(e) => {
                 tracing::error!(%room, node = %old.node, attempts, error = %e, participants = list.len(), "no conference agent can host the room; dropping its participants");
                 conclave_common::metrics::counter!("portal_room_restores_total", "outcome" => "dropped")

@@ -450,6 +450,42 @@ mod restore {
         assert_eq!(h.portal.participants(), 0);
     }
 
+    /// An agent the cluster still names but that does not answer (killed,
+    /// not yet counted out) is no verdict that no agent can host the room:
+    /// the rebuild tries on past `restore_timeout` and succeeds once an
+    /// agent answers; one that never does ends without dropping anybody.
+    #[tokio::test(start_paused = true)]
+    async fn an_agent_that_does_not_answer_is_no_reason_to_drop() {
+        let h = Harness::new();
+        let alice = h.connect();
+        h.login(alice, h.info("1.2", "C++")).await;
+        let dropped = |h: &Harness| h.sockets.emitted(alice).iter().any(|(e, _)| e == "drop");
+        let unreachable = || Unreachable {
+            target: "agent-1".into(),
+        };
+        h.remotes.fail(Stage::GetNode, unreachable());
+        *h.remotes.node.lock().unwrap() = "node-2".into();
+        h.portal.controller_lost(&node_exited("node-1"));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!dropped(&h), "not dropped at restore_timeout (1 s)");
+        assert!(h.portal.is_restoring("room-1"), "still trying");
+        h.remotes.heal(Stage::GetNode);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!h.portal.is_restoring("room-1"));
+        assert_eq!(controller_of(&h, alice), "node-2", "rebuilt elsewhere");
+        // an agent that never answers: given up after 3 × restore_timeout,
+        // the participant left in place for the next report or node check
+        let node = controller_of(&h, alice);
+        h.remotes.fail(Stage::GetNode, unreachable());
+        *h.remotes.node.lock().unwrap() = "node-3".into();
+        h.portal.controller_lost(&node_exited(&node));
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        assert!(!h.portal.is_restoring("room-1"), "given up");
+        assert!(!dropped(&h));
+        assert_eq!(h.portal.participants(), 1);
+        assert_eq!(controller_of(&h, alice), node);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_relogin_during_the_gap_waits_for_the_new_node() {
         let h = Harness::new();

@@ -89,6 +89,11 @@ impl FakeRemotes {
         self.failures.lock().unwrap().insert(stage, error);
     }
 
+    /// Calls of `stage` succeed again.
+    pub fn heal(&self, stage: Stage) {
+        self.failures.lock().unwrap().remove(&stage);
+    }
+
     /// The next call of `stage` fails with `error`; later ones do not.
     pub fn fail_once(&self, stage: Stage, error: RemoteError) {
         self.once.lock().unwrap().insert(stage, error);
