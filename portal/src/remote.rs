@@ -35,7 +35,14 @@ impl RemoteError {
                 target: target.to_string(),
                 method,
             },
-            Code::Unavailable if std::error::Error::source(&status).is_some() => {
+            // A status with a source is this side's own transport failure
+            // (nothing listening, or the connection broken mid-call: a
+            // node killed while it answered), never the service's answer;
+            // so is an HTTP/2 error.
+            Code::Unavailable | Code::Unknown | Code::Internal
+                if std::error::Error::source(&status).is_some()
+                    || status.message().starts_with("h2 protocol error") =>
+            {
                 RemoteError::Unreachable {
                     target: target.to_string(),
                 }
@@ -267,6 +274,33 @@ mod tests {
         // Unavailable with no transport cause is the service's own answer.
         let e = RemoteError::from_status("n1", "join", Status::unavailable("Room is gone"));
         assert_eq!(e, RemoteError::Refused("Room is gone".into()));
+        // a connection broken mid-call (tonic: Unknown, "transport error",
+        // with the cause as its source) is the node gone, not an answer
+        let broken = Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset",
+        )));
+        assert_eq!(broken.code(), Code::Unknown);
+        let e = RemoteError::from_status("n1", "reattach", broken);
+        assert_eq!(
+            e,
+            RemoteError::Unreachable {
+                target: "n1".into()
+            }
+        );
+        let e = RemoteError::from_status(
+            "n1",
+            "reattach",
+            Status::internal("h2 protocol error: stream reset"),
+        );
+        assert_eq!(
+            e,
+            RemoteError::Unreachable {
+                target: "n1".into()
+            }
+        );
+        let e = RemoteError::from_status("n1", "text", Status::unknown("Client does NOT exist"));
+        assert_eq!(e, RemoteError::Refused("Client does NOT exist".into()));
     }
 
     #[test]
