@@ -200,10 +200,6 @@ impl Connection {
     pub fn idle_expired(&self, now: Instant) -> bool {
         self.state == State::Initialized && !self.socket_closed && now >= self.idle_deadline
     }
-
-    pub fn idle_deadline(&self) -> Instant {
-        self.idle_deadline
-    }
 }
 
 #[cfg(test)]
