@@ -231,6 +231,18 @@ pub async fn make_tokens_in(
     Ok(out)
 }
 
+/// Connect to `portal` and log in with `token` as SDK type `sdk`.
+async fn connect_and_login(portal: &str, token: &str, sdk: &str) -> anyhow::Result<Client> {
+    let client = Client::connect(portal).await?;
+    let ack = client
+        .call("login", &[login_info(token, sdk)], ACK_TIMEOUT)
+        .await?;
+    if ack.first().and_then(Value::as_str) != Some("ok") {
+        anyhow::bail!("login refused: {ack:?}");
+    }
+    Ok(client)
+}
+
 /// Connect and log in every token, `concurrency` at a time; the clients
 /// that logged in, and the report.
 pub async fn logins(
@@ -253,23 +265,13 @@ pub async fn logins(
         tasks.push(tokio::spawn(async move {
             let _permit = permit;
             let t0 = Instant::now();
-            let result = async {
-                let client = Client::connect(&portal).await?;
-                let ack = client
-                    .call("login", &[login_info(&token, &sdk)], ACK_TIMEOUT)
-                    .await?;
-                if ack.first().and_then(Value::as_str) != Some("ok") {
-                    anyhow::bail!("login refused: {ack:?}");
-                }
-                Ok((client, ack))
-            }
-            .await;
+            let result = connect_and_login(&portal, &token, &sdk).await;
             let elapsed = t0.elapsed();
             let k = done.fetch_add(1, Ordering::Relaxed) + 1;
             if progress && k.is_multiple_of(1000) {
                 eprintln!("  {k}/{n} logins");
             }
-            result.map(|(c, ack)| (c, ack, elapsed))
+            result.map(|c| (c, elapsed))
         }));
     }
     let mut clients = Vec::with_capacity(n);
@@ -278,7 +280,7 @@ pub async fn logins(
     let mut first_error = None;
     for t in tasks {
         match t.await {
-            Ok(Ok((c, _ack, elapsed))) => {
+            Ok(Ok((c, elapsed))) => {
                 latencies.push(elapsed);
                 clients.push(c);
             }
@@ -580,14 +582,11 @@ pub struct ChurnReport {
 /// One cycle: connect; with a token, log in as `sdk` and out; disconnect,
 /// and wait until the server has closed the socket.
 async fn churn_cycle(portal: &str, token: Option<&str>, sdk: &str) -> anyhow::Result<()> {
-    let client = Client::connect(portal).await?;
-    if let Some(token) = token {
-        let ack = client
-            .call("login", &[login_info(token, sdk)], ACK_TIMEOUT)
-            .await?;
-        if ack.first().and_then(Value::as_str) != Some("ok") {
-            anyhow::bail!("login refused: {ack:?}");
-        }
+    let client = match token {
+        Some(token) => connect_and_login(portal, token, sdk).await?,
+        None => Client::connect(portal).await?,
+    };
+    if token.is_some() {
         let ack = client.call("logout", &[], ACK_TIMEOUT).await?;
         if ack.first().and_then(Value::as_str) != Some("ok") {
             anyhow::bail!("logout refused: {ack:?}");
@@ -786,18 +785,7 @@ pub async fn rooms(target: &Target, n: usize, sdk: &str) -> anyhow::Result<Rooms
     for (_, token) in tokens {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let t0 = Instant::now();
-        let logged_in = async {
-            let client = Client::connect(&target.portal).await?;
-            let ack = client
-                .call("login", &[login_info(&token, sdk)], ACK_TIMEOUT)
-                .await?;
-            if ack.first().and_then(Value::as_str) != Some("ok") {
-                anyhow::bail!("login refused: {ack:?}");
-            }
-            Ok(client)
-        }
-        .await;
-        match logged_in {
+        match connect_and_login(&target.portal, &token, sdk).await {
             Ok(c) => {
                 latencies.push(t0.elapsed());
                 clients.push(c);
