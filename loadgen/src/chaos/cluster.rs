@@ -11,6 +11,7 @@ use conclave_stack::postgres::Postgres;
 use conclave_stack::testing::{ServiceProcess, free_port, grpc};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tokio::time::Instant;
 
 const SERVING: (&str, &str) = ("gRPC server listening", "local_addr");
 const AGENT_SERVING: (&str, &str) = ("conference agent serving", "endpoint");
@@ -365,7 +366,11 @@ impl Cluster {
         }
     }
 
-    /// Inflict `fault` (`pick` chooses among candidates); what it hit.
+    /// Inflict `fault` (`pick` chooses among candidates); what it hit, and
+    /// when the fault landed: a killed or drained process reaped, a stopped
+    /// one signalled. Choosing the target and spawning `kill` take a few
+    /// milliseconds, so the moment the caller decided is too early to tell
+    /// what the process may still have handled.
     /// A killed or drained process is started again before this returns;
     /// a stopped one is continued after `stall`.
     pub async fn inflict(
@@ -374,7 +379,7 @@ impl Cluster {
         rooms: &[String],
         stall: Duration,
         pick: &mut dyn FnMut(usize) -> usize,
-    ) -> Result<String, String> {
+    ) -> Result<(String, Instant), String> {
         use FaultKind::*;
         let target = match fault {
             // the portal holding more participants (relogins gather them on
@@ -411,38 +416,47 @@ impl Cluster {
                     .arg(pid.to_string())
                     .status();
             };
+            let landed;
             if fault == KillNode {
                 signal("KILL");
+                landed = Instant::now();
             } else {
                 signal("STOP");
+                landed = Instant::now();
                 tokio::time::sleep(stall).await;
                 // by now its agent has killed it; a live one goes on
                 signal("CONT");
             }
-            return Ok(format!("node {pid} of room {room}"));
+            return Ok((format!("node {pid} of room {room}"), landed));
         };
         let what = format!("{} {i}", kind.name());
-        match fault {
+        let landed = match fault {
             StopPortal | StopAgent | StopManagement | StopLeader => {
                 let s = self.service_mut(kind, i);
                 s.signal("STOP");
+                let landed = Instant::now();
                 tokio::time::sleep(stall).await;
                 self.service_mut(kind, i).signal("CONT");
+                landed
             }
             DrainPortal => {
                 let s = self.service_mut(kind, i);
                 s.signal("TERM");
                 tokio::task::block_in_place(|| s.gone(Duration::from_secs(20)));
+                let landed = Instant::now();
                 self.restart(kind, i)?;
+                landed
             }
             _ => {
                 let s = self.service_mut(kind, i);
                 s.signal("KILL");
                 tokio::task::block_in_place(|| s.gone(Duration::from_secs(5)));
+                let landed = Instant::now();
                 self.restart(kind, i)?;
+                landed
             }
-        }
-        Ok(what)
+        };
+        Ok((what, landed))
     }
 
     /// What is left over once everyone logged out (empty when nothing):

@@ -398,7 +398,7 @@ pub async fn run(config: Config) -> Result<Report, String> {
         let hit = cluster
             .inflict(kind, &rooms, config.stall, &mut |n| rng.below(n))
             .await;
-        let hit = match hit {
+        let (hit, landed) = match hit {
             Ok(h) => h,
             Err(e) => {
                 report.problems.push(format!("{}: {e}", kind.name()));
@@ -410,7 +410,9 @@ pub async fn run(config: Config) -> Result<Report, String> {
             (at - started).as_secs_f64(),
             kind.name()
         );
-        inflicted.push((at, kind));
+        // what a process may have handled before it died is judged from
+        // when the fault landed; recovery is timed from the decision
+        inflicted.push((landed, kind));
         report.timeline.push((
             (at - started).as_secs_f64(),
             kind.name().into(),
