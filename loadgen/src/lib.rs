@@ -3,6 +3,8 @@
 //! fan-out, idle memory per connection and scheduler throughput.
 
 pub mod chaos;
+pub mod curve;
+pub mod plot;
 pub mod rest;
 pub mod sio;
 pub mod stats;
@@ -16,7 +18,7 @@ use conclave_proto::management::v1::management_client::ManagementClient;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sio::Client;
-use stats::{Summary, summarize};
+use stats::{Summary, percentiles_ms, summarize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +46,9 @@ pub struct LoginReport {
     pub failed: usize,
     pub latency: Summary,
     pub logins_per_second: f64,
+    /// The latency at each percentile 1..=100, ms (the CDF plot's points).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub percentiles_ms: Vec<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +112,8 @@ pub struct Report {
     pub tls_idle: Option<IdleReport>,
     /// Token creations and consumptions on each store (SQLite, PostgreSQL).
     pub stores: Vec<store::StoreReport>,
+    /// The sustained-load curve: the same load on 1, 2, 4 portals.
+    pub curve: Vec<curve::CurvePoint>,
 }
 
 fn channel(addr: &str) -> anyhow::Result<Channel> {
@@ -252,14 +259,32 @@ pub async fn logins(
     sdk: &str,
     progress: bool,
 ) -> (Vec<Client>, LoginReport) {
+    logins_over(
+        std::slice::from_ref(&portal.to_string()),
+        tokens,
+        concurrency,
+        sdk,
+        progress,
+    )
+    .await
+}
+
+/// [`logins`] spread over `portals` in turn, as a load balancer would.
+pub async fn logins_over(
+    portals: &[String],
+    tokens: Vec<String>,
+    concurrency: usize,
+    sdk: &str,
+    progress: bool,
+) -> (Vec<Client>, LoginReport) {
     let n = tokens.len();
     let sem = Arc::new(Semaphore::new(concurrency.max(1)));
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(n);
-    for token in tokens {
+    for (i, token) in tokens.into_iter().enumerate() {
         let permit = sem.clone().acquire_owned().await.expect("semaphore");
-        let portal = portal.to_string();
+        let portal = portals[i % portals.len()].clone();
         let sdk = sdk.to_string();
         let done = done.clone();
         tasks.push(tokio::spawn(async move {
@@ -274,6 +299,44 @@ pub async fn logins(
             result.map(|c| (c, elapsed))
         }));
     }
+    collect_logins(tasks, concurrency, started).await
+}
+
+/// One login started every `1 / rate` s whatever the others are doing (an
+/// open loop: a fixed offered load), spread over `portals` in turn. Each
+/// latency counts from when its login was due, so a stack that falls
+/// behind shows it. `concurrency` in the report is 0.
+pub async fn paced_logins(
+    portals: &[String],
+    tokens: Vec<String>,
+    rate: f64,
+    sdk: &str,
+) -> (Vec<Client>, LoginReport) {
+    let started = Instant::now();
+    let every = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let mut tasks = Vec::with_capacity(tokens.len());
+    for (i, token) in tokens.into_iter().enumerate() {
+        let due = started + every * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        let portal = portals[i % portals.len()].clone();
+        let sdk = sdk.to_string();
+        tasks.push(tokio::spawn(async move {
+            let result = connect_and_login(&portal, &token, &sdk).await;
+            result.map(|c| (c, due.elapsed()))
+        }));
+    }
+    collect_logins(tasks, 0, started).await
+}
+
+type LoginTask = tokio::task::JoinHandle<anyhow::Result<(Client, Duration)>>;
+
+/// Wait for every login task: the clients that logged in, and the report.
+async fn collect_logins(
+    tasks: Vec<LoginTask>,
+    concurrency: usize,
+    started: Instant,
+) -> (Vec<Client>, LoginReport) {
+    let n = tasks.len();
     let mut clients = Vec::with_capacity(n);
     let mut latencies = Vec::with_capacity(n);
     let mut failed = 0;
@@ -306,13 +369,14 @@ pub async fn logins(
             failed,
             latency: summarize(&latencies),
             logins_per_second: (latencies.len() as f64 / total.as_secs_f64() * 10.0).round() / 10.0,
+            percentiles_ms: percentiles_ms(&latencies),
         },
     )
 }
 
 /// `rooms` fresh rooms (notifications off), each opened by one connected
 /// warm participant, and `n` tokens spread over them.
-async fn prepare(
+pub(crate) async fn prepare(
     target: &Target,
     rooms: usize,
     n: usize,
@@ -988,6 +1052,30 @@ pub fn table(r: &Report) -> String {
             "\nscheduler: {:.0} Schedule/s for new rooms, {:.0}/s for an existing room\n",
             s.new_rooms_per_second, s.existing_rooms_per_second
         ));
+    }
+    if !r.curve.is_empty() {
+        out.push_str(&format!(
+            "\nload curve: {} logins at {:.0}/s offered (p50, p99 ms, logins/s), then {} in flight (logins/s)\n",
+            r.curve[0].paced.logins, r.curve[0].rate, r.curve[0].saturated.concurrency
+        ));
+        for p in &r.curve {
+            out.push_str(&format!(
+                "  {} portal(s): {:.3} {:.3} {:.0} (failed {}); {:.0}/s (failed {})\n",
+                p.portals,
+                p.paced.latency.p50_ms,
+                p.paced.latency.p99_ms,
+                p.paced.logins_per_second,
+                p.paced.failed,
+                p.saturated.logins_per_second,
+                p.saturated.failed
+            ));
+            for c in &p.services {
+                out.push_str(&format!(
+                    "    {:<17} ({} processes): {:>8.1} KiB and {:>7.1} ms CPU per 1 000\n",
+                    c.service, c.processes, c.kib_per_1000, c.cpu_ms_per_1000
+                ));
+            }
+        }
     }
     out
 }

@@ -18,10 +18,12 @@ struct Args {
     /// scheduler, rest, tls (login, and idle when asked, again on a
     /// second stack with everything over TLS, after the first has stopped),
     /// store (token creations and consumptions on the embedded SQLite, then
-    /// on a stack whose management uses a PostgreSQL server started here).
+    /// on a stack whose management uses a PostgreSQL server started here),
+    /// curve (the same load on stacks of 1, 2 and 4 portals, and what each
+    /// service costs per 1 000 participants).
     #[arg(
         long,
-        default_value = "baseline,login,relogin,fanout,idle,churn,rooms,scheduler,rest,tls,store",
+        default_value = "baseline,login,relogin,fanout,idle,churn,rooms,scheduler,rest,tls,store,curve",
         value_delimiter = ','
     )]
     scenarios: Vec<String>,
@@ -75,7 +77,17 @@ struct Args {
     /// Seconds of token creations on each store.
     #[arg(long, default_value_t = 3.0)]
     store_seconds: f64,
-    /// Where to write the JSON report.
+    /// Portal counts of the load curve.
+    #[arg(long, default_value = "1,2,4", value_delimiter = ',')]
+    curve_portals: Vec<usize>,
+    /// Logins per point of the load curve (each run twice: at the fixed
+    /// rate, then with `--concurrency` in flight).
+    #[arg(long, default_value_t = 3000)]
+    curve_logins: usize,
+    /// The load curve's fixed offered load, logins per second.
+    #[arg(long, default_value_t = 1000.0)]
+    curve_rate: f64,
+    /// Where to write the JSON report (the SVG pictures go beside it).
     #[arg(long, default_value = "bench.json")]
     json: PathBuf,
 }
@@ -383,6 +395,24 @@ async fn main() -> anyhow::Result<()> {
         Ok(()) if want("store") => postgres_scenario(&args, &data, &mut report).await,
         other => other,
     };
+    // before TLS: that makes every gRPC client of this process TLS
+    let result = match result {
+        Ok(()) if want("curve") => loadgen::curve::curve(
+            &data,
+            vec![("RUST_LOG".into(), QUIET.into())],
+            &args.curve_portals,
+            &loadgen::curve::Load {
+                logins: args.curve_logins,
+                rate: args.curve_rate,
+                concurrency: args.concurrency,
+                room_size: args.room_size,
+                sdk: args.sdk.clone(),
+            },
+        )
+        .await
+        .map(|points| report.curve = points),
+        other => other,
+    };
     let result = match result {
         Ok(()) if want("tls") => tls_scenarios(&args, &data, &mut report).await,
         other => other,
@@ -391,5 +421,8 @@ async fn main() -> anyhow::Result<()> {
     println!("{}", loadgen::table(&report));
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
     eprintln!("JSON written to {}", args.json.display());
+    for svg in loadgen::plot::write_svgs(&report, &args.json)? {
+        eprintln!("picture written to {}", svg.display());
+    }
     result
 }

@@ -36,6 +36,22 @@ pub fn summarize(samples: &[Duration]) -> Summary {
     }
 }
 
+/// The latency at every whole percentile, 1 to 100 (nearest rank), in ms:
+/// the points of a CDF plot.
+pub fn percentiles_ms(samples: &[Duration]) -> Vec<f64> {
+    if samples.is_empty() {
+        return Vec::new();
+    }
+    let mut s = samples.to_vec();
+    s.sort();
+    (1..=100)
+        .map(|p| {
+            let rank = (p * s.len()).div_ceil(100);
+            ms(s[rank.clamp(1, s.len()) - 1])
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,5 +67,15 @@ mod tests {
         assert_eq!(summarize(&[]).count, 0);
         let one = summarize(&[Duration::from_micros(1500)]);
         assert_eq!((one.p50_ms, one.max_ms), (1.5, 1.5));
+    }
+
+    #[test]
+    fn a_hundred_percentiles_end_at_the_maximum() {
+        let samples: Vec<Duration> = (1..=200).rev().map(Duration::from_millis).collect();
+        let p = percentiles_ms(&samples);
+        assert_eq!(p.len(), 100);
+        assert_eq!((p[0], p[49], p[99]), (2.0, 100.0, 200.0));
+        assert!(percentiles_ms(&[]).is_empty());
+        assert_eq!(percentiles_ms(&[Duration::from_millis(3)]), vec![3.0; 100]);
     }
 }

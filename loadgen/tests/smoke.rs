@@ -36,6 +36,12 @@ fn every_scenario_runs_and_loses_nothing() {
             "0.3",
             "--store-seconds",
             "0.3",
+            "--curve-portals",
+            "1,2",
+            "--curve-logins",
+            "40",
+            "--curve-rate",
+            "100",
             "--json",
             json.to_str().unwrap(),
         ])
@@ -125,6 +131,35 @@ fn every_scenario_runs_and_loses_nothing() {
         assert_eq!(s["create_failed"], 0, "{report}");
         assert_eq!(s["consume_failed"], 0, "{report}");
         assert!(s["consumed"].as_u64().unwrap() > 0, "{report}");
+    }
+    // the load curve: each portal count, both loads, every service costed
+    let curve = report["curve"].as_array().unwrap();
+    assert_eq!(curve.len(), 2, "{report}");
+    for (point, portals) in curve.iter().zip([1, 2]) {
+        assert_eq!(point["portals"], portals, "{report}");
+        for key in ["paced", "saturated"] {
+            assert_eq!(point[key]["logins"], 40, "{key}: {report}");
+            assert_eq!(point[key]["failed"], 0, "{key}: {report}");
+        }
+        let services = point["services"].as_array().unwrap();
+        let portal = services.iter().find(|s| s["service"] == "portal").unwrap();
+        assert_eq!(portal["processes"], portals, "{report}");
+        assert!(
+            services
+                .iter()
+                .all(|s| s["cpu_ms_per_1000"].as_f64().unwrap() >= 0.0),
+            "{report}"
+        );
+    }
+    // the pictures beside the JSON
+    for suffix in ["logins", "curve"] {
+        let svg = json.with_file_name(format!(
+            "{}-{suffix}.svg",
+            json.file_stem().unwrap().to_str().unwrap()
+        ));
+        let text = std::fs::read_to_string(&svg).unwrap_or_default();
+        assert!(text.starts_with("<svg"), "{}: {text:.80}", svg.display());
+        let _ = std::fs::remove_file(svg);
     }
     let _ = std::fs::remove_file(json);
 }
