@@ -450,8 +450,14 @@ pub async fn run(config: Config) -> Result<Report, String> {
         // One fault at a time: the next comes once everything acked before
         // this one has arrived (replays included), so that each is measured
         // on a whole system and not on the remains of the one before.
+        // Texts sent during the fault count too: a stalled portal has a
+        // backlog to work off once it runs again, and a kill in the middle
+        // of that is two faults at once.
         let healed_by = at + limit;
-        while !healed(&ledger.lock().unwrap(), at, config.room_size) && Instant::now() < healed_by {
+        let until = Instant::now();
+        while !healed(&ledger.lock().unwrap(), at, until, config.room_size)
+            && Instant::now() < healed_by
+        {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let next = at + config.fault_every;
@@ -525,13 +531,13 @@ pub async fn run(config: Config) -> Result<Report, String> {
     Ok(report)
 }
 
-/// Whether every text sent in the 20 s before `at` is settled: its ack
-/// came, and if it was `ok`, every room member that still has its seat
-/// received it.
-fn healed(l: &Ledger, at: Instant, room_size: usize) -> bool {
+/// Whether every text sent from 20 s before the fault at `at` until
+/// `until` is settled: its ack came, and if it was `ok`, every room member
+/// that still has its seat received it.
+fn healed(l: &Ledger, at: Instant, until: Instant, room_size: usize) -> bool {
     let from = at.checked_sub(Duration::from_secs(20)).unwrap_or(at);
     l.texts.iter().all(|(id, t)| {
-        if t.at >= at || t.at < from {
+        if t.at >= until || t.at < from {
             return true;
         }
         match t.acked {
@@ -690,9 +696,16 @@ fn tally(
                             report.faults.entry(k.name().into()).or_default().duplicated += 1;
                         }
                         if report.duplicated <= 5 {
-                            report
-                                .problems
-                                .push(format!("text {id} reached participant {r} {n} times"));
+                            let secs = |t: Instant| format!("{:.2}", (t - started).as_secs_f64());
+                            report.problems.push(format!(
+                                "text {id} sent at {} s by participant {} reached participant {r} {n} times, first at {} s, last at {} s (its relogins at {:?} s; the sender's at {:?} s)",
+                                secs(sent.at),
+                                sent.by,
+                                secs(first),
+                                secs(last),
+                                l.relogged[r].iter().map(|t| secs(*t)).collect::<Vec<_>>(),
+                                l.relogged[sent.by].iter().map(|t| secs(*t)).collect::<Vec<_>>(),
+                            ));
                         }
                     }
                 }
@@ -745,6 +758,48 @@ async fn wait_schedulable(cluster: &Cluster) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fault_heals_once_what_was_sent_during_it_has_arrived_too() {
+        let t0 = Instant::now();
+        let s = |ms: u64| t0 + Duration::from_millis(ms);
+        // a room of two; the fault at 30 s, the check at 35 s
+        let (at, until) = (s(30_000), s(35_000));
+        let mut l = participant::Ledger::new(2);
+        let send = |l: &mut participant::Ledger, id: &str, ms: u64, acked| {
+            l.texts.insert(
+                id.into(),
+                participant::Sent {
+                    room: 0,
+                    by: 0,
+                    at: s(ms),
+                    acked,
+                },
+            );
+        };
+        let arrive = |l: &mut participant::Ledger, id: &str, r: usize| {
+            l.received[r].insert(id.into(), (1, s(36_000), s(36_000)));
+        };
+        send(&mut l, "before", 29_000, Some(true));
+        arrive(&mut l, "before", 0);
+        arrive(&mut l, "before", 1);
+        assert!(healed(&l, at, until, 2));
+        // sent while the fault lasted, acked, not yet at one receiver
+        send(&mut l, "during", 32_000, Some(true));
+        arrive(&mut l, "during", 0);
+        assert!(!healed(&l, at, until, 2), "a text sent during the fault");
+        arrive(&mut l, "during", 1);
+        assert!(healed(&l, at, until, 2));
+        // its ack still awaited
+        send(&mut l, "pending", 34_000, None);
+        assert!(!healed(&l, at, until, 2), "a text whose ack is awaited");
+        l.texts.get_mut("pending").unwrap().acked = Some(false);
+        assert!(healed(&l, at, until, 2), "a refused text is settled");
+        // after the check began, or long before the fault: not waited for
+        send(&mut l, "after", 35_500, None);
+        send(&mut l, "old", 1_000, None);
+        assert!(healed(&l, at, until, 2));
+    }
 
     #[test]
     fn only_what_a_portal_sigkill_had_in_flight_is_excused() {
