@@ -204,10 +204,10 @@ impl Store for SqliteStore {
             json(token),
         );
         self.call(move |c| {
-            c.execute(
+            c.prepare_cached(
                 "INSERT INTO tokens (id, room_id, created_ms, data) VALUES (?1, ?2, ?3, ?4)",
-                params![id, room, created, data],
-            )?;
+            )?
+            .execute(params![id, room, created, data])?;
             Ok(())
         })
         .await
@@ -223,14 +223,14 @@ impl Store for SqliteStore {
         let oldest_valid = now_ms.saturating_sub(lifetime_ms);
         self.call(move |c| {
             let tx = c.transaction()?;
+            // cached statements: a login's token is taken with no SQL parsing
             let row: Option<(i64, String)> = tx
-                .query_row(
-                    "DELETE FROM tokens WHERE id = ?1 RETURNING created_ms, data",
-                    [&id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .prepare_cached("DELETE FROM tokens WHERE id = ?1 RETURNING created_ms, data")?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()?;
-            let purged = tx.execute("DELETE FROM tokens WHERE created_ms < ?1", [oldest_valid])?;
+            let purged = tx
+                .prepare_cached("DELETE FROM tokens WHERE created_ms < ?1")?
+                .execute([oldest_valid])?;
             tx.commit()?;
             if purged > 0 {
                 tracing::debug!(purged, "expired tokens purged");
