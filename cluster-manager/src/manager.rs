@@ -491,7 +491,7 @@ impl Manager {
             state: record.state,
             load: record.load,
             info: record.info.clone(),
-            tasks: record.tasks.clone(),
+            tasks: record.tasks.iter().cloned().collect(),
             keep_alive: registered.alive_count,
         })
     }

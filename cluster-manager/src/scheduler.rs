@@ -151,7 +151,7 @@ impl Scheduler {
             };
             if let Some(record) = self.workers.get(&existing.worker) {
                 existing.reserve_time = reserve_time;
-                let executing = record.tasks.iter().any(|t| t == task);
+                let executing = record.tasks.contains(task);
                 let worker = existing.worker.clone();
                 let info = record.info.clone();
                 let deadline = (!executing).then(|| now + reserve_time);
@@ -233,7 +233,7 @@ impl Scheduler {
                     let from = std::mem::replace(&mut a.worker, worker.to_string());
                     a.expires = None;
                     if let Some(old) = self.workers.get_mut(&from) {
-                        old.tasks.retain(|t| t != task);
+                        old.tasks.swap_remove(task);
                     }
                 }
                 Some(a) => a.expires = None,
@@ -249,9 +249,7 @@ impl Scheduler {
                 }
             }
             let record = self.workers.get_mut(worker).expect("checked above");
-            if !record.tasks.contains(task) {
-                record.tasks.push(task.clone());
-            }
+            record.tasks.insert(task.clone());
         }
         Some(refused)
     }
@@ -264,13 +262,7 @@ impl Scheduler {
         let Some(record) = self.workers.get_mut(worker) else {
             return false;
         };
-        let was_executing = match record.tasks.iter().position(|t| t == task) {
-            Some(pos) => {
-                record.tasks.remove(pos);
-                true
-            }
-            None => false,
-        };
+        let was_executing = record.tasks.swap_remove(task);
         let mut deadline = None;
         if let Some(a) = self.tasks.get_mut(task) {
             if a.worker != worker {
@@ -481,7 +473,7 @@ mod tests {
         assert_eq!(s.pick_up("w1", &["room".to_string()], t0), Some(vec![]));
         let later = t0 + Duration::from_secs(3600);
         assert_eq!(s.scheduled("room", later).unwrap().worker, "w1");
-        assert_eq!(s.worker("w1").unwrap().tasks, ["room"]);
+        assert_eq!(Vec::from_iter(&s.worker("w1").unwrap().tasks), ["room"]);
         // executing: rescheduling keeps it executing, no expiry
         assert_eq!(sched(&mut s, "room", Some(1000), later).unwrap(), "w1");
         assert_eq!(s.scheduled("room", later).unwrap().expires, None);
@@ -509,7 +501,7 @@ mod tests {
             s.pick_up("w2", &["a".to_string(), "a".to_string()], t0),
             Some(vec![])
         );
-        assert_eq!(s.worker("w2").unwrap().tasks, ["a"]);
+        assert_eq!(Vec::from_iter(&s.worker("w2").unwrap().tasks), ["a"]);
         let a = s.scheduled("a", t0).unwrap();
         assert_eq!(
             (a.worker.as_str(), a.reserve_time, a.expires),
@@ -537,7 +529,7 @@ mod tests {
             Some(vec!["room".to_string()])
         );
         assert_eq!(s.scheduled("room", t0).unwrap().worker, "w1");
-        assert_eq!(s.worker("w2").unwrap().tasks, ["other"]);
+        assert_eq!(Vec::from_iter(&s.worker("w2").unwrap().tasks), ["other"]);
         // w2 letting go of its copy does not repeal w1's
         assert!(s.lay_down("w2", "room", t0));
         assert_eq!(s.scheduled("room", t0).unwrap().worker, "w1");
@@ -581,7 +573,7 @@ mod tests {
         assert_eq!(s.scheduled("b", t0).unwrap().worker, "w1");
         assert_eq!(s.pick_up("w2", &["b".to_string()], t0), Some(vec![]));
         assert!(s.worker("w1").unwrap().tasks.is_empty());
-        assert_eq!(s.worker("w2").unwrap().tasks, ["b"]);
+        assert_eq!(Vec::from_iter(&s.worker("w2").unwrap().tasks), ["b"]);
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What the manager knows of a worker: the domain form of `WorkerInfo`, and
 //! the scheduling preference a task comes with.
 
+use indexmap::IndexSet;
+
 /// What a worker told the manager when it joined.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerInfo {
@@ -41,8 +43,10 @@ pub struct WorkerRecord {
     pub state: Option<i32>,
     pub load: f64,
     pub info: WorkerInfo,
-    /// Tasks in execution on this worker.
-    pub tasks: Vec<String>,
+    /// Tasks in execution on this worker: a set, since a portal executes
+    /// one task per participant (tens of thousands), each picked up and
+    /// laid down by name.
+    pub tasks: IndexSet<String>,
 }
 
 impl WorkerRecord {
@@ -53,7 +57,7 @@ impl WorkerRecord {
             state: None,
             load: info.max_load,
             info,
-            tasks: Vec::new(),
+            tasks: IndexSet::new(),
         }
     }
 

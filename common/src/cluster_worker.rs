@@ -207,7 +207,9 @@ impl LoadDedup {
 
 struct Local {
     registered: bool,
-    tasks: Vec<String>,
+    /// A set: a portal executes one task per participant, tens of
+    /// thousands, each added and removed by name.
+    tasks: indexmap::IndexSet<String>,
     /// Tasks whose `PickUpTasks` is on its way.
     adding: std::collections::HashSet<String>,
     /// Of those, the ones removed meanwhile: the add lays them down once
@@ -258,7 +260,7 @@ impl ClusterWorker {
             client: ClusterManagerClient::new(channel),
             local: Mutex::new(Local {
                 registered: false,
-                tasks: Vec::new(),
+                tasks: indexmap::IndexSet::new(),
                 adding: Default::default(),
                 cancelled: Default::default(),
             }),
@@ -312,17 +314,17 @@ impl ClusterWorker {
 
     /// Tasks this worker executes, as last announced.
     pub fn tasks(&self) -> Vec<String> {
-        self.shared.local().tasks.clone()
+        self.shared.local().tasks.iter().cloned().collect()
     }
 
     /// Start executing `task`: announced with `PickUpTasks` unless already held.
     pub async fn add_task(&self, task: &str) -> Result<(), WorkerError> {
         let send = {
             let mut local = self.shared.local();
-            if local.tasks.iter().any(|t| t == task) {
+            if local.tasks.contains(task) {
                 return Ok(());
             }
-            local.tasks.push(task.to_string());
+            local.tasks.insert(task.to_string());
             if local.cancelled.remove(task) {
                 // added again before the first pick-up was answered: that
                 // one stands
@@ -359,7 +361,7 @@ impl ClusterWorker {
             .into_inner()
             .refused;
         if refused.iter().any(|t| t == task) {
-            self.shared.local().tasks.retain(|t| t != task);
+            self.shared.local().tasks.swap_remove(task);
             return Err(WorkerError::TaskRefused {
                 task: task.to_string(),
             });
@@ -373,10 +375,9 @@ impl ClusterWorker {
     pub async fn remove_task(&self, task: &str) -> Result<(), WorkerError> {
         let send = {
             let mut local = self.shared.local();
-            let Some(pos) = local.tasks.iter().position(|t| t == task) else {
+            if !local.tasks.swap_remove(task) {
                 return Ok(());
-            };
-            local.tasks.remove(pos);
+            }
             if local.adding.contains(task) {
                 local.cancelled.insert(task.to_string());
                 return Ok(());
@@ -570,7 +571,7 @@ impl Shared {
                 Ok((state, known)) => {
                     match rejoined(&state, known) {
                         Rejoined::Reannounce => {
-                            let tasks = self.local().tasks.clone();
+                            let tasks: Vec<String> = self.local().tasks.iter().cloned().collect();
                             if known {
                                 info!(
                                     tasks = tasks.len(),
