@@ -14,6 +14,24 @@ use serde_json::Value;
 use socketioxide::socket::Sid;
 use std::collections::HashMap;
 
+/// A JSON value kept as its compact text, for what is read only when a
+/// seat moves: a parsed permission object is a tree of `BTreeMap` nodes,
+/// about 1.8 KiB per client (heap profile, 3 000 idle clients), against
+/// about 150 bytes of text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonText(Box<str>);
+
+impl JsonText {
+    pub fn new(value: &Value) -> JsonText {
+        JsonText(value.to_string().into_boxed_str())
+    }
+
+    /// The value again (`null` if the text were ever not JSON).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::Null)
+    }
+}
+
 /// A logged-in participant.
 #[derive(Debug)]
 pub struct Client {
@@ -28,7 +46,7 @@ pub struct Client {
     pub role: String,
     /// What it may publish and subscribe, as its node last said (kept so
     /// that its seat can be restored on another node).
-    pub permission: Value,
+    pub permission: JsonText,
     pub protocol: Protocol,
     /// The SDK type from the login's user agent.
     pub sdk_type: String,
@@ -294,6 +312,20 @@ mod tests {
     use std::time::Duration;
     use tokio::time::Instant;
 
+    #[test]
+    fn a_kept_permission_is_compact_text_and_reads_back_the_same() {
+        let permission = json!({
+            "publish": {"audio": true, "video": false},
+            "subscribe": {"audio": true, "video": true},
+            "text": "to-all",
+            "manage": false
+        });
+        let kept = JsonText::new(&permission);
+        assert_eq!(kept.value(), permission);
+        assert!(!kept.0.contains(' '), "compact: {}", kept.0);
+        assert_eq!(JsonText::new(&Value::Null).value(), Value::Null);
+    }
+
     fn client(participant: &str, socket: Sid, node: &str) -> Client {
         Client {
             participant: participant.into(),
@@ -306,7 +338,7 @@ mod tests {
             token_code: "code".into(),
             user: "u".into(),
             role: "presenter".into(),
-            permission: Value::Null,
+            permission: JsonText::new(&Value::Null),
             protocol: Protocol::V1_2,
             sdk_type: "C++".into(),
             reconnection: true,

@@ -124,7 +124,7 @@ impl Portal {
         };
         let ticket = (joined.reconnection && joined.protocol != Protocol::Legacy)
             .then(|| self.issue_ticket(&participant, &joined.grant.room));
-        let permission = joined.admission.permission.clone();
+        let permission = crate::clients::JsonText::new(&joined.admission.permission);
         let result = dialect::login_result(
             joined.protocol,
             &participant,

@@ -167,7 +167,7 @@ impl Portal {
                             token_code: c.token_code.clone(),
                             message_buffer_size: buffer,
                         },
-                        permission: c.permission.clone(),
+                        permission: c.permission.value(),
                         seq: c.sent.max(),
                         detached,
                         rebuild,

@@ -132,7 +132,7 @@ impl pb::portal_server::Portal for PortalService {
         }
         let found = self.portal.delivery().with(|reg| {
             reg.client_mut(&r.participant_id)
-                .map(|c| c.permission = permission)
+                .map(|c| c.permission = crate::clients::JsonText::new(&permission))
                 .is_some()
         });
         Ok(Response::new(pb::SetPermissionReply { found }))

@@ -222,7 +222,7 @@ fn client_of(
         token_code: seat.client.token_code,
         user: seat.user,
         role: seat.role,
-        permission: seat.permission,
+        permission: crate::clients::JsonText::new(&seat.permission),
         protocol,
         sdk_type: seat.client.sdk_type,
         reconnection: seat.client.reconnection,

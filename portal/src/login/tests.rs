@@ -610,7 +610,7 @@ mod known_room {
             token_code: "c".into(),
             user: "u".into(),
             role: "presenter".into(),
-            permission: Value::Null,
+            permission: crate::clients::JsonText::new(&Value::Null),
             protocol: crate::dialect::Protocol::V1_2,
             sdk_type: "C++".into(),
             reconnection: true,
