@@ -82,30 +82,33 @@ fn cdf_panel(area: &Panel, title: &str, series: &[(&str, &LoginReport)]) -> anyh
     Ok(())
 }
 
+/// The series of `candidates` that have figures to draw.
+fn with_figures<'a>(
+    candidates: [(&'static str, &'a Option<LoginReport>); 3],
+) -> Vec<(&'static str, &'a LoginReport)> {
+    candidates
+        .into_iter()
+        .filter_map(|(name, r)| {
+            r.as_ref()
+                .filter(|r| !r.percentiles_ms.is_empty())
+                .map(|r| (name, r))
+        })
+        .collect()
+}
+
 /// The login latency CDFs: one at a time on the left, in flight on the
 /// right. None when the report has no login figures.
 fn logins_svg(report: &Report, path: &Path) -> anyhow::Result<Option<PathBuf>> {
-    let named = |name: &'static str, r: &Option<LoginReport>| {
-        r.as_ref()
-            .filter(|r| !r.percentiles_ms.is_empty())
-            .map(|r| (name, r.clone()))
-    };
-    let one: Vec<_> = [
-        named("stack", &report.login_sequential),
-        named("bare server", &report.baseline_sequential),
-        named("stack over TLS", &report.tls_login_sequential),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let many: Vec<_> = [
-        named("stack", &report.login),
-        named("bare server", &report.baseline_login),
-        named("stack over TLS", &report.tls_login),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
+    let one = with_figures([
+        ("stack", &report.login_sequential),
+        ("bare server", &report.baseline_sequential),
+        ("stack over TLS", &report.tls_login_sequential),
+    ]);
+    let many = with_figures([
+        ("stack", &report.login),
+        ("bare server", &report.baseline_login),
+        ("stack over TLS", &report.tls_login),
+    ]);
     if one.is_empty() && many.is_empty() {
         return Ok(None);
     }
@@ -115,15 +118,8 @@ fn logins_svg(report: &Report, path: &Path) -> anyhow::Result<Option<PathBuf>> {
         let root = SVGBackend::new(&out, (1100, 440)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let panels = root.split_evenly((1, 2));
-        fn refs<'a>(v: &'a [(&'static str, LoginReport)]) -> Vec<(&'static str, &'a LoginReport)> {
-            v.iter().map(|(n, r)| (*n, r)).collect()
-        }
-        cdf_panel(&panels[0], "logins one at a time", &refs(&one))?;
-        cdf_panel(
-            &panels[1],
-            &format!("logins, {in_flight} in flight"),
-            &refs(&many),
-        )?;
+        cdf_panel(&panels[0], "logins one at a time", &one)?;
+        cdf_panel(&panels[1], &format!("logins, {in_flight} in flight"), &many)?;
         root.present().map_err(err)?;
     }
     Ok(Some(out))
