@@ -957,22 +957,28 @@ async fn swarm_stack_scales_agents_and_replaces_a_killed_one() {
         "a new agent task replaces the killed one: {:?}",
         agents()
     );
-    let (_, tasks) = run(Command::new("docker").args([
-        "service",
-        "ps",
-        "--format",
-        "{{.DesiredState}} {{.CurrentState}}",
-        &swarm.service("conference-agent"),
-    ]));
-    eprintln!("agent tasks:\n{tasks}");
-    assert!(
-        tasks
+    // Swarm shows the new task "Starting" until its health check passes,
+    // which can come a few seconds after the agent has joined the manager
+    let tasks = || {
+        run(Command::new("docker").args([
+            "service",
+            "ps",
+            "--format",
+            "{{.DesiredState}} {{.CurrentState}}",
+            &swarm.service("conference-agent"),
+        ]))
+        .1
+    };
+    let running = eventually(Duration::from_secs(60), || {
+        tasks()
             .lines()
             .filter(|l| l.starts_with("Running Running"))
             .count()
-            == 3,
-        "{tasks}"
-    );
+            == 3
+    });
+    let tasks = tasks();
+    eprintln!("agent tasks:\n{tasks}");
+    assert!(running, "three agent tasks running: {tasks}");
     for c in clients {
         c.quit().await;
     }
