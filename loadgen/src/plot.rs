@@ -7,9 +7,6 @@ use crate::{LoginReport, Report};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 
-/// A named line of the curve: its value at each point.
-type Line = (&'static str, fn(&CurvePoint) -> f64);
-
 type Panel<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 const COLORS: [RGBColor; 6] = [
@@ -125,15 +122,19 @@ fn logins_svg(report: &Report, path: &Path) -> anyhow::Result<Option<PathBuf>> {
     Ok(Some(out))
 }
 
-/// The load curve: latency at the fixed load (left) and the most logins
-/// per second (right), against the number of portals.
-fn curve_svg(points: &[CurvePoint], path: &Path) -> anyhow::Result<Option<PathBuf>> {
-    if points.is_empty() {
-        return Ok(None);
-    }
-    let out = beside(path, "curve");
+/// A named line of the curve: its value at each point, and its colour.
+type Line = (&'static str, fn(&CurvePoint) -> f64, RGBColor);
+
+/// One panel of the load curve: each of `lines` (name, value, colour)
+/// against the number of portals; a legend when more than one.
+fn curve_panel(
+    area: &Panel,
+    title: &str,
+    y_desc: &str,
+    points: &[CurvePoint],
+    lines: &[Line],
+) -> anyhow::Result<()> {
     let x_max = points.iter().map(|p| p.portals).max().unwrap_or(1) as f64 + 0.5;
-    let rate = points[0].rate;
     // a label every half portal, written at the whole ones only
     let x_labels = 2 * x_max as usize;
     let whole = |x: &f64| {
@@ -143,52 +144,40 @@ fn curve_svg(points: &[CurvePoint], path: &Path) -> anyhow::Result<Option<PathBu
             String::new()
         }
     };
-    {
-        let root = SVGBackend::new(&out, (1100, 440)).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let panels = root.split_evenly((1, 2));
-
-        let y_max = points
-            .iter()
-            .map(|p| p.paced.latency.p99_ms)
-            .fold(0.0, f64::max)
-            * 1.2;
-        let mut chart = ChartBuilder::on(&panels[0])
-            .caption(
-                format!("latency at {rate:.0} logins/s offered"),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(50)
-            .build_cartesian_2d(0.5f64..x_max, 0f64..y_max.max(1.0))
-            .map_err(err)?;
+    let y_max = lines
+        .iter()
+        .flat_map(|(_, f, _)| points.iter().map(f))
+        .fold(0.0, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.5f64..x_max, 0f64..y_max.max(1.0))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_labels(x_labels)
+        .x_label_formatter(&whole)
+        .x_desc("portals")
+        .y_desc(y_desc)
+        .draw()
+        .map_err(err)?;
+    for &(name, f, color) in lines {
+        let xy: Vec<_> = points.iter().map(|p| (p.portals as f64, f(p))).collect();
         chart
-            .configure_mesh()
-            .x_labels(x_labels)
-            .x_label_formatter(&whole)
-            .x_desc("portals")
-            .y_desc("login latency, ms")
-            .draw()
+            .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
+            .map_err(err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(xy.into_iter().map(|c| Circle::new(c, 4, color.filled())))
             .map_err(err)?;
-        let lines: [Line; 2] = [
-            ("p50", |p| p.paced.latency.p50_ms),
-            ("p99", |p| p.paced.latency.p99_ms),
-        ];
-        for (i, (name, f)) in lines.into_iter().enumerate() {
-            let color = COLORS[i];
-            let xy: Vec<_> = points.iter().map(|p| (p.portals as f64, f(p))).collect();
-            chart
-                .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
-                .map_err(err)?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(xy.into_iter().map(|c| Circle::new(c, 4, color.filled())))
-                .map_err(err)?;
-        }
+    }
+    if lines.len() > 1 {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -196,42 +185,39 @@ fn curve_svg(points: &[CurvePoint], path: &Path) -> anyhow::Result<Option<PathBu
             .border_style(BLACK)
             .draw()
             .map_err(err)?;
+    }
+    Ok(())
+}
 
-        let in_flight = points[0].saturated.concurrency;
-        let y_max = points
-            .iter()
-            .map(|p| p.saturated.logins_per_second)
-            .fold(0.0, f64::max)
-            * 1.2;
-        let mut chart = ChartBuilder::on(&panels[1])
-            .caption(
-                format!("most logins/s, {in_flight} in flight"),
-                ("sans-serif", 18),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.5f64..x_max, 0f64..y_max.max(1.0))
-            .map_err(err)?;
-        chart
-            .configure_mesh()
-            .x_labels(x_labels)
-            .x_label_formatter(&whole)
-            .x_desc("portals")
-            .y_desc("logins per second")
-            .draw()
-            .map_err(err)?;
-        let xy: Vec<_> = points
-            .iter()
-            .map(|p| (p.portals as f64, p.saturated.logins_per_second))
-            .collect();
-        let color = COLORS[2];
-        chart
-            .draw_series(LineSeries::new(xy.clone(), color.stroke_width(2)))
-            .map_err(err)?;
-        chart
-            .draw_series(xy.into_iter().map(|c| Circle::new(c, 4, color.filled())))
-            .map_err(err)?;
+/// The load curve: latency at the fixed load (left) and the most logins
+/// per second (right), against the number of portals.
+fn curve_svg(points: &[CurvePoint], path: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if points.is_empty() {
+        return Ok(None);
+    }
+    let out = beside(path, "curve");
+    let (rate, in_flight) = (points[0].rate, points[0].saturated.concurrency);
+    {
+        let root = SVGBackend::new(&out, (1100, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let panels = root.split_evenly((1, 2));
+        curve_panel(
+            &panels[0],
+            &format!("latency at {rate:.0} logins/s offered"),
+            "login latency, ms",
+            points,
+            &[
+                ("p50", |p| p.paced.latency.p50_ms, COLORS[0]),
+                ("p99", |p| p.paced.latency.p99_ms, COLORS[1]),
+            ],
+        )?;
+        curve_panel(
+            &panels[1],
+            &format!("most logins/s, {in_flight} in flight"),
+            "logins per second",
+            points,
+            &[("logins/s", |p| p.saturated.logins_per_second, COLORS[2])],
+        )?;
         root.present().map_err(err)?;
     }
     Ok(Some(out))
