@@ -49,7 +49,12 @@ pub struct Ledger {
     /// Per participant, why it lost its seat.
     pub seat_lost: Vec<Option<String>>,
     pub relogins: usize,
-    /// Per participant: when each relogin took (for the report's examples).
+    /// Per participant: when each relogin that took began, the boundary
+    /// between its two connections: every event of the old one arrived
+    /// before it (the old one was closed and drained first), every event of
+    /// the new one after it. Not when its answer was read: the reader stamps
+    /// the missed messages that follow the answer before the relogging task
+    /// gets to record anything, so a replayed copy would seem to come first.
     pub relogged: Vec<Vec<Instant>>,
     /// Relogin attempts refused, by answer.
     pub relogin_refusals: HashMap<String, usize>,
@@ -270,6 +275,7 @@ impl Participant {
         while started.elapsed() < RELOGIN_LIMIT {
             let portal = (first + attempt) % portals.len();
             attempt += 1;
+            let began = Instant::now();
             match self.relogin_at(&portals[portal]).await {
                 Ok((client, ticket)) => {
                     self.client = client;
@@ -277,7 +283,7 @@ impl Participant {
                     self.portal = portal;
                     let mut l = ledger.lock().unwrap();
                     l.relogins += 1;
-                    l.relogged[self.index].push(Instant::now());
+                    l.relogged[self.index].push(began);
                     return true;
                 }
                 Err(e) => {
