@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures_util::{
-    SinkExt, StreamExt, TryStreamExt,
+    FutureExt as _, SinkExt, StreamExt, TryStreamExt,
     stream::{SplitSink, SplitStream},
 };
 use http::{HeaderValue, Request, Response, StatusCode, request::Parts};
@@ -65,35 +65,40 @@ pub fn new_req<R: Send + 'static, B, H: EngineIoHandler>(
         .ok_or(Error::InvalidWebSocketKey)?
         .clone();
 
-    tokio::spawn(async move {
-        let conn = hyper::upgrade::on(req)
-            .await
-            .map(hyper_util::rt::TokioIo::new);
-
-        let res = match conn {
-            Ok(conn) => on_init(engine.clone(), conn, protocol, sid, parts).await,
+    // The upgrade and the handshake run boxed, and the connection's life
+    // after them in a future of its own: an `async` block keeps room for
+    // everything it ever held (the request, its parts, the WebSocket before
+    // it is split) for as long as it runs, which for an idle connection is
+    // its whole life.
+    let opening = Box::pin(async move {
+        let conn = match hyper::upgrade::on(req).await {
+            Ok(conn) => hyper_util::rt::TokioIo::new(conn),
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!("ws upgrade error: {}", _e);
-                return;
+                return None;
             }
         };
-
-        match res {
-            Ok(_) => {
-                #[cfg(feature = "tracing")]
-                tracing::debug!(?sid, "ws closed")
-            }
-            Err(Error::MultipleWebsocketRequests) => {}
+        match open(&engine, conn, protocol, sid, parts).await {
+            Ok((socket, ws)) => Some((engine, socket, Box::new(ws))),
+            Err(Error::MultipleWebsocketRequests) => None,
             Err(_e) => {
                 #[cfg(feature = "tracing")]
                 tracing::debug!(?sid, "ws closed with error: {_e}");
                 if let Some(sid) = sid {
                     engine.close_session(sid, DisconnectReason::TransportError);
                 }
+                None
             }
         }
     });
+    tokio::spawn(opening.then(|opened| async move {
+        if let Some((engine, socket, ws)) = opened {
+            run(engine, socket, ws).await;
+            #[cfg(feature = "tracing")]
+            tracing::debug!(?sid, "ws closed")
+        }
+    }));
 
     Ok(ws_response(&ws_key))
 }
@@ -114,6 +119,23 @@ pub async fn on_init<H: EngineIoHandler, S>(
     sid: Option<Sid>,
     req_data: Parts,
 ) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (socket, ws) = open(&engine, conn, protocol, sid, req_data).await?;
+    run(engine, socket, Box::new(ws)).await;
+    Ok(())
+}
+
+/// The WebSocket handshake, or the upgrade of a polling session: the
+/// session and its WebSocket, ready to [`run`].
+async fn open<H: EngineIoHandler, S>(
+    engine: &Arc<EngineIo<H>>,
+    conn: S,
+    protocol: ProtocolVersion,
+    sid: Option<Sid>,
+    req_data: Parts,
+) -> Result<(Arc<Socket<H::Data>>, WebSocketStream<S>), Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -164,7 +186,22 @@ where
             .spawn_heartbeat(engine.config.ping_interval, engine.config.ping_timeout);
         (socket, ws)
     };
-    let (tx, rx) = ws.split();
+    Ok((socket, ws))
+}
+
+/// An open WebSocket session, until it closes.
+async fn run<H: EngineIoHandler, S>(
+    engine: Arc<EngineIo<H>>,
+    socket: Arc<Socket<H::Data>>,
+    ws: Box<WebSocketStream<S>>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // the box is freed here, not when this function returns
+    let (tx, rx) = {
+        let ws = ws;
+        (*ws).split()
+    };
 
     // Pipe between websocket and internal socket channel.
     tokio::spawn(forward_to_socket::<H, S>(socket.clone(), tx));
@@ -192,7 +229,6 @@ where
             tracing::debug!(sid = %socket.id, "socket is closing");
         }
     }
-    Ok(())
 }
 
 /// Forwards all packets received from a websocket to a EngineIo [`Socket`]
