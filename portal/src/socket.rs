@@ -75,12 +75,7 @@ async fn on_event(
     }
 }
 
-async fn on_login(
-    s: SocketRef,
-    portal: Arc<Portal>,
-    data: Option<Value>,
-    ack: AckSender,
-) {
+async fn on_login(s: SocketRef, portal: Arc<Portal>, data: Option<Value>, ack: AckSender) {
     // One login is one trace: its id is on every log line of the login, here
     // and in every service the login calls.
     let span = tracing::info_span!(
@@ -93,12 +88,7 @@ async fn on_login(
     conclave_common::trace::root(span, login).await
 }
 
-async fn on_relogin(
-    s: SocketRef,
-    portal: Arc<Portal>,
-    data: Option<Value>,
-    ack: AckSender,
-) {
+async fn on_relogin(s: SocketRef, portal: Arc<Portal>, data: Option<Value>, ack: AckSender) {
     let span = tracing::info_span!("relogin", socket = %s.id, trace_id = tracing::field::Empty);
     let relogin = portal.relogin(s.id, data, |a| send(ack, a));
     conclave_common::trace::root(span, relogin).await
@@ -109,12 +99,7 @@ async fn on_logout(s: SocketRef, portal: Arc<Portal>, ack: AckSender) {
     conclave_common::trace::root(span, portal.logout(s.id, |a| send(ack, a))).await
 }
 
-async fn on_text(
-    s: SocketRef,
-    portal: Arc<Portal>,
-    data: Option<Value>,
-    ack: AckSender,
-) {
+async fn on_text(s: SocketRef, portal: Arc<Portal>, data: Option<Value>, ack: AckSender) {
     // A text is one trace: through its conference node to every receiver's portal.
     let span = tracing::info_span!("text", socket = %s.id, trace_id = tracing::field::Empty);
     let data = data.unwrap_or(Value::Null);
