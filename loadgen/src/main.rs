@@ -419,6 +419,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let _ = std::fs::remove_dir_all(&data);
     println!("{}", loadgen::table(&report));
+    // a directory named in --json that does not exist yet is made, rather
+    // than the whole run's figures lost at the end
+    if let Some(dir) = args.json.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
     eprintln!("JSON written to {}", args.json.display());
     for svg in loadgen::plot::write_svgs(&report, &args.json)? {
