@@ -221,3 +221,54 @@ async fn oversized_payloads_and_floods_hurt_nobody_else() {
     drop(flooder);
     stack.assert_participants(&room, &[]).await;
 }
+
+/// Engine.IO's heartbeat (engineioxide's, patched: its wake-up is a
+/// `Notify` and its task holds the job once, patches/README.md): a client
+/// that stops answering pings is closed once the ping timeout has passed,
+/// and one that answers them stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_pings_is_closed_and_one_that_answers_is_not() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let stack = stack(&["portal.ping_interval=1", "portal.ping_timeout=1"]).await;
+    let room = stack.room(-1).await;
+    let url = format!(
+        "ws://{}/socket.io/?EIO=4&transport=websocket",
+        stack.portal_socket
+    );
+    let (mut silent, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("connect");
+    match silent.next().await {
+        Some(Ok(Message::Text(t))) => assert!(t.as_str().starts_with('0'), "open: {t}"),
+        other => panic!("no open packet: {other:?}"),
+    }
+    silent
+        .send(Message::Text("40".into()))
+        .await
+        .expect("namespace");
+    let answering = Client::connect(&stack.portal_socket)
+        .await
+        .expect("connect");
+    let started = Instant::now();
+    let mut pings = 0;
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(8), silent.next()).await {
+            Err(_) => break false,
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => break true,
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str() == "2" => pings += 1,
+            Ok(Some(Ok(_))) => {}
+        }
+    };
+    assert!(closed, "a client that answers no ping is closed");
+    assert!(pings >= 1, "it was pinged first");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "closed within the interval and the timeout (1 s + 1 s), not later: {:?}",
+        started.elapsed()
+    );
+    // the client that answers outlives several intervals and timeouts
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!answering.closed(), "a client that answers pings stays");
+    still_serving(&stack, &room).await;
+}
