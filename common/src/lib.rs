@@ -6,6 +6,7 @@ pub mod cli;
 pub mod cluster_watch;
 pub mod cluster_worker;
 pub mod config;
+pub mod counting_alloc;
 pub mod grpc;
 pub mod handshake;
 pub mod http;

@@ -5,31 +5,10 @@
 //! TLS paid 40 MB for buffers with nothing in them. If an upgrade drops the
 //! patch, or rustls changes the buffer, this test fails.
 
+use conclave_common::counting_alloc::{Counting, live};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicIsize, Ordering};
-
-/// Bytes allocated and not yet freed, by this test binary.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -103,9 +82,9 @@ fn an_idle_tls_connection_keeps_no_read_buffer() {
     let err = server.read_tls(&mut Idle).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
     // what the waiting connection holds, all told
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = live();
     drop(server);
-    let held = before - LIVE.load(Ordering::SeqCst);
+    let held = before - live();
     eprintln!("an idle server connection holds {held} bytes");
     assert!(
         held < 4096,

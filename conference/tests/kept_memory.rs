@@ -4,27 +4,10 @@
 //! and shared, so each join costs a small entry per away participant.
 //! Heap bytes are counted by a counting allocator: deterministic, no timing.
 
+use conclave_common::counting_alloc::{Counting, live};
 use conference::conference::{ClientSpec, Conference, JoinRequest, PortalRef};
 use conference::room::{Media, Permission, RoleDef, RoomConfig};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
-
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -84,11 +67,11 @@ async fn three_hundred_away_and_three_hundred_joining() {
         )
         .unwrap();
     }
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = live();
     for i in 0..300 {
         join(&mut c, &format!("new-{i}"));
     }
-    let grown = LIVE.load(Ordering::SeqCst) - before;
+    let grown = live() - before;
     let per_join = grown / 300;
     println!(
         "KEPT-MEMORY 300 away, 300 joining: {} KiB in all, {:.1} KiB per new participant",

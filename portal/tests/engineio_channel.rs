@@ -8,29 +8,8 @@
 //! anything or not. Patched, a slot is 48 bytes. If an upgrade drops the
 //! patch, or tokio's block grows, these tests fail.
 
+use conclave_common::counting_alloc::{Counting, live};
 use engineioxide_core::{Packet, PacketBuf, Str};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
-
-/// Bytes allocated and not yet freed, by this test binary.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -53,11 +32,11 @@ fn a_packet_buffer_is_small() {
 fn a_sockets_internal_channel_costs_under_three_kib() {
     // as engineioxide's Socket::new makes it (the portal's max_buffer_size
     // does not matter: tokio allocates one block of 32 slots either way)
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = live();
     let channels: Vec<_> = (0..100)
         .map(|_| tokio::sync::mpsc::channel::<PacketBuf>(128))
         .collect();
-    let each = (LIVE.load(Ordering::SeqCst) - before) / 100;
+    let each = (live() - before) / 100;
     // patched: 32 slots of 48 bytes and the channel's shared state, about
     // 2.1 KiB; published: about 5.9 KiB
     assert!(
@@ -66,10 +45,10 @@ fn a_sockets_internal_channel_costs_under_three_kib() {
     );
     // and one packet still fits without a spill (a message, the common case)
     let (tx, mut rx) = channels.into_iter().next().unwrap();
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = live();
     tx.try_send(smallvec_of(Packet::Message(Str::from("hello"))))
         .unwrap();
-    let sent = LIVE.load(Ordering::SeqCst) - before;
+    let sent = live() - before;
     assert!(sent <= 0, "sending one packet allocated {sent} bytes");
     assert!(rx.try_recv().is_ok());
 }

@@ -7,31 +7,10 @@
 //! life. If a tungstenite upgrade drops the patch (or changes the buffer),
 //! this test fails.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use conclave_common::counting_alloc::{Counting, live};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocket};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-
-/// Bytes allocated and not yet freed, by this test binary.
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-struct Counting;
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::SeqCst);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -66,13 +45,13 @@ fn a_websocket_does_not_keep_the_capacity_of_its_largest_message() {
     for _ in 0..10 {
         ws.send(text(100)).unwrap();
     }
-    let before = LIVE.load(Ordering::SeqCst);
+    let before = live();
     // one big message (a login reply in a big room), then small ones again
     ws.send(text(64 * 1024)).unwrap();
     for _ in 0..10 {
         ws.send(text(100)).unwrap();
     }
-    let after = LIVE.load(Ordering::SeqCst);
+    let after = live();
     assert!(ws.get_ref().0 > 64 * 1024, "everything was written out");
     let kept = after - before;
     assert!(
