@@ -616,8 +616,14 @@ impl PyClient {
 
     /// Emit with an ack; the ack's arguments.
     pub async fn emit(&mut self, event: &str, args: Vec<Value>) -> Vec<Value> {
+        self.emit_within(event, args, 10).await
+    }
+
+    /// As [`emit`](Self::emit), waiting up to `secs` for the ack (under
+    /// [`cmd`](Self::cmd)'s own 30 s).
+    pub async fn emit_within(&mut self, event: &str, args: Vec<Value>, secs: u64) -> Vec<Value> {
         let r = self
-            .cmd(json!({"cmd": "emit", "event": event, "args": args}))
+            .cmd(json!({"cmd": "emit", "event": event, "args": args, "timeout": secs}))
             .await;
         match r.get("ack") {
             Some(Value::Array(a)) => a.clone(),
@@ -632,12 +638,23 @@ impl PyClient {
 
     /// Log in as `sdk_type` ("JavaScript", "C++", ... get reconnection tickets).
     pub async fn login_as(&mut self, token: &str, protocol: &str, sdk_type: &str) -> Vec<Value> {
+        self.login_within(token, protocol, sdk_type, 10).await
+    }
+
+    /// As [`login_as`](Self::login_as), waiting up to `secs` for the answer.
+    pub async fn login_within(
+        &mut self,
+        token: &str,
+        protocol: &str,
+        sdk_type: &str,
+        secs: u64,
+    ) -> Vec<Value> {
         let mut info =
             json!({"token": token, "userAgent": {"sdk": {"type": sdk_type, "version": "5.1"}}});
         if !protocol.is_empty() {
             info["protocol"] = json!(protocol);
         }
-        self.emit("login", vec![info]).await
+        self.emit_within("login", vec![info], secs).await
     }
 
     /// Still in the room: no `drop` within half a second, and a text to

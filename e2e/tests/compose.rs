@@ -6,7 +6,7 @@
 
 use conclave_e2e::{Flavor, PyClient, free_port, have_clients};
 use conclave_stack::testing::run;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -1082,17 +1082,9 @@ async fn swarm_stack_over_tls_from_secrets() {
     // The first login of a fresh swarm starts its room's node over mutual
     // TLS while the services are still settling; on a loaded CI machine it
     // once took longer than the driver's default 10 s for an ack, so it gets
-    // 25 s here (under `PyClient::cmd`'s own 30 s; it is a check of TLS, not
-    // of speed).
-    let r = c
-        .cmd(
-            json!({"cmd": "emit", "event": "login", "timeout": 25, "args": [
-            {"token": token, "protocol": "1.2",
-             "userAgent": {"sdk": {"type": "C++", "version": "5.1"}}}]}),
-        )
-        .await;
-    let ack = r["ack"].as_array().cloned().unwrap_or_default();
-    assert_eq!(ack.first(), Some(&json!("ok")), "a login over wss: {r}");
+    // 25 s here (it is a check of TLS, not of speed).
+    let ack = c.login_within(&token, "1.2", "C++", 25).await;
+    assert_eq!(ack[0], "ok", "a login over wss: {ack:?}");
     c.assert_still_seated().await;
     c.quit().await;
     drop(swarm);
