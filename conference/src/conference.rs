@@ -174,8 +174,8 @@ impl PermissionChange {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Joined {
     pub permission: Permission,
-    /// `{id, views, participants, streams}` for the joiner.
-    pub room: Value,
+    /// `{id, views, participants, streams}` for the joiner, as JSON text.
+    pub room: String,
     pub deliveries: Vec<Delivery>,
 }
 
@@ -483,19 +483,41 @@ impl Conference {
     }
 
     /// `{id, views, participants, streams}`; no media yet, so no streams.
-    pub fn room_info(&self) -> Result<Value, ConferenceError> {
+    pub fn room_info(&self) -> Result<String, ConferenceError> {
+        /// Written straight from the participants: no JSON value tree (a
+        /// map and three strings per participant) built and dropped per
+        /// join.
+        #[derive(serde::Serialize)]
+        struct RoomInfo<'a> {
+            id: &'a str,
+            views: &'a [String],
+            participants: Vec<ParticipantInfo<'a>>,
+            streams: [(); 0],
+        }
+        #[derive(serde::Serialize)]
+        struct ParticipantInfo<'a> {
+            id: &'a str,
+            user: &'a str,
+            role: &'a str,
+        }
         let room = self.room()?;
-        let participants: Vec<Value> = self
-            .participants
-            .values()
-            .map(|p| json!({"id": p.id, "user": p.user, "role": p.role}))
-            .collect();
-        Ok(json!({
-            "id": room.id,
-            "views": room.views,
-            "participants": participants,
-            "streams": [],
-        }))
+        let info = RoomInfo {
+            id: &room.id,
+            views: &room.views,
+            participants: self
+                .participants
+                .values()
+                .map(|p| ParticipantInfo {
+                    id: &p.id,
+                    user: &p.user,
+                    role: &p.role,
+                })
+                .collect(),
+            streams: [],
+        };
+        // strings and a list of them: serializing cannot fail (an empty
+        // answer would be refused by the portal as unreadable, not crash)
+        Ok(serde_json::to_string(&info).unwrap_or_default())
     }
 
     /// A participant leaves; the others are told.
@@ -727,7 +749,7 @@ pub(crate) mod tests {
         assert_eq!(second.permission.publish, Media::default());
         assert!(second.permission.subscribe.video);
         assert_eq!(
-            second.room,
+            serde_json::from_str::<Value>(&second.room).unwrap(),
             json!({"id": "room-1", "views": ["common"], "streams": [],
                    "participants": [{"id": "a", "user": "user-a", "role": "presenter"},
                                     {"id": "b", "user": "user-b", "role": "viewer"}]})

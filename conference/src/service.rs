@@ -258,7 +258,7 @@ impl pb::conference_server::Conference for ConferenceService {
         self.notifier.send(joined.deliveries);
         Ok(Response::new(pb::JoinReply {
             permission: Some(pb_permission(joined.permission)),
-            room: joined.room.to_string(),
+            room: joined.room,
         }))
     }
 

@@ -1,6 +1,7 @@
 //! Which client dialect a login speaks (OWT §10.3), the user-agent check, and
 //! how notifications are translated for older dialects.
 
+use crate::login::Json;
 use serde_json::{Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,11 +144,12 @@ pub fn login_result(
     id: &str,
     user: &str,
     role: &str,
-    permission: Value,
-    room: Value,
+    permission: &Value,
+    room: &Json,
     ticket: Option<String>,
-) -> Value {
+) -> Json {
     if protocol == Protocol::Legacy {
+        let room = room.value();
         let users: Vec<Value> = room["participants"]
             .as_array()
             .map(|ps| {
@@ -156,20 +158,30 @@ pub fn login_result(
                     .collect()
             })
             .unwrap_or_default();
-        return json!({"clientId": id, "id": room["id"], "streams": room["streams"], "users": users});
+        return Json::of(
+            &json!({"clientId": id, "id": room["id"], "streams": room["streams"], "users": users}),
+        );
     }
-    // Built by moving the values in: `json!` would copy `room` (every
-    // participant of the room) field by field, hundreds of allocations.
-    let mut result = serde_json::Map::new();
-    result.insert("id".into(), id.into());
-    result.insert("user".into(), user.into());
-    result.insert("role".into(), role.into());
-    result.insert("permission".into(), permission);
-    result.insert("room".into(), room);
-    if let Some(ticket) = ticket {
-        result.insert("reconnectionTicket".into(), ticket.into());
+    /// The reply written in one pass, the room (every participant of it) as
+    /// the node wrote it.
+    #[derive(serde::Serialize)]
+    struct LoginResult<'a> {
+        id: &'a str,
+        user: &'a str,
+        role: &'a str,
+        permission: &'a Value,
+        room: &'a Json,
+        #[serde(rename = "reconnectionTicket", skip_serializing_if = "Option::is_none")]
+        reconnection_ticket: Option<String>,
     }
-    Value::Object(result)
+    Json::of(&LoginResult {
+        id,
+        user,
+        role,
+        permission,
+        room,
+        reconnection_ticket: ticket,
+    })
 }
 
 #[cfg(test)]
@@ -313,34 +325,39 @@ mod tests {
     #[test]
     fn login_results() {
         let room = json!({"id": "r", "views": ["common"], "participants": [{"id": "a", "user": "u", "role": "presenter"}], "streams": []});
+        // as the node writes it
+        let written = Json::parse(room.to_string()).unwrap();
         let perm = json!({"publish": {"audio": true, "video": true}});
-        let v12 = login_result(
-            Protocol::V1_2,
-            "a",
-            "u",
-            "presenter",
-            perm.clone(),
-            room.clone(),
-            None,
-        );
+        let v12 = login_result(Protocol::V1_2, "a", "u", "presenter", &perm, &written, None);
         assert_eq!(
-            v12,
+            v12.value(),
             json!({"id": "a", "user": "u", "role": "presenter", "permission": perm, "room": room})
         );
+        // the room goes out as the node wrote it
+        assert!(v12.get().contains(written.get()), "{}", v12.get());
         let with_ticket = login_result(
             Protocol::V1_1,
             "a",
             "u",
             "presenter",
-            perm.clone(),
-            room.clone(),
+            &perm,
+            &written,
             Some("t".into()),
         );
-        assert_eq!(with_ticket["reconnectionTicket"], "t");
-        let legacy = login_result(Protocol::Legacy, "a", "u", "presenter", perm, room, None);
+        assert_eq!(with_ticket.value()["reconnectionTicket"], "t");
+        let legacy = login_result(
+            Protocol::Legacy,
+            "a",
+            "u",
+            "presenter",
+            &perm,
+            &written,
+            None,
+        );
         assert_eq!(
-            legacy,
+            legacy.value(),
             json!({"clientId": "a", "id": "r", "streams": [], "users": [{"id": "a", "name": "u", "role": "presenter"}]})
         );
+        assert!(Json::parse("{\"id\": ".into()).is_none(), "not JSON");
     }
 }

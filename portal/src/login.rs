@@ -28,13 +28,65 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     Ok(&'static str),
-    OkWith(&'static str, Value),
+    OkWith(&'static str, Json),
     Error(String),
 }
 
 impl Answer {
     pub fn error(e: impl std::fmt::Display) -> Answer {
         Answer::Error(e.to_string())
+    }
+}
+
+/// JSON already written out, copied into an ack as it is: a login reply
+/// carries the room the node wrote, with no value tree built and dropped
+/// for it here.
+#[derive(Clone)]
+pub struct Json(Box<serde_json::value::RawValue>);
+
+impl std::fmt::Debug for Json {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+impl Json {
+    /// `value` written out (`null` if it cannot be: a map with keys that
+    /// are not strings, which no caller builds).
+    pub fn of(value: &impl serde::Serialize) -> Json {
+        Json(
+            serde_json::value::to_raw_value(value)
+                .unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned()),
+        )
+    }
+
+    /// JSON text as it came (from a conference node); `None` if it is not
+    /// valid JSON.
+    pub fn parse(text: String) -> Option<Json> {
+        serde_json::value::RawValue::from_string(text)
+            .ok()
+            .map(Json)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Read back as a value (the legacy dialect, and tests).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
+    }
+}
+
+impl PartialEq for Json {
+    fn eq(&self, other: &Json) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl serde::Serialize for Json {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
     }
 }
 
@@ -130,8 +182,8 @@ impl Portal {
             &participant,
             &joined.grant.user,
             &joined.grant.role,
-            joined.admission.permission,
-            joined.admission.room,
+            &joined.admission.permission,
+            &joined.admission.room,
             ticket,
         );
         let ok = joined.protocol.ok_word();

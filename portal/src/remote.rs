@@ -6,6 +6,7 @@
 //! tests give it a fake.
 
 use crate::config::PortalConfig;
+use crate::login::Json;
 use serde_json::Value;
 use std::time::Duration;
 use tonic::{Code, Status};
@@ -167,7 +168,7 @@ pub struct Seat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admission {
     pub permission: Value,
-    pub room: Value,
+    pub room: Json,
 }
 
 /// Every call the login, relogin and leave path makes to other services.

@@ -3,7 +3,7 @@
 //! clients (node or agent loss, `Portal/Drop`, shutdown).
 
 use crate::error::PortalError;
-use crate::login::{Answer, not_logged_in};
+use crate::login::{Answer, Json, not_logged_in};
 use crate::portal::Portal;
 use crate::remote::{Controller, RemoteError};
 use serde_json::Value;
@@ -78,7 +78,7 @@ impl Portal {
         match client {
             Some((true, protocol, room)) => Answer::OkWith(
                 protocol.ok_word(),
-                self.issue_ticket(&participant, &room).into(),
+                Json::of(&self.issue_ticket(&participant, &room)),
             ),
             Some((false, ..)) => Answer::error(PortalError::ReconnectionNotEnabled),
             None => Answer::error(not_logged_in()),

@@ -55,7 +55,8 @@ proptest! {
     fn login_requests_never_panic(info in arb_json()) {
         if let Ok(p) = dialect::protocol(&info) {
             let _ = dialect::user_agent(&info, p);
-            let _ = dialect::login_result(p, "id", "u", "r", info.clone(), info.clone(), None);
+            let room = portal::login::Json::of(&info);
+            let _ = dialect::login_result(p, "id", "u", "r", &info, &room, None);
             let _ = dialect::translate(p, "participant", info.clone());
             let _ = dialect::translate(p, "text", info.clone());
         }

@@ -3,7 +3,7 @@
 //! that receives the relogin takes the seat over there, and the portal that
 //! held it (this one or another, if alive) lets go of the client silently.
 
-use super::Answer;
+use super::{Answer, Json};
 use crate::clients::Client;
 use crate::connection::{Completion, Connection};
 use crate::dialect::Protocol;
@@ -149,7 +149,7 @@ impl Portal {
             let reply = if protocol == Protocol::V1_2 && !string_reply {
                 Answer::OkWith(
                     "ok",
-                    json!({"ticket": fresh, "messages": replayed(&seat.messages)}),
+                    Json::of(&json!({"ticket": fresh, "messages": replayed(&seat.messages)})),
                 )
             } else {
                 // the missed messages follow the answer, as events
@@ -158,7 +158,7 @@ impl Portal {
                         crate::dialect::translate(protocol, &m.event, m.data.clone());
                     outbox.record(&event, data, m.seq, false);
                 }
-                Answer::OkWith(protocol.ok_word(), Value::String(fresh))
+                Answer::OkWith(protocol.ok_word(), Json::of(&fresh))
             };
             let moved = Moved {
                 participant: participant.clone(),

@@ -29,6 +29,7 @@ async fn a_login_is_answered_once_with_the_complete_reply() {
     let Answer::OkWith("ok", reply) = &answer else {
         panic!("{answer:?}")
     };
+    let reply = reply.value();
     assert_eq!(reply["id"], sid.to_string());
     assert_eq!(reply["user"], "alice");
     assert_eq!(reply["role"], "presenter");
@@ -54,6 +55,7 @@ async fn a_login_is_answered_once_with_the_complete_reply() {
     let Answer::OkWith("success", legacy) = &answer else {
         panic!("{answer:?}")
     };
+    let legacy = legacy.value();
     assert_eq!(legacy["clientId"], other.to_string());
     assert!(legacy.get("reconnectionTicket").is_none());
 }
@@ -493,6 +495,7 @@ mod restore {
         let Answer::OkWith(_, reply) = h.login(sid, h.info("1.2", "C++")).await else {
             panic!()
         };
+        let reply = reply.value();
         let ticket = reply["reconnectionTicket"].as_str().unwrap().to_string();
         h.portal.disconnected(sid).await;
         *h.remotes.node.lock().unwrap() = "node-2".into();

@@ -2,6 +2,7 @@
 //! (detach, reattach) that let any portal take a participant over.
 
 use super::grpc::Channels;
+use crate::login::Json;
 use crate::remote::{
     Admission, ClientSpec, Controller, Deadlines, Joiner, Kept, RemoteError, Restorable, Seat,
 };
@@ -91,7 +92,7 @@ impl ConferenceRemote {
             .await
             .map_err(|s| RemoteError::from_status(&controller.node, "join", s))?
             .into_inner();
-        let room = serde_json::from_str(&reply.room).map_err(|_| {
+        let room = Json::parse(reply.room).ok_or_else(|| {
             RemoteError::Refused("the conference answered an unreadable room".into())
         })?;
         let permission = permission_json(reply.permission);

@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::delivery::Sockets;
 use crate::login::Answer;
+use crate::login::Json;
 use crate::portal::Portal;
 use crate::remote::{
     Admission, AgentRef, ClientSpec, Controller, Grant, Joiner, Kept, RemoteError, Remotes,
@@ -203,7 +204,9 @@ impl Remotes for FakeRemotes {
         );
         Ok(Admission {
             permission: json!({"publish": {"audio": true, "video": true}, "subscribe": {"audio": true, "video": true}}),
-            room: json!({"id": room, "views": ["common"], "participants": [], "streams": []}),
+            room: Json::of(
+                &json!({"id": room, "views": ["common"], "participants": [], "streams": []}),
+            ),
         })
     }
 
