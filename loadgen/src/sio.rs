@@ -61,6 +61,15 @@ pub struct Client {
     writer: tokio::task::JoinHandle<()>,
 }
 
+/// tungstenite's default read buffer is 128 KiB, and each read zeroes the
+/// part of it not yet filled: per client that was 128 KiB of memory and a
+/// 128 KiB `memset` per frame read, the load generator's largest cost (with
+/// thousands of clients it took as much CPU as the portal, on the same two
+/// cores). 4 KiB, as the portal's side reads.
+fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096)
+}
+
 fn err(msg: impl Into<String>) -> anyhow::Error {
     anyhow::anyhow!(msg.into())
 }
@@ -77,7 +86,8 @@ impl Client {
         tcp.set_nodelay(true)?;
         if !secure {
             let url = format!("ws://{host_port}/socket.io/?EIO=4&transport=websocket");
-            let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+            let (ws, _) =
+                tokio_tungstenite::client_async_with_config(url, tcp, Some(ws_config())).await?;
             return Self::open(ws).await;
         }
         let tls = TLS
@@ -87,7 +97,8 @@ impl Client {
         let name = rustls::pki_types::ServerName::try_from(host.to_string())?;
         let stream = tls.connect(name, tcp).await?;
         let url = format!("wss://{host_port}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+        let (ws, _) =
+            tokio_tungstenite::client_async_with_config(url, stream, Some(ws_config())).await?;
         Self::open(ws).await
     }
 
