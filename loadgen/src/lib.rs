@@ -779,9 +779,11 @@ pub struct RoomsReport {
     /// Conference node processes (the agent's children) before and after.
     pub nodes_before: usize,
     pub nodes_after: usize,
-    /// What the rooms added, per room, summed over every node process:
-    /// proportional set size (the binary's text, shared by all nodes, is
-    /// counted once in all) and private memory.
+    /// What the rooms added, per room: private memory, the growth of each
+    /// node process that grew or is new (so nodes of earlier rooms that
+    /// give memory back meanwhile do not count against it), and
+    /// proportional set size, that plus the change of all nodes' shared
+    /// part (the binary's text, shared by all nodes, counted once in all).
     pub pss_kib_per_room: f64,
     pub private_kib_per_room: f64,
     /// What `ps` shows per node (the shared text counted in each).
@@ -825,11 +827,35 @@ pub fn children(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Sum of (RSS, PSS, private) over the agent's node processes, and how many.
-fn nodes_memory(agent: u32) -> (usize, u64, u64, u64) {
-    let nodes: Vec<_> = children(agent).into_iter().filter_map(smaps_kib).collect();
-    let sum = |f: fn(&(u64, u64, u64)) -> u64| nodes.iter().map(f).sum::<u64>();
-    (nodes.len(), sum(|m| m.0), sum(|m| m.1), sum(|m| m.2))
+/// (RSS, PSS, private) of each of the agent's node processes, by pid.
+fn nodes_memory(agent: u32) -> std::collections::HashMap<u32, (u64, u64, u64)> {
+    children(agent)
+        .into_iter()
+        .filter_map(|pid| Some((pid, smaps_kib(pid)?)))
+        .collect()
+}
+
+/// What the nodes added between two [`nodes_memory`] snapshots, KiB:
+/// (PSS, private). Private is the sum of each process's growth (a new one
+/// from nothing; one that shrank counts as 0); PSS adds to it the change
+/// of the shared part of all of them together (PSS minus private).
+fn nodes_added(
+    before: &std::collections::HashMap<u32, (u64, u64, u64)>,
+    after: &std::collections::HashMap<u32, (u64, u64, u64)>,
+) -> (f64, f64) {
+    let grown: f64 = after
+        .iter()
+        .map(|(pid, &(_, _, private))| {
+            let was = before.get(pid).map_or(0, |m| m.2);
+            private.saturating_sub(was) as f64
+        })
+        .sum();
+    let shared = |m: &std::collections::HashMap<u32, (u64, u64, u64)>| -> f64 {
+        m.values()
+            .map(|&(_, pss, private)| pss as f64 - private as f64)
+            .sum()
+    };
+    (grown + shared(after) - shared(before), grown)
 }
 
 /// Rooms per machine: `n` new rooms, one login each as `sdk` (a moment
@@ -842,7 +868,7 @@ pub async fn rooms(target: &Target, n: usize, sdk: &str) -> anyhow::Result<Rooms
     let rooms = make_rooms(&target.management, n, false).await?;
     let tokens = make_tokens_in(&target.management, &rooms, n).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (nodes_before, _, pss_before, private_before) = nodes_memory(agent);
+    let before = nodes_memory(agent);
     let mut clients = Vec::with_capacity(n);
     let mut latencies = Vec::with_capacity(n);
     let mut failed = 0;
@@ -861,20 +887,20 @@ pub async fn rooms(target: &Target, n: usize, sdk: &str) -> anyhow::Result<Rooms
         }
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (nodes_after, rss_after, pss_after, private_after) = nodes_memory(agent);
+    let after = nodes_memory(agent);
     close_all(clients).await;
-    let per_room = |after: u64, before: u64| {
-        ((after as f64 - before as f64) / n.max(1) as f64 * 10.0).round() / 10.0
-    };
+    let (pss_added, private_added) = nodes_added(&before, &after);
+    let per_room = |added: f64| (added / n.max(1) as f64 * 10.0).round() / 10.0;
+    let rss_after: u64 = after.values().map(|m| m.0).sum();
     Ok(RoomsReport {
         rooms: n,
         failed,
         first_login: summarize(&latencies),
-        nodes_before,
-        nodes_after,
-        pss_kib_per_room: per_room(pss_after, pss_before),
-        private_kib_per_room: per_room(private_after, private_before),
-        rss_kib_per_node: (rss_after as f64 / nodes_after.max(1) as f64 * 10.0).round() / 10.0,
+        nodes_before: before.len(),
+        nodes_after: after.len(),
+        pss_kib_per_room: per_room(pss_added),
+        private_kib_per_room: per_room(private_added),
+        rss_kib_per_node: (rss_after as f64 / after.len().max(1) as f64 * 10.0).round() / 10.0,
     })
 }
 
@@ -1078,4 +1104,28 @@ pub fn table(r: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nodes_added;
+    use std::collections::HashMap;
+
+    #[test]
+    fn what_rooms_add_counts_growth_not_what_other_nodes_give_back() {
+        // (RSS, PSS, private) by pid
+        let before = HashMap::from([(1, (10_000, 3_000, 1_000)), (2, (10_000, 3_500, 1_500))]);
+        let after = HashMap::from([
+            // an earlier room's node gave back 1 000 KiB
+            (1, (9_000, 1_900, 0)),
+            // the warm node that took a room grew by 400
+            (2, (10_400, 3_800, 1_900)),
+            // the new warm node
+            (3, (9_000, 1_700, 1_000)),
+        ]);
+        let (pss, private) = nodes_added(&before, &after);
+        assert_eq!(private, 1_400.0);
+        // shared part: before 2 000 + 2 000, after 1 900 + 1 900 + 700
+        assert_eq!(pss, 1_400.0 + 500.0);
+    }
 }
