@@ -133,8 +133,23 @@ impl Connection {
                 self.idle_deadline = now + self.idle_timeout;
                 Ok(None)
             }
-            State::Initialized | State::WaitingForReconnecting => Err(ConnError::IllegalRequest),
+            // A client's goodbye is `logout` then the close, in that order;
+            // the portal may handle the close first (each is a task of its
+            // own). The participant said it is leaving: it does not wait
+            // for a relogin.
+            State::WaitingForReconnecting => {
+                self.state = State::Initialized;
+                self.grace_deadline = None;
+                Ok(self.participant.take())
+            }
+            State::Initialized => Err(ConnError::IllegalRequest),
         }
+    }
+
+    /// Its socket is gone (the connection is kept only while its
+    /// participant waits for a relogin).
+    pub fn socket_closed(&self) -> bool {
+        self.socket_closed
     }
 
     /// Requests (text, media) need a logged-in connection.
@@ -294,8 +309,14 @@ mod tests {
         );
         assert_eq!(c.state(), State::WaitingForReconnecting);
         assert_eq!(c.logged_in(), Err(ConnError::IllegalRequest));
-        assert_eq!(c.logout(Instant::now()), Err(ConnError::IllegalRequest));
         assert_eq!(c.begin_login(), Err(ConnError::InService));
+        // its logout, handled after the close it came before: it leaves
+        // now instead of waiting for a relogin, once
+        assert_eq!(c.logout(Instant::now()), Ok(Some("p1".into())));
+        assert_eq!(c.grace_deadline(), None);
+        assert_eq!(c.grace_expired(Instant::now() + GRACE), None);
+        assert_eq!(c.logout(Instant::now()), Err(ConnError::IllegalRequest));
+        assert!(c.socket_closed());
         let (mut c, _) = conn();
         assert_eq!(c.disconnected(None, Instant::now()), Disconnect::Nothing);
     }

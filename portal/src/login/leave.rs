@@ -14,10 +14,16 @@ use tokio::time::Instant;
 impl Portal {
     /// `logout`: the participant leaves; the connection stays, `initialized`.
     pub async fn logout(self: &Arc<Self>, sid: Sid, answer: impl FnOnce(Answer)) {
-        let Some(result) = self
-            .delivery
-            .with(|r| r.connection_mut(sid).map(|c| c.logout(Instant::now())))
-        else {
+        let Some(result) = self.delivery.with(|r| {
+            let c = r.connection_mut(sid)?;
+            let result = c.logout(Instant::now());
+            if c.socket_closed() {
+                // the logout of a socket already gone (it waited for a
+                // relogin): nothing of it stays
+                r.remove_connection(sid);
+            }
+            Some(result)
+        }) else {
             return;
         };
         match result {

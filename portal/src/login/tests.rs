@@ -642,3 +642,43 @@ mod known_room {
         assert!(r.room_controller("r").is_none());
     }
 }
+
+/// A client's goodbye is `logout` then the close; the portal may handle the
+/// close first (each is a task of its own, as a browser tab that closes
+/// sends them): the logout still makes the participant leave at once, not
+/// after the reconnection grace period.
+#[tokio::test(start_paused = true)]
+async fn a_logout_handled_after_its_close_leaves_at_once() {
+    let h = Harness::new();
+    let sid = h.connect();
+    assert!(matches!(
+        h.login(sid, h.info("1.2", "JavaScript")).await,
+        Answer::OkWith(..)
+    ));
+    h.portal.disconnected(sid).await;
+    assert_eq!(h.portal.participants(), 1, "held for its relogin");
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let slot = answered.clone();
+    h.portal
+        .logout(sid, move |a| *slot.lock().unwrap() = Some(a))
+        .await;
+    assert_eq!(*answered.lock().unwrap(), Some(Answer::Ok("ok")));
+    assert_eq!(h.portal.participants(), 0, "left at once");
+    assert!(
+        h.remotes
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("leave node-1 ")),
+        "{:?}",
+        h.remotes.calls()
+    );
+    // the grace period ends with nothing left to do
+    tokio::time::sleep(GRACE + Duration::from_secs(1)).await;
+    let leaves = h
+        .remotes
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("leave "))
+        .count();
+    assert_eq!(leaves, 1, "{:?}", h.remotes.calls());
+}
