@@ -117,15 +117,6 @@ async fn two_workers_join_report_load_and_are_scheduled_by_strategy() {
 }
 
 /// The tasks the manager at `addr` has for worker `id`.
-async fn tasks_of(addr: String, id: String) -> Vec<String> {
-    client(&addr)
-        .get_tasks(pb::GetTasksRequest { worker_id: id })
-        .await
-        .unwrap()
-        .into_inner()
-        .tasks
-}
-
 #[tokio::test]
 async fn tasks_are_picked_up_and_laid_down_through_the_worker() {
     let m = start(config("127.0.0.1:0")).await;

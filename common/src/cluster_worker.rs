@@ -215,7 +215,20 @@ struct Local {
     /// Of those, the ones removed meanwhile: the add lays them down once
     /// its call is answered, so the two calls reach the manager in order.
     cancelled: std::collections::HashSet<String>,
+    /// Tasks added with [`ClusterWorker::add_task_within`] waiting for their
+    /// window to close, announced together in one `PickUpTasks`.
+    batch: Option<Batch>,
 }
+
+/// Tasks gathered for one `PickUpTasks`, and where its answer goes.
+struct Batch {
+    tasks: Vec<String>,
+    answer: tokio::sync::watch::Sender<Option<BatchAnswer>>,
+}
+
+/// What a batch's `PickUpTasks` came to: the tasks the manager refused, or
+/// the call's failure.
+type BatchAnswer = Result<Arc<Vec<String>>, tonic::Status>;
 
 struct Shared {
     id: String,
@@ -263,6 +276,7 @@ impl ClusterWorker {
                 tasks: indexmap::IndexSet::new(),
                 adding: Default::default(),
                 cancelled: Default::default(),
+                batch: None,
             }),
             events,
             load,
@@ -369,6 +383,67 @@ impl ClusterWorker {
         Ok(())
     }
 
+    /// [`add_task`](Self::add_task), but announced together with the other
+    /// tasks added within `window` of the first of them, in one
+    /// `PickUpTasks`: a portal adds a task per login, and each call costs
+    /// both sides more CPU than the manager's work on it. Returns when the
+    /// batch is answered, so at most `window` later than `add_task` would.
+    /// A zero `window` is `add_task`.
+    pub async fn add_task_within(&self, task: &str, window: Duration) -> Result<(), WorkerError> {
+        if window.is_zero() {
+            return self.add_task(task).await;
+        }
+        let mut answer = {
+            let mut local = self.shared.local();
+            if local.tasks.contains(task) {
+                return Ok(());
+            }
+            local.tasks.insert(task.to_string());
+            if local.cancelled.remove(task) {
+                return Ok(());
+            }
+            if !local.registered {
+                // announced with the others when the worker joins again
+                return Ok(());
+            }
+            local.adding.insert(task.to_string());
+            match &mut local.batch {
+                Some(batch) => {
+                    batch.tasks.push(task.to_string());
+                    batch.answer.subscribe()
+                }
+                None => {
+                    let (answer, receiver) = tokio::sync::watch::channel(None);
+                    local.batch = Some(Batch {
+                        tasks: vec![task.to_string()],
+                        answer,
+                    });
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(window).await;
+                        shared.send_batch().await;
+                    });
+                    receiver
+                }
+            }
+        };
+        let outcome = match answer.wait_for(Option::is_some).await {
+            Ok(outcome) => outcome.clone().expect("waited for an answer"),
+            // the sender went without answering: the runtime is shutting down
+            Err(_) => return Ok(()),
+        };
+        match outcome {
+            Err(status) => Err(WorkerError::Rpc {
+                call: "PickUpTasks",
+                status,
+            }),
+            Ok(refused) if refused.iter().any(|t| t == task) => Err(WorkerError::TaskRefused {
+                task: task.to_string(),
+            }),
+            Ok(_) => Ok(()),
+        }
+    }
+
     /// Stop executing `task`: `LayDownTask` if it was held. A task whose
     /// `PickUpTasks` is still on its way is laid down when that call is
     /// answered (by [`add_task`](Self::add_task)), never before it.
@@ -391,19 +466,7 @@ impl ClusterWorker {
     }
 
     async fn lay_down(&self, task: &str) -> Result<(), WorkerError> {
-        let req = pb::LayDownTaskRequest {
-            worker_id: self.shared.id.clone(),
-            task: task.to_string(),
-        };
-        let mut client = self.shared.client.clone();
-        client
-            .lay_down_task(req)
-            .await
-            .map(drop)
-            .map_err(|status| WorkerError::Rpc {
-                call: "LayDownTask",
-                status,
-            })
+        self.shared.lay_down(task).await
     }
 
     /// Refuse a task the manager scheduled here (`Unschedule`).
@@ -492,6 +555,72 @@ impl Shared {
 
     fn set_registered(&self, registered: bool) {
         self.local().registered = registered;
+    }
+
+    async fn lay_down(&self, task: &str) -> Result<(), WorkerError> {
+        let req = pb::LayDownTaskRequest {
+            worker_id: self.id.clone(),
+            task: task.to_string(),
+        };
+        let mut client = self.client.clone();
+        client
+            .lay_down_task(req)
+            .await
+            .map(drop)
+            .map_err(|status| WorkerError::Rpc {
+                call: "LayDownTask",
+                status,
+            })
+    }
+
+    /// Announce the gathered batch in one `PickUpTasks` and answer its
+    /// tasks' callers; tasks removed meanwhile are laid down after it, and
+    /// refused ones are no longer held.
+    async fn send_batch(&self) {
+        let (tasks, answer, registered) = {
+            let mut local = self.local();
+            let Some(batch) = local.batch.take() else {
+                return;
+            };
+            (batch.tasks, batch.answer, local.registered)
+        };
+        let outcome: BatchAnswer = if registered {
+            let mut client = self.client.clone();
+            client
+                .pick_up_tasks(pb::PickUpTasksRequest {
+                    worker_id: self.id.clone(),
+                    tasks: tasks.clone(),
+                })
+                .await
+                .map(|reply| Arc::new(reply.into_inner().refused))
+        } else {
+            // the worker lost the manager meanwhile: its tasks, these among
+            // them, are announced when it joins again
+            Ok(Arc::default())
+        };
+        let cancelled: Vec<String> = {
+            let mut local = self.local();
+            if let Ok(refused) = &outcome {
+                for task in refused.iter() {
+                    local.tasks.swap_remove(task);
+                }
+            }
+            tasks
+                .into_iter()
+                .filter(|task| {
+                    local.adding.remove(task);
+                    local.cancelled.remove(task)
+                })
+                .collect()
+        };
+        if registered {
+            for task in &cancelled {
+                if let Err(e) = self.lay_down(task).await {
+                    debug!(%task, error = %e, "laying down a task removed during its pick-up failed");
+                }
+            }
+        }
+        let _ = answer.send(Some(outcome));
     }
 
     fn retry_interval(&self) -> Duration {

@@ -106,6 +106,12 @@ pub struct PortalConfig {
     pub relogin_string_reply_sdks: Vec<String>,
     /// Deadline of ClusterManager/Schedule and Management calls, in ms. Default 2000.
     pub rpc_timeout: u64,
+    /// The token tasks of the logins answered within this many ms of each
+    /// other are announced to the cluster manager in one `PickUpTasks`
+    /// (after the answers, which do not wait for it; the token's
+    /// reservation holds the portal's place meanwhile). 0: one call per
+    /// login. Default 20.
+    pub task_announcement_window: u64,
     /// Deadline of NodeManager/GetNode, in ms: it may wait for a node to be
     /// ready. Default 6000.
     pub get_node_timeout: u64,
@@ -157,6 +163,7 @@ impl Default for PortalConfig {
             message_buffer_size: 1024,
             relogin_string_reply_sdks: vec!["JavaScript".into()],
             rpc_timeout: 2000,
+            task_announcement_window: 20,
             get_node_timeout: 6000,
             join_timeout: 6000,
             text_timeout: 4000,

@@ -241,6 +241,9 @@ pub struct Deadlines {
     pub get_node: Duration,
     pub join: Duration,
     pub text: Duration,
+    /// Not a deadline: how long a login's token task waits to be announced
+    /// with others (`portal.task_announcement_window`).
+    pub task_window: Duration,
 }
 
 impl Deadlines {
@@ -250,6 +253,7 @@ impl Deadlines {
             get_node: Duration::from_millis(c.get_node_timeout),
             join: Duration::from_millis(c.join_timeout),
             text: Duration::from_millis(c.text_timeout),
+            task_window: Duration::from_millis(c.task_announcement_window),
         }
     }
 }

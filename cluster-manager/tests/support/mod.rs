@@ -8,6 +8,7 @@ use conclave_common::grpc::Channel;
 use conclave_common::load::ManualLoad;
 use conclave_proto::cluster::v1 as pb;
 use conclave_proto::cluster::v1::cluster_manager_client::ClusterManagerClient;
+#[allow(unused_imports)] // not every test file waits
 pub use conclave_stack::testing::eventually;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,4 +121,14 @@ pub async fn get_scheduled(addr: &str, purpose: &str, task: &str) -> Result<Stri
         })
         .await
         .map(|r| r.into_inner().worker_id)
+}
+
+/// The tasks the manager holds for worker `id`.
+pub async fn tasks_of(addr: String, id: String) -> Vec<String> {
+    client(&addr)
+        .get_tasks(pb::GetTasksRequest { worker_id: id })
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks
 }

@@ -103,14 +103,21 @@ pub struct ManagerRemote {
     client: ClusterManagerClient<Channel>,
     deadline: Duration,
     worker: OnceLock<ClusterWorker>,
+    /// `portal.task_announcement_window`.
+    task_window: Duration,
 }
 
 impl ManagerRemote {
-    pub fn new(address: &str, deadline: Duration) -> Result<Self, GrpcError> {
+    pub fn new(
+        address: &str,
+        deadline: Duration,
+        task_window: Duration,
+    ) -> Result<Self, GrpcError> {
         Ok(ManagerRemote {
             client: ClusterManagerClient::new(conclave_common::grpc::channel(address, deadline)?),
             deadline,
             worker: OnceLock::new(),
+            task_window,
         })
     }
 
@@ -151,7 +158,7 @@ impl ManagerRemote {
 
     pub async fn add_task(&self, code: &str) -> Result<(), RemoteError> {
         self.worker()?
-            .add_task(code)
+            .add_task_within(code, self.task_window)
             .await
             .map_err(|e| RemoteError::Refused(e.to_string()))
     }
@@ -229,7 +236,7 @@ impl GrpcRemotes {
     pub fn new(management: &str, manager: &str, deadlines: Deadlines) -> Result<Self, GrpcError> {
         Ok(GrpcRemotes {
             management: ManagementRemote::new(management, deadlines.rpc)?,
-            manager: ManagerRemote::new(manager, deadlines.rpc)?,
+            manager: ManagerRemote::new(manager, deadlines.rpc, deadlines.task_window)?,
             // each call sets its own deadline; the channel's is only the
             // ceiling, so it must not cut the longer ones (join 6 s, text 4 s)
             agents: AgentRemote {
