@@ -1,5 +1,6 @@
 //! The embedded store: SQLite through rusqlite, one file in the data
-//! directory. Calls run on the blocking pool, one at a time.
+//! directory. Calls run on the blocking pool, one at a time; token
+//! consumptions that arrive while one is running are committed together.
 
 use super::{Store, StoreError, Taken, TokenRecord, json, parse};
 use crate::room::Room;
@@ -11,6 +12,27 @@ use std::sync::{Arc, Mutex};
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    takes: Arc<Mutex<TakeQueue>>,
+}
+
+/// Token consumptions waiting for the connection. Logins come in bursts:
+/// one blocking-pool run takes every token queued so far in one
+/// transaction (group commit), instead of a thread hand-off, a lock and a
+/// commit each. Each caller is still answered only after its commit.
+#[derive(Default)]
+struct TakeQueue {
+    waiting: Vec<Take>,
+    /// A blocking-pool run is taking tokens and will look here again
+    /// before it ends.
+    running: bool,
+    /// Transactions that took tokens, since the store opened.
+    transactions: u64,
+}
+
+struct Take {
+    id: String,
+    oldest_valid: i64,
+    answer: tokio::sync::oneshot::Sender<Result<Taken, StoreError>>,
 }
 
 /// The database file inside the data directory.
@@ -39,6 +61,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
+            takes: Default::default(),
         })
     }
 
@@ -58,6 +81,90 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Db(format!("store task: {e}")))?
     }
+}
+
+/// Take the queued tokens, a transaction per batch, until none is left.
+fn take_queued(conn: &Mutex<Connection>, takes: &Mutex<TakeQueue>) {
+    /// Should a run panic, the next consumption starts another one (the
+    /// callers of the lost batch are answered with an error when it drops).
+    struct Running<'a>(&'a Mutex<TakeQueue>);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.locked().running = false;
+            }
+        }
+    }
+    let _running = Running(takes);
+    let mut conn = conn.locked();
+    loop {
+        let batch = {
+            let mut queue = takes.locked();
+            if queue.waiting.is_empty() {
+                queue.running = false;
+                return;
+            }
+            queue.transactions += 1;
+            std::mem::take(&mut queue.waiting)
+        };
+        match take_batch(&mut conn, &batch) {
+            Ok(results) => {
+                for (take, result) in batch.into_iter().zip(results) {
+                    let _ = take.answer.send(result);
+                }
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                for take in batch {
+                    let _ = take.answer.send(Err(match &e {
+                        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+                        other => StoreError::Db(other.to_string()),
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction: each token of `batch` taken (deleted, its record
+/// returned), then the expired ones purged.
+fn take_batch(
+    conn: &mut Connection,
+    batch: &[Take],
+) -> Result<Vec<Result<Taken, StoreError>>, rusqlite::Error> {
+    let tx = conn.transaction()?;
+    let mut results = Vec::with_capacity(batch.len());
+    {
+        // cached statements: a login's token is taken with no SQL parsing
+        let mut take =
+            tx.prepare_cached("DELETE FROM tokens WHERE id = ?1 RETURNING created_ms, data")?;
+        for t in batch {
+            let row: Option<(i64, String)> = take
+                .query_row([&t.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            results.push(match row {
+                None => Ok(Taken::Unknown),
+                Some((created, _)) if created < t.oldest_valid => Ok(Taken::Expired),
+                Some((_, data)) => parse(&t.id, &data).map(|r| Taken::Token(Box::new(r))),
+            });
+        }
+    }
+    let oldest_valid = batch
+        .iter()
+        .map(|t| t.oldest_valid)
+        .max()
+        .unwrap_or(i64::MIN);
+    let purged = tx
+        .prepare_cached("DELETE FROM tokens WHERE created_ms < ?1")?
+        .execute([oldest_valid])?;
+    tx.commit()?;
+    if purged > 0 {
+        tracing::debug!(purged, "expired tokens purged");
+    }
+    if batch.len() > 1 {
+        tracing::trace!(tokens = batch.len(), "tokens taken in one transaction");
+    }
+    Ok(results)
 }
 
 /// The schema version this code writes (`PRAGMA user_version`).
@@ -219,29 +326,26 @@ impl Store for SqliteStore {
         now_ms: i64,
         lifetime_ms: i64,
     ) -> Result<Taken, StoreError> {
-        let id = id.to_string();
-        let oldest_valid = now_ms.saturating_sub(lifetime_ms);
-        self.call(move |c| {
-            let tx = c.transaction()?;
-            // cached statements: a login's token is taken with no SQL parsing
-            let row: Option<(i64, String)> = tx
-                .prepare_cached("DELETE FROM tokens WHERE id = ?1 RETURNING created_ms, data")?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let purged = tx
-                .prepare_cached("DELETE FROM tokens WHERE created_ms < ?1")?
-                .execute([oldest_valid])?;
-            tx.commit()?;
-            if purged > 0 {
-                tracing::debug!(purged, "expired tokens purged");
-            }
-            Ok(match row {
-                None => Taken::Unknown,
-                Some((created, _)) if created < oldest_valid => Taken::Expired,
-                Some((_, data)) => Taken::Token(Box::new(parse(&id, &data)?)),
-            })
-        })
-        .await
+        let (answer, taken) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut queue = self.takes.locked();
+            queue.waiting.push(Take {
+                id: id.to_string(),
+                oldest_valid: now_ms.saturating_sub(lifetime_ms),
+                answer,
+            });
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start {
+            let (conn, takes) = (self.conn.clone(), self.takes.clone());
+            // not awaited: the run answers every caller, this one included
+            drop(tokio::task::spawn_blocking(move || {
+                take_queued(&conn, &takes)
+            }));
+        }
+        taken
+            .await
+            .map_err(|_| StoreError::Db("store task ended without an answer".into()))?
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
@@ -334,6 +438,66 @@ mod tests {
     async fn passes_the_shared_suite() {
         suite::run(|| async { Arc::new(SqliteStore::in_memory().unwrap()) as Arc<dyn Store> })
             .await;
+    }
+
+    /// Consumptions that queue while the connection is busy (a burst of
+    /// logins) are taken in one transaction, each answered with its own
+    /// outcome.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    // the test holds the connection while the takes queue up
+    #[allow(clippy::await_holding_lock)]
+    async fn tokens_taken_while_the_connection_is_busy_share_a_transaction() {
+        let s = Arc::new(SqliteStore::in_memory().unwrap());
+        for i in 0..50 {
+            let mut t = TokenRecord {
+                id: format!("t{i}"),
+                code: format!("code{i}"),
+                user: "u".into(),
+                role: "presenter".into(),
+                room_id: "r".into(),
+                origin: Origin::default(),
+                host: "h".into(),
+                secure: false,
+                created_ms: 1000,
+            };
+            if i == 7 {
+                t.created_ms = 1; // expired by the time it is taken
+            }
+            s.insert_token(&t).await.unwrap();
+        }
+        let busy = s.conn();
+        let takes: Vec<_> = (0..52)
+            .map(|i| {
+                let s = s.clone();
+                // t50 and t51 do not exist
+                tokio::spawn(async move { s.take_token(&format!("t{i}"), 2000, 1500).await })
+            })
+            .collect();
+        let queued = conclave_stack::testing::eventually(std::time::Duration::from_secs(5), || {
+            let n = s.takes.locked().waiting.len();
+            async move { n == 52 }
+        })
+        .await;
+        drop(busy);
+        assert!(queued, "the takes queue behind the busy connection");
+        let mut outcomes = Vec::new();
+        for t in takes {
+            outcomes.push(t.await.unwrap().unwrap());
+        }
+        for (i, outcome) in outcomes.iter().enumerate() {
+            match (i, outcome) {
+                (7, Taken::Expired) | (50 | 51, Taken::Unknown) => {}
+                (_, Taken::Token(t)) if t.code == format!("code{i}") => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(s.takes.locked().transactions, 1);
+        // and each once only
+        assert_eq!(
+            s.take_token("t3", 2000, 1500).await.unwrap(),
+            Taken::Unknown
+        );
+        assert_eq!(s.takes.locked().transactions, 2);
     }
 
     #[tokio::test]
