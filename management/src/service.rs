@@ -20,6 +20,8 @@ use tonic::{Request, Response, Status};
 
 /// Longest id or user name accepted.
 const MAX_ID_LEN: usize = 256;
+/// Token ids in one `ConsumeTokens` call.
+const MAX_TOKENS_PER_CALL: usize = 1024;
 /// Most rooms one ListRooms page returns.
 const MAX_PAGE: u32 = 1000;
 
@@ -35,6 +37,50 @@ pub struct ManagementService {
 }
 
 impl ManagementService {
+    /// `ConsumeToken` of one token: its grant, or the status the call fails with.
+    async fn consume_one(&self, id: String) -> Result<pb::TokenGrant, Status> {
+        if id.is_empty() {
+            return Err(
+                ManagementError::InvalidArgument("tokenId must not be empty".into()).into(),
+            );
+        }
+        if id.len() > MAX_ID_LEN {
+            return Err(ManagementError::UnknownToken.into());
+        }
+        let now = self.clock.now_ms();
+        let lifetime = self.tokens.lifetime.min(i64::MAX as u64) as i64;
+        let taken = self
+            .store
+            .take_token(&id, now, lifetime)
+            .await
+            .map_err(ManagementError::from)?;
+        let event = match &taken {
+            Taken::Token(_) => "consumed",
+            Taken::Expired => "expired",
+            Taken::Unknown => "unknown",
+        };
+        conclave_common::metrics::counter!("management_tokens_total", "event" => event)
+            .increment(1);
+        match taken {
+            Taken::Token(t) => {
+                conclave_common::trace::record(&[("room", &t.room_id)]);
+                tracing::info!(token = %t.id, "token consumed");
+                Ok(pb::TokenGrant {
+                    code: t.code,
+                    user: t.user,
+                    role: t.role,
+                    room_id: t.room_id,
+                    origin: Some(pb::Preference {
+                        isp: t.origin.isp,
+                        region: t.origin.region,
+                    }),
+                })
+            }
+            Taken::Expired => Err(ManagementError::Expired.into()),
+            Taken::Unknown => Err(ManagementError::UnknownToken.into()),
+        }
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -460,46 +506,41 @@ impl pb::management_server::Management for ManagementService {
         &self,
         req: Request<pb::ConsumeTokenRequest>,
     ) -> Result<Response<pb::TokenGrant>, Status> {
-        let id = req.into_inner().token_id;
-        if id.is_empty() {
-            return Err(
-                ManagementError::InvalidArgument("tokenId must not be empty".into()).into(),
-            );
-        }
-        if id.len() > MAX_ID_LEN {
-            return Err(ManagementError::UnknownToken.into());
-        }
-        let now = self.clock.now_ms();
-        let lifetime = self.tokens.lifetime.min(i64::MAX as u64) as i64;
-        let taken = self
-            .store
-            .take_token(&id, now, lifetime)
+        self.consume_one(req.into_inner().token_id)
             .await
-            .map_err(ManagementError::from)?;
-        let event = match &taken {
-            Taken::Token(_) => "consumed",
-            Taken::Expired => "expired",
-            Taken::Unknown => "unknown",
-        };
-        conclave_common::metrics::counter!("management_tokens_total", "event" => event)
-            .increment(1);
-        match taken {
-            Taken::Token(t) => {
-                conclave_common::trace::record(&[("room", &t.room_id)]);
-                tracing::info!(token = %t.id, "token consumed");
-                Ok(Response::new(pb::TokenGrant {
-                    code: t.code,
-                    user: t.user,
-                    role: t.role,
-                    room_id: t.room_id,
-                    origin: Some(pb::Preference {
-                        isp: t.origin.isp,
-                        region: t.origin.region,
-                    }),
-                }))
-            }
-            Taken::Expired => Err(ManagementError::Expired.into()),
-            Taken::Unknown => Err(ManagementError::UnknownToken.into()),
+            .map(Response::new)
+    }
+
+    async fn consume_tokens(
+        &self,
+        req: Request<pb::ConsumeTokensRequest>,
+    ) -> Result<Response<pb::ConsumeTokensReply>, Status> {
+        let ids = req.into_inner().token_ids;
+        if ids.len() > MAX_TOKENS_PER_CALL {
+            return Err(ManagementError::InvalidArgument(format!(
+                "at most {MAX_TOKENS_PER_CALL} tokens per call"
+            ))
+            .into());
         }
+        // together: the embedded store takes them in one transaction
+        let outcomes =
+            futures_util::future::join_all(ids.into_iter().map(|id| self.consume_one(id))).await;
+        Ok(Response::new(pb::ConsumeTokensReply {
+            tokens: outcomes
+                .into_iter()
+                .map(|outcome| match outcome {
+                    Ok(grant) => pb::ConsumedToken {
+                        grant: Some(grant),
+                        code: 0,
+                        message: String::new(),
+                    },
+                    Err(status) => pb::ConsumedToken {
+                        grant: None,
+                        code: status.code() as i32,
+                        message: status.message().to_string(),
+                    },
+                })
+                .collect(),
+        }))
     }
 }

@@ -598,6 +598,81 @@ async fn concurrent_consumes_of_one_token_have_exactly_one_winner() {
     m.stop().await;
 }
 
+/// `ConsumeTokens` (a portal's logins that came together): each token
+/// answered in order as `ConsumeToken` would, a token named twice won once.
+#[tokio::test]
+async fn consume_tokens_answers_each_token_as_consume_token_would() {
+    let stack = stack(vec![portal_info("portal.test", 8080)]).await;
+    let clock = ManualClock::new(now_ms());
+    let m = start(mgmt_config(&stack), clock.clone()).await;
+    let mut c = m.client.clone();
+    let room = create_room(&mut c, "batch").await;
+    let old =
+        JoinToken::decode(&token(&mut c, &room.id, "carol", "viewer").await.unwrap()).unwrap();
+    clock.advance_ms(180_001);
+    let mut ids = Vec::new();
+    for user in ["alice", "bob"] {
+        let t = token(&mut c, &room.id, user, "presenter").await.unwrap();
+        ids.push(JoinToken::decode(&t).unwrap().token_id);
+    }
+    // (the expired one first: a take purges the expired tokens after it,
+    // so after another one it would read Unknown, as with ConsumeToken)
+    let asked = vec![
+        old.token_id.clone(),
+        ids[0].clone(),
+        "no-such-token".to_string(),
+        ids[1].clone(),
+        ids[0].clone(),
+        String::new(),
+    ];
+    let reply = c
+        .consume_tokens(pb::ConsumeTokensRequest { token_ids: asked })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    let outcome = |t: &pb::ConsumedToken| {
+        (
+            t.grant
+                .as_ref()
+                .map(|g| (g.user.clone(), g.room_id.clone())),
+            Code::from(t.code),
+            t.message.clone(),
+        )
+    };
+    let got: Vec<_> = reply.iter().map(outcome).collect();
+    assert_eq!(got[0], (None, Code::FailedPrecondition, "Expired".into()));
+    let (winner, loser) = match (&got[1].0, &got[4].0) {
+        (Some(_), None) => (1, 4),
+        (None, Some(_)) => (4, 1),
+        other => panic!("one of the two takes of a token wins: {other:?}"),
+    };
+    assert_eq!(
+        got[winner],
+        (
+            Some(("alice".into(), room.id.clone())),
+            Code::Ok,
+            String::new()
+        )
+    );
+    assert_eq!(got[loser], (None, Code::NotFound, "Unknown".into()));
+    assert_eq!(got[2], (None, Code::NotFound, "Unknown".into()));
+    assert_eq!(got[3].0, Some(("bob".into(), room.id.clone())));
+    assert_eq!(got[5].1, Code::InvalidArgument);
+    assert_eq!(got.len(), 6);
+    // the batch consumed them: one at a time they are gone
+    let err = consume(&mut c, &ids[1]).await.unwrap_err();
+    assert_eq!(err.message(), "Unknown");
+    let err = c
+        .consume_tokens(pb::ConsumeTokensRequest {
+            token_ids: vec!["x".into(); 1025],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    m.stop().await;
+}
+
 #[tokio::test]
 async fn a_token_older_than_three_minutes_is_expired() {
     let stack = stack(vec![portal_info("portal.test", 8080)]).await;

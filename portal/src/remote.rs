@@ -258,6 +258,7 @@ impl Deadlines {
     }
 }
 
+mod batch;
 mod conference;
 mod grpc;
 pub use conference::ConferenceRemote;

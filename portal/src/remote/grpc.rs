@@ -2,6 +2,7 @@
 //! its deadlines (from configuration) and converts proto to domain types.
 //! [`GrpcRemotes`] puts the four together behind the [`Remotes`] trait.
 
+use super::batch::Batches;
 use super::conference::ConferenceRemote;
 use super::{
     Admission, AgentRef, Controller, Deadlines, Grant, Joiner, Origin, RemoteError, Remotes,
@@ -58,6 +59,12 @@ pub struct ManagementRemote {
     /// Management's replicas (a comma-separated `management`).
     replicas: conclave_common::grpc::Failover,
     deadline: Duration,
+    /// Logins that come while a consumption is on its way go together in
+    /// the next call (`ConsumeTokens`).
+    consumptions: Batches<String, Result<Grant, RemoteError>>,
+    /// Management answered `ConsumeTokens` with UNIMPLEMENTED (an older
+    /// release): one `ConsumeToken` per token from then on.
+    no_batches: std::sync::atomic::AtomicBool,
 }
 
 impl ManagementRemote {
@@ -65,10 +72,89 @@ impl ManagementRemote {
         Ok(ManagementRemote {
             replicas: conclave_common::grpc::Failover::new(addresses, deadline)?,
             deadline,
+            consumptions: Batches::new(|| {
+                Err(RemoteError::Unreachable {
+                    target: "management".into(),
+                })
+            }),
+            no_batches: Default::default(),
         })
     }
 
     pub async fn consume_token(&self, token_id: &str) -> Result<Grant, RemoteError> {
+        self.consumptions
+            .call(token_id.to_string(), |ids| self.consume_batch(ids))
+            .await
+    }
+
+    /// One call for `ids`: `ConsumeToken` for one, `ConsumeTokens` for more.
+    async fn consume_batch(&self, ids: Vec<String>) -> Vec<Result<Grant, RemoteError>> {
+        use std::sync::atomic::Ordering;
+        if ids.len() == 1 || self.no_batches.load(Ordering::Relaxed) {
+            return futures_util::future::join_all(ids.iter().map(|id| self.consume_one(id))).await;
+        }
+        let n = ids.len();
+        let reply = self
+            .replicas
+            .call(|channel| {
+                let request = request(
+                    mgmt::ConsumeTokensRequest {
+                        token_ids: ids.clone(),
+                    },
+                    self.deadline,
+                );
+                async move { ManagementClient::new(channel).consume_tokens(request).await }
+            })
+            .await;
+        match reply {
+            Ok(reply) => {
+                let mut outcomes: Vec<_> = reply
+                    .into_inner()
+                    .tokens
+                    .into_iter()
+                    .map(|t| match t.grant {
+                        Some(grant) if t.code == 0 => Ok(to_grant(grant)),
+                        _ => Err(RemoteError::from_status(
+                            "management",
+                            "ConsumeToken",
+                            tonic::Status::new(tonic::Code::from(t.code), t.message),
+                        )),
+                    })
+                    .collect();
+                if outcomes.len() != n {
+                    tracing::warn!(
+                        asked = n,
+                        answered = outcomes.len(),
+                        "management answered another number of tokens"
+                    );
+                    outcomes.resize_with(n, || {
+                        Err(RemoteError::Refused(
+                            "management did not answer this token".into(),
+                        ))
+                    });
+                }
+                outcomes
+            }
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::info!(
+                    "management has no ConsumeTokens (an older release): one call per token"
+                );
+                self.no_batches.store(true, Ordering::Relaxed);
+                futures_util::future::join_all(ids.iter().map(|id| self.consume_one(id))).await
+            }
+            Err(status) => (0..n)
+                .map(|_| {
+                    Err(RemoteError::from_status(
+                        "management",
+                        "ConsumeTokens",
+                        status.clone(),
+                    ))
+                })
+                .collect(),
+        }
+    }
+
+    async fn consume_one(&self, token_id: &str) -> Result<Grant, RemoteError> {
         let grant = self
             .replicas
             .call(|channel| {
@@ -83,17 +169,21 @@ impl ManagementRemote {
             .await
             .map_err(|s| RemoteError::from_status("management", "ConsumeToken", s))?
             .into_inner();
-        let origin = grant.origin.unwrap_or_default();
-        Ok(Grant {
-            code: grant.code,
-            user: grant.user,
-            role: grant.role,
-            room: grant.room_id,
-            origin: Origin {
-                isp: origin.isp,
-                region: origin.region,
-            },
-        })
+        Ok(to_grant(grant))
+    }
+}
+
+fn to_grant(grant: mgmt::TokenGrant) -> Grant {
+    let origin = grant.origin.unwrap_or_default();
+    Grant {
+        code: grant.code,
+        user: grant.user,
+        role: grant.role,
+        room: grant.room_id,
+        origin: Origin {
+            isp: origin.isp,
+            region: origin.region,
+        },
     }
 }
 
