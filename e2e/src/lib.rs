@@ -399,7 +399,11 @@ impl Stack {
             .clients
     }
 
+    /// The portal's tasks as the cluster manager holds them. A login's
+    /// token task is announced after its answer, with the others of
+    /// `portal.task_announcement_window` (20 ms): this waits that out first.
     pub async fn portal_tasks(&self) -> Vec<String> {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         grpc::tasks_of(&self.manager, &self.portal_worker).await
     }
 
