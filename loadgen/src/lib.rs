@@ -241,11 +241,11 @@ pub async fn make_tokens_in(
 /// Connect to `portal` and log in with `token` as SDK type `sdk`.
 async fn connect_and_login(portal: &str, token: &str, sdk: &str) -> anyhow::Result<Client> {
     let client = Client::connect(portal).await?;
-    let ack = client
-        .call("login", &[login_info(token, sdk)], ACK_TIMEOUT)
-        .await?;
-    if ack.first().and_then(Value::as_str) != Some("ok") {
-        anyhow::bail!("login refused: {ack:?}");
+    if let Err(ack) = client
+        .call_ok("login", &[login_info(token, sdk)], ACK_TIMEOUT)
+        .await?
+    {
+        anyhow::bail!("login refused: {ack}");
     }
     Ok(client)
 }
