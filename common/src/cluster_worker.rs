@@ -220,6 +220,26 @@ struct Local {
     batch: Option<Batch>,
 }
 
+impl Local {
+    /// Hold `task`; true when it is to be announced now (it was not held,
+    /// and the worker is registered: otherwise the next join announces it),
+    /// and it is then marked as on its way.
+    fn begin_add(&mut self, task: &str) -> bool {
+        if !self.tasks.insert(task.to_string()) {
+            return false;
+        }
+        if self.cancelled.remove(task) {
+            // added again before the first pick-up was answered: that one
+            // stands
+            return false;
+        }
+        if self.registered {
+            self.adding.insert(task.to_string());
+        }
+        self.registered
+    }
+}
+
 /// Tasks gathered for one `PickUpTasks`, and where its answer goes.
 struct Batch {
     tasks: Vec<String>,
@@ -333,23 +353,7 @@ impl ClusterWorker {
 
     /// Start executing `task`: announced with `PickUpTasks` unless already held.
     pub async fn add_task(&self, task: &str) -> Result<(), WorkerError> {
-        let send = {
-            let mut local = self.shared.local();
-            if local.tasks.contains(task) {
-                return Ok(());
-            }
-            local.tasks.insert(task.to_string());
-            if local.cancelled.remove(task) {
-                // added again before the first pick-up was answered: that
-                // one stands
-                return Ok(());
-            }
-            if local.registered {
-                local.adding.insert(task.to_string());
-            }
-            local.registered
-        };
-        if !send {
+        if !self.shared.local().begin_add(task) {
             return Ok(());
         }
         let req = pb::PickUpTasksRequest {
@@ -395,18 +399,9 @@ impl ClusterWorker {
         }
         let mut answer = {
             let mut local = self.shared.local();
-            if local.tasks.contains(task) {
+            if !local.begin_add(task) {
                 return Ok(());
             }
-            local.tasks.insert(task.to_string());
-            if local.cancelled.remove(task) {
-                return Ok(());
-            }
-            if !local.registered {
-                // announced with the others when the worker joins again
-                return Ok(());
-            }
-            local.adding.insert(task.to_string());
             match &mut local.batch {
                 Some(batch) => {
                     batch.tasks.push(task.to_string());

@@ -164,6 +164,18 @@ mod tests {
         u32::MAX
     }
 
+    /// A caller of `item` on a task of its own.
+    fn spawn_call(
+        b: &Arc<Batches<u32, u32>>,
+        log: &Log,
+        gate: &Arc<Notify>,
+        item: u32,
+        hold: Option<u32>,
+    ) -> tokio::task::JoinHandle<u32> {
+        let (b, log, gate) = (b.clone(), log.clone(), gate.clone());
+        tokio::spawn(async move { b.call(item, sender(log, gate, hold)).await })
+    }
+
     #[tokio::test]
     async fn one_at_a_time_each_call_is_its_own_batch() {
         let b = Batches::new(lost);
@@ -183,18 +195,12 @@ mod tests {
         let b = Arc::new(Batches::new(lost));
         let log = Log::default();
         let gate = Arc::new(Notify::new());
-        let first = {
-            let (b, log, gate) = (b.clone(), log.clone(), gate.clone());
-            tokio::spawn(async move { b.call(0, sender(log, gate, Some(0))).await })
-        };
+        let first = spawn_call(&b, &log, &gate, 0, Some(0));
         while log.locked().is_empty() {
             tokio::task::yield_now().await;
         }
         let rest: Vec<_> = (1..=10)
-            .map(|i| {
-                let (b, log, gate) = (b.clone(), log.clone(), gate.clone());
-                tokio::spawn(async move { b.call(i, sender(log, gate, None)).await })
-            })
+            .map(|i| spawn_call(&b, &log, &gate, i, None))
             .collect();
         while b.queue.locked().waiting.len() < 10 {
             tokio::task::yield_now().await;
@@ -217,17 +223,11 @@ mod tests {
         let b = Arc::new(Batches::new(lost));
         let log = Log::default();
         let gate = Arc::new(Notify::new());
-        let first = {
-            let (b, log, gate) = (b.clone(), log.clone(), gate.clone());
-            tokio::spawn(async move { b.call(0, sender(log, gate, Some(0))).await })
-        };
+        let first = spawn_call(&b, &log, &gate, 0, Some(0));
         while log.locked().is_empty() {
             tokio::task::yield_now().await;
         }
-        let second = {
-            let (b, log, gate) = (b.clone(), log.clone(), gate.clone());
-            tokio::spawn(async move { b.call(1, sender(log, gate, None)).await })
-        };
+        let second = spawn_call(&b, &log, &gate, 1, None);
         while b.queue.locked().waiting.is_empty() {
             tokio::task::yield_now().await;
         }
@@ -246,27 +246,18 @@ mod tests {
         let b = Arc::new(Batches::new(lost));
         let log = Log::default();
         let gate = Arc::new(Notify::new());
-        let first = {
-            let (b, log, gate) = (b.clone(), log.clone(), gate.clone());
-            tokio::spawn(async move { b.call(0, sender(log, gate, Some(0))).await })
-        };
+        let first = spawn_call(&b, &log, &gate, 0, Some(0));
         while log.locked().is_empty() {
             tokio::task::yield_now().await;
         }
         // queued first, then gone: the turn it would get goes to the next
-        let gone = {
-            let (b, log, gate) = (b.clone(), log.clone(), gate.clone());
-            tokio::spawn(async move { b.call(1, sender(log, gate, None)).await })
-        };
+        let gone = spawn_call(&b, &log, &gate, 1, None);
         while b.queue.locked().waiting.is_empty() {
             tokio::task::yield_now().await;
         }
         gone.abort();
         let _ = gone.await;
-        let next = {
-            let (b, log, gate) = (b.clone(), log.clone(), gate.clone());
-            tokio::spawn(async move { b.call(2, sender(log, gate, None)).await })
-        };
+        let next = spawn_call(&b, &log, &gate, 2, None);
         while b.queue.locked().waiting.len() < 2 {
             tokio::task::yield_now().await;
         }

@@ -91,7 +91,7 @@ impl ManagementRemote {
     async fn consume_batch(&self, ids: Vec<String>) -> Vec<Result<Grant, RemoteError>> {
         use std::sync::atomic::Ordering;
         if ids.len() == 1 || self.no_batches.load(Ordering::Relaxed) {
-            return futures_util::future::join_all(ids.iter().map(|id| self.consume_one(id))).await;
+            return self.consume_each(&ids).await;
         }
         let n = ids.len();
         let reply = self
@@ -140,7 +140,7 @@ impl ManagementRemote {
                     "management has no ConsumeTokens (an older release): one call per token"
                 );
                 self.no_batches.store(true, Ordering::Relaxed);
-                futures_util::future::join_all(ids.iter().map(|id| self.consume_one(id))).await
+                self.consume_each(&ids).await
             }
             Err(status) => (0..n)
                 .map(|_| {
@@ -152,6 +152,11 @@ impl ManagementRemote {
                 })
                 .collect(),
         }
+    }
+
+    /// One `ConsumeToken` per token, together.
+    async fn consume_each(&self, ids: &[String]) -> Vec<Result<Grant, RemoteError>> {
+        futures_util::future::join_all(ids.iter().map(|id| self.consume_one(id))).await
     }
 
     async fn consume_one(&self, token_id: &str) -> Result<Grant, RemoteError> {
