@@ -57,7 +57,36 @@ pub fn required(found: bool, what: &str, install: &str) -> bool {
 }
 
 /// A free port on the loopback address (free when asked: bind it soon).
+/// Taken below the kernel's ephemeral range, so that no process binding
+/// port 0 (a conference node, a client's connection) is given it before
+/// its user binds it; each port at most once per test process.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static FIRST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    const FLOOR: u32 = 10_000;
+    if low > FLOOR + 1_000 {
+        let span = low - FLOOR;
+        // test processes that run at once start at different places
+        let first = *FIRST.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            (std::process::id().wrapping_mul(7_919) ^ nanos) % span
+        });
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (FLOOR + (first + n) % span) as u16;
+            let free = |host: &str| std::net::TcpListener::bind((host, port)).is_ok();
+            if free("0.0.0.0") && free("127.0.0.1") {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -214,5 +243,27 @@ pub mod grpc {
             .expect("GetTasks")
             .into_inner()
             .tasks
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_port;
+
+    #[test]
+    fn free_ports_are_bindable_distinct_and_below_the_ephemeral_range() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let mut distinct = ports.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for port in ports {
+            assert!(port < low, "{port} is in the ephemeral range from {low}");
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("bindable");
+        }
     }
 }
