@@ -369,7 +369,7 @@ impl ClusterWorker {
         };
         if cancelled {
             // removed while its pick-up was on the way: lay it down now
-            return self.lay_down(task).await;
+            return self.shared.lay_down(task).await;
         }
         let refused = answer
             .map_err(|status| WorkerError::Rpc {
@@ -457,10 +457,6 @@ impl ClusterWorker {
         if !send {
             return Ok(());
         }
-        self.lay_down(task).await
-    }
-
-    async fn lay_down(&self, task: &str) -> Result<(), WorkerError> {
         self.shared.lay_down(task).await
     }
 

@@ -164,6 +164,13 @@ mod tests {
         u32::MAX
     }
 
+    /// Yield until `done` holds (the other tasks run meanwhile).
+    async fn until(done: impl Fn() -> bool) {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// A caller of `item` on a task of its own.
     fn spawn_call(
         b: &Arc<Batches<u32, u32>>,
@@ -196,15 +203,11 @@ mod tests {
         let log = Log::default();
         let gate = Arc::new(Notify::new());
         let first = spawn_call(&b, &log, &gate, 0, Some(0));
-        while log.locked().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        until(|| !log.locked().is_empty()).await;
         let rest: Vec<_> = (1..=10)
             .map(|i| spawn_call(&b, &log, &gate, i, None))
             .collect();
-        while b.queue.locked().waiting.len() < 10 {
-            tokio::task::yield_now().await;
-        }
+        until(|| b.queue.locked().waiting.len() >= 10).await;
         gate.notify_one();
         assert_eq!(first.await.unwrap(), 0);
         for (i, r) in rest.into_iter().enumerate() {
@@ -224,13 +227,9 @@ mod tests {
         let log = Log::default();
         let gate = Arc::new(Notify::new());
         let first = spawn_call(&b, &log, &gate, 0, Some(0));
-        while log.locked().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        until(|| !log.locked().is_empty()).await;
         let second = spawn_call(&b, &log, &gate, 1, None);
-        while b.queue.locked().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
+        until(|| !b.queue.locked().waiting.is_empty()).await;
         first.abort();
         assert_eq!(
             second.await.unwrap(),
@@ -247,20 +246,14 @@ mod tests {
         let log = Log::default();
         let gate = Arc::new(Notify::new());
         let first = spawn_call(&b, &log, &gate, 0, Some(0));
-        while log.locked().is_empty() {
-            tokio::task::yield_now().await;
-        }
+        until(|| !log.locked().is_empty()).await;
         // queued first, then gone: the turn it would get goes to the next
         let gone = spawn_call(&b, &log, &gate, 1, None);
-        while b.queue.locked().waiting.is_empty() {
-            tokio::task::yield_now().await;
-        }
+        until(|| !b.queue.locked().waiting.is_empty()).await;
         gone.abort();
         let _ = gone.await;
         let next = spawn_call(&b, &log, &gate, 2, None);
-        while b.queue.locked().waiting.len() < 2 {
-            tokio::task::yield_now().await;
-        }
+        until(|| b.queue.locked().waiting.len() >= 2).await;
         gate.notify_one();
         assert_eq!(first.await.unwrap(), 0);
         assert_eq!(next.await.unwrap(), 20);
