@@ -481,6 +481,46 @@ async fn a_drained_portals_clients_relogin_elsewhere_and_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_portal_told_to_stop_with_the_cluster_gone_exits_within_its_drain_timeout() {
+    if !have_clients() {
+        return;
+    }
+    // The whole stack stopped at once (a lost host, `docker compose kill`
+    // but for the portal): its drain finds every room's node gone and no
+    // manager to rebuild them on. Each room's rebuild tries for up to three
+    // restore timeouts (9 s here), one room after another: 36 s for these
+    // four before the drain had a deadline. Here it may take 2 s.
+    let mut stack = stack(&["portal.drain_timeout=2000"]).await;
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let room = stack.room(-1).await;
+        let token = stack.token(&room, &format!("u{i}"), "presenter").await;
+        clients.push(on(&stack.url(), &token, Flavor::Eio4Websocket, "C++").await);
+    }
+    // manager, management, agent (its nodes go with it)
+    for process in &stack.processes[..3] {
+        process.signal("KILL");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    stack.processes[3].signal("TERM");
+    let status = stack.processes[3]
+        .wait_exit(Duration::from_secs(40))
+        .expect("the portal exits");
+    let took = asked.elapsed();
+    println!(
+        "DRAIN-TIMING 4 rooms, cluster gone, drain_timeout 2 s: SIGTERM to exit {} ms",
+        took.as_millis()
+    );
+    assert!(status.success(), "{status:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    for (mut c, _, _) in clients {
+        assert!(c.wait_disconnect(5.0).await, "its connection is closed");
+        c.quit().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seat_nobody_reclaims_leaves_after_the_window_and_its_tasks_go() {
     if !have_clients() {
         return;

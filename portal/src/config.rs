@@ -124,6 +124,14 @@ pub struct PortalConfig {
     /// node, restore its participants) before it drops them with the reason
     /// "No conference agent can host the room", in ms. Default 3000.
     pub restore_timeout: u64,
+    /// When the portal is told to stop (SIGTERM, SIGINT), how long it may
+    /// spend handing its clients over (detaching each seat on its node,
+    /// closing its connection so that it relogins on another portal), in
+    /// ms. Clients still here then are closed as they are: their nodes
+    /// keep their seats, as when a portal dies. Keep it under the
+    /// orchestrator's stop grace (docker compose and Swarm here: 20 s;
+    /// Helm: 30 s). Default 15000.
+    pub drain_timeout: u64,
     /// How often the portal asks each conference node its participants are
     /// on which room it serves, in ms (0: never). A node exit the cluster
     /// watch did not deliver (it fell between two streams of a manager
@@ -168,6 +176,7 @@ impl Default for PortalConfig {
             join_timeout: 6000,
             text_timeout: 4000,
             restore_timeout: 3000,
+            drain_timeout: 15_000,
             node_check_interval: 5000,
             load: "cpu".into(),
             max_clients: 10_000,
@@ -188,6 +197,9 @@ impl Config {
         }
         if self.portal.ping_interval == 0 || self.portal.ping_timeout == 0 {
             return Err("portal.ping_interval and portal.ping_timeout must be positive".into());
+        }
+        if self.portal.drain_timeout == 0 {
+            return Err("portal.drain_timeout must be positive".into());
         }
         Ok(())
     }

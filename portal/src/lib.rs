@@ -312,6 +312,7 @@ pub async fn start(
     let p = portal.clone();
     let r = remotes.clone();
     let max_clients = config.portal.max_clients as f64;
+    let drain_timeout = Duration::from_millis(config.portal.drain_timeout);
     let done = tokio::spawn(async move {
         let mut load_tick = tokio::time::interval(Duration::from_millis(250));
         loop {
@@ -329,12 +330,21 @@ pub async fn start(
             }
         }
         tracing::info!("portal draining");
-        let (moved, dropped) = p.drain().await;
-        tracing::info!(
-            moved,
-            dropped,
-            "portal drained: clients closed to relogin elsewhere"
-        );
+        // Bounded: with the rest of the cluster gone (a lost host, the
+        // whole stack stopped at once) each room's rebuild would wait out
+        // its restore timeout in turn, for minutes.
+        match tokio::time::timeout(drain_timeout, p.drain()).await {
+            Ok((moved, dropped)) => tracing::info!(
+                moved,
+                dropped,
+                "portal drained: clients closed to relogin elsewhere"
+            ),
+            Err(_) => tracing::warn!(
+                left = p.participants(),
+                timeout_ms = drain_timeout.as_millis() as u64,
+                "portal.drain_timeout ran out; the clients left are closed, their nodes keep their seats for a relogin"
+            ),
+        }
         io.close().await;
         if let Some(worker) = r.worker()
             && let Err(e) = worker.quit().await
