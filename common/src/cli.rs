@@ -71,6 +71,8 @@ where
     if let Some(tls) = config.tls() {
         crate::grpc::configure_tls(tls)?;
     }
+    let open_files = crate::limits::raise_open_files();
+    tracing::debug!(?open_files, "limit on open files");
     let shutdown = crate::shutdown::on_signal();
     if crate::shutdown::exit_with_stdin_requested() {
         crate::shutdown::watch_stdin(

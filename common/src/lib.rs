@@ -10,6 +10,7 @@ pub mod counting_alloc;
 pub mod grpc;
 pub mod handshake;
 pub mod http;
+pub mod limits;
 pub mod load;
 pub mod metrics;
 pub mod net;

@@ -230,6 +230,52 @@ const QUIET: &str = "warn,conclave_common::grpc=info,management::rest=info,confe
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A run killed by a signal would leave its stacks running: each
+    // stack's processes are killed when it is dropped, which the end of
+    // `run` does, also when the signal cuts it short.
+    tokio::select! {
+        result = run(args) => result,
+        _ = conclave_common::shutdown::signal() => {
+            anyhow::bail!("interrupted; the stacks of this run are stopped")
+        }
+    }
+}
+
+/// The most connections any requested scenario holds at once, on the load
+/// generator and on a portal.
+fn connections_needed(args: &Args) -> usize {
+    let want = |s: &str| args.scenarios.iter().any(|x| x == s);
+    let mut most = 0;
+    if want("login") || want("baseline") || want("tls") {
+        most = most.max(args.logins + args.logins.div_ceil(args.room_size.max(1)));
+    }
+    if want("idle") || want("tls") {
+        most = most.max(args.idle + args.idle.div_ceil(args.idle_room_size.max(1)));
+    }
+    if want("curve") {
+        most = most.max(2 * args.curve_logins);
+    }
+    most
+}
+
+/// Fail before a run whose connections a process may not open: past its
+/// limit on open files a portal stops accepting connections and the run
+/// would wait for logins that never come.
+fn check_open_files(args: &Args, who: &str, limit: Option<u64>) -> anyhow::Result<()> {
+    // gRPC channels, listeners, the runtime, a node's pipes
+    const SPARE: u64 = 256;
+    let needed = connections_needed(args) as u64;
+    match limit {
+        Some(limit) if needed + SPARE > limit => anyhow::bail!(
+            "these scenarios hold up to {needed} connections at once, but the {who} may open only {limit} files (ulimit -n); lower --logins, --idle or --curve-logins, or raise the limit"
+        ),
+        _ => Ok(()),
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let own = conclave_common::limits::raise_open_files();
+    check_open_files(&args, "load generator", own)?;
     let want = |s: &str| args.scenarios.iter().any(|x| x == s);
     let data = std::env::temp_dir().join(format!("conclave-bench-{}", std::process::id()));
     let mut options = Options::on_free_ports(data.clone());
@@ -247,6 +293,16 @@ async fn main() -> anyhow::Result<()> {
         "stack ready: portal {} (pid {:?})",
         target.portal, target.portal_pid
     );
+    if let Err(e) = check_open_files(
+        &args,
+        "portal",
+        target
+            .portal_pid
+            .and_then(conclave_common::limits::open_files_of),
+    ) {
+        tokio::task::spawn_blocking(move || drop(stack)).await?;
+        return Err(e);
+    }
 
     let mut report = Report::default();
     let result: anyhow::Result<()> = async {
