@@ -92,6 +92,13 @@ struct Args {
     json: PathBuf,
 }
 
+impl Args {
+    /// Whether `scenario` was asked for (`--scenarios`).
+    fn wants(&self, scenario: &str) -> bool {
+        self.scenarios.iter().any(|x| x == scenario)
+    }
+}
+
 fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let p = std::env::current_exe()?
         .parent()
@@ -142,7 +149,6 @@ async fn tls_scenarios(
     data: &std::path::Path,
     report: &mut Report,
 ) -> anyhow::Result<()> {
-    let want = |s: &str| args.scenarios.iter().any(|x| x == s);
     let certs = conclave_stack::devcerts::generate(&data.join("tls"), &[])?;
     let (ca, cert, key) = (
         certs.ca.display().to_string(),
@@ -204,7 +210,7 @@ async fn tls_scenarios(
             )
             .await?,
         );
-        if want("idle") {
+        if args.wants("idle") {
             eprintln!("idle over TLS: {} connections", args.idle);
             report.tls_idle = Some(
                 loadgen::idle(
@@ -244,15 +250,14 @@ async fn main() -> anyhow::Result<()> {
 /// The most connections any requested scenario holds at once, on the load
 /// generator and on a portal.
 fn connections_needed(args: &Args) -> usize {
-    let want = |s: &str| args.scenarios.iter().any(|x| x == s);
     let mut most = 0;
-    if want("login") || want("baseline") || want("tls") {
+    if args.wants("login") || args.wants("baseline") || args.wants("tls") {
         most = most.max(args.logins + args.logins.div_ceil(args.room_size.max(1)));
     }
-    if want("idle") || want("tls") {
+    if args.wants("idle") || args.wants("tls") {
         most = most.max(args.idle + args.idle.div_ceil(args.idle_room_size.max(1)));
     }
-    if want("curve") {
+    if args.wants("curve") {
         most = most.max(2 * args.curve_logins);
     }
     most
@@ -276,7 +281,6 @@ fn check_open_files(args: &Args, who: &str, limit: Option<u64>) -> anyhow::Resul
 async fn run(args: Args) -> anyhow::Result<()> {
     let own = conclave_common::limits::raise_open_files();
     check_open_files(&args, "load generator", own)?;
-    let want = |s: &str| args.scenarios.iter().any(|x| x == s);
     let data = std::env::temp_dir().join(format!("conclave-bench-{}", std::process::id()));
     let mut options = Options::on_free_ports(data.clone());
     options.env = vec![("RUST_LOG".into(), QUIET.into())];
@@ -306,7 +310,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let mut report = Report::default();
     let result: anyhow::Result<()> = async {
-        if want("baseline") {
+        if args.wants("baseline") {
             eprintln!(
                 "baseline: {} bare logins, {} at once",
                 args.logins, args.concurrency
@@ -335,7 +339,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 loadgen::logins(&addr, tokens, args.concurrency, &args.sdk, false).await;
             loadgen::close_all(clients).await;
             report.baseline_login = Some(r);
-            if want("idle") {
+            if args.wants("idle") {
                 report.baseline_idle = Some(
                     loadgen::idle_bare(
                         &addr,
@@ -347,7 +351,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .await,
                 );
             }
-            if want("churn") {
+            if args.wants("churn") {
                 eprintln!("churn, bare server: {} cycles", args.churn);
                 report.baseline_churn = Some(
                     loadgen::churn_bare(&addr, server.child.id(), args.churn, args.concurrency)
@@ -357,7 +361,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             server.signal("TERM");
             server.wait_exit(Duration::from_secs(5));
         }
-        if want("login") {
+        if args.wants("login") {
             eprintln!(
                 "login: {} logins, {} at once, rooms of {}",
                 args.logins, args.concurrency, args.room_size
@@ -383,11 +387,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await?,
             );
         }
-        if want("relogin") {
+        if args.wants("relogin") {
             eprintln!("relogin: {}", args.relogins);
             report.relogin = Some(loadgen::relogin(&target, args.relogins, &args.sdk).await?);
         }
-        if want("fanout") {
+        if args.wants("fanout") {
             for &size in &args.fanout_sizes {
                 eprintln!("fan-out: room of {size}");
                 report.fanout.push(
@@ -402,7 +406,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 );
             }
         }
-        if want("idle") {
+        if args.wants("idle") {
             eprintln!("idle: {} connections", args.idle);
             report.idle = Some(
                 loadgen::idle(
@@ -415,30 +419,30 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await?,
             );
         }
-        if want("churn") {
+        if args.wants("churn") {
             eprintln!("churn: {} cycles as {}", args.churn, args.sdk);
             report.churn =
                 Some(loadgen::churn(&target, args.churn, args.concurrency, &args.sdk).await?);
         }
-        if want("rooms") {
+        if args.wants("rooms") {
             eprintln!("rooms: {} new rooms", args.rooms);
             report.rooms = Some(loadgen::rooms(&target, args.rooms, &args.sdk).await?);
         }
-        if want("rest") {
+        if args.wants("rest") {
             eprintln!("rest: {} s of tokens each way", args.rest_seconds);
             report.rest = Some(
                 loadgen::rest::rest_tokens(&target.management, &rest_addr, args.rest_seconds, 8)
                     .await?,
             );
         }
-        if want("store") {
+        if args.wants("store") {
             eprintln!("store: {} s of tokens on SQLite", args.store_seconds);
             report.stores.push(
                 loadgen::store::store_tokens(&target.management, "sqlite", args.store_seconds, 8)
                     .await?,
             );
         }
-        if want("scheduler") {
+        if args.wants("scheduler") {
             eprintln!("scheduler: {} s each", args.scheduler_seconds);
             report.scheduler = Some(loadgen::scheduler(&target, args.scheduler_seconds, 8).await?);
         }
@@ -448,12 +452,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     tokio::task::spawn_blocking(move || drop(stack)).await?;
     let result = match result {
-        Ok(()) if want("store") => postgres_scenario(&args, &data, &mut report).await,
+        Ok(()) if args.wants("store") => postgres_scenario(&args, &data, &mut report).await,
         other => other,
     };
     // before TLS: that makes every gRPC client of this process TLS
     let result = match result {
-        Ok(()) if want("curve") => loadgen::curve::curve(
+        Ok(()) if args.wants("curve") => loadgen::curve::curve(
             &data,
             vec![("RUST_LOG".into(), QUIET.into())],
             &args.curve_portals,
@@ -470,7 +474,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         other => other,
     };
     let result = match result {
-        Ok(()) if want("tls") => tls_scenarios(&args, &data, &mut report).await,
+        Ok(()) if args.wants("tls") => tls_scenarios(&args, &data, &mut report).await,
         other => other,
     };
     let _ = std::fs::remove_dir_all(&data);

@@ -56,6 +56,14 @@ pub fn required(found: bool, what: &str, install: &str) -> bool {
     found
 }
 
+/// The first port of the kernel's ephemeral range (what binding port 0 hands out).
+fn ephemeral_ports_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768)
+}
+
 /// A free port on the loopback address (free when asked: bind it soon).
 /// Taken below the kernel's ephemeral range, so that no process binding
 /// port 0 (a conference node, a client's connection) is given it before
@@ -64,10 +72,7 @@ pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     static FIRST: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32_768);
+    let low = ephemeral_ports_start();
     const FLOOR: u32 = 10_000;
     if low > FLOOR + 1_000 {
         let span = low - FLOOR;
@@ -248,21 +253,21 @@ pub mod grpc {
 
 #[cfg(test)]
 mod tests {
-    use super::free_port;
+    use super::{ephemeral_ports_start, free_port};
 
     #[test]
     fn free_ports_are_bindable_distinct_and_below_the_ephemeral_range() {
-        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|r| r.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768);
+        let low = ephemeral_ports_start();
         let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
         let mut distinct = ports.clone();
         distinct.sort();
         distinct.dedup();
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
         for port in ports {
-            assert!(port < low, "{port} is in the ephemeral range from {low}");
+            assert!(
+                u32::from(port) < low,
+                "{port} is in the ephemeral range from {low}"
+            );
             std::net::TcpListener::bind(("127.0.0.1", port)).expect("bindable");
         }
     }
