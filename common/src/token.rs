@@ -6,6 +6,13 @@
 //! With WebTransport off, OWT concatenates JavaScript's `undefined`, so the
 //! signed text ends in `,undefined`; Conclave does the same, which keeps OWT
 //! clients and tokens interchangeable.
+//!
+//! Conclave's management adds one field OWT does not have: `claims`, what
+//! the token grants (room, user, role, origin and the token code), signed
+//! with the same key. A portal that finds them can join the room while the
+//! token is being consumed instead of after. OWT's clients read only `host`,
+//! `secure` and `webTransportUrl` and pass the token on unchanged, and OWT's
+//! portal ignores the field, so tokens stay interchangeable.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -86,6 +93,51 @@ pub struct JoinToken {
     pub host: String,
     pub secure: bool,
     pub signature: String,
+    /// What the token grants, signed (Conclave's management; absent in
+    /// OWT's tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Claims>,
+}
+
+/// What a token grants, as management recorded it; what `ConsumeToken`
+/// answers for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Claims {
+    pub room: String,
+    pub user: String,
+    pub role: String,
+    /// The token code: the portal's cluster task for the login.
+    pub code: String,
+    pub isp: String,
+    pub region: String,
+    /// `sign(key, JSON [tokenId, host, room, user, role, code, isp, region])`.
+    pub signature: String,
+}
+
+impl Claims {
+    /// `claims` signed for the token `token_id` served at `host`.
+    pub fn signed(mut self, key: &str, token_id: &str, host: &str) -> Claims {
+        self.signature = self.signature_for(key, token_id, host);
+        self
+    }
+
+    fn signature_for(&self, key: &str, token_id: &str, host: &str) -> String {
+        // a JSON array: no field's text can pass for another's
+        let fields = [
+            token_id,
+            host,
+            &self.room,
+            &self.user,
+            &self.role,
+            &self.code,
+            &self.isp,
+            &self.region,
+        ];
+        sign(
+            key,
+            &serde_json::to_string(&fields).expect("strings serialize"),
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,7 +162,14 @@ impl JoinToken {
             host: host.to_string(),
             secure,
             signature: Self::signature(key, token_id, host),
+            claims: None,
         }
+    }
+
+    /// The token with what it grants signed into it.
+    pub fn with_claims(mut self, key: &str, claims: Claims) -> Self {
+        self.claims = Some(claims.signed(key, &self.token_id, &self.host));
+        self
     }
 
     /// The signature OWT computes when WebTransport is off.
@@ -139,14 +198,20 @@ impl JoinToken {
         serde_json::from_value(value).map_err(|_| TokenError::BadFields)
     }
 
-    /// Check the signature with `key`, in constant time.
+    /// Check the signature, and the claims' if any, with `key`, in
+    /// constant time.
     pub fn verify(&self, key: &str) -> Result<(), TokenError> {
         let expected = Self::signature(key, &self.token_id, &self.host);
-        if constant_time_eq(&expected, &self.signature) {
-            Ok(())
-        } else {
-            Err(TokenError::BadSignature)
+        if !constant_time_eq(&expected, &self.signature) {
+            return Err(TokenError::BadSignature);
         }
+        if let Some(claims) = &self.claims {
+            let expected = claims.signature_for(key, &self.token_id, &self.host);
+            if !constant_time_eq(&expected, &claims.signature) {
+                return Err(TokenError::BadSignature);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -188,6 +253,70 @@ mod tests {
         t.signature = t.signature.replace('Z', "Y");
         assert_eq!(t.verify(KEY), Err(TokenError::BadSignature));
         assert_eq!(token.verify("other-key"), Err(TokenError::BadSignature));
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            room: "room-1".into(),
+            user: "u, with a comma".into(),
+            role: "presenter".into(),
+            code: "42".into(),
+            isp: "isp".into(),
+            region: "region".into(),
+            signature: String::new(),
+        }
+    }
+
+    #[test]
+    fn claims_ride_along_and_keep_the_owt_signature() {
+        let plain = JoinToken::new(KEY, TOKEN_ID, HOST, false);
+        let token = plain.clone().with_claims(KEY, claims());
+        // OWT's part is untouched: an OWT portal checks it as before
+        assert_eq!(token.signature, SIGNATURE);
+        let decoded = JoinToken::decode(&token.encode()).unwrap();
+        assert_eq!(decoded, token);
+        decoded.verify(KEY).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&STANDARD.decode(token.encode()).unwrap()).unwrap();
+        assert_eq!(json["host"], HOST);
+        assert_eq!(json["claims"]["room"], "room-1");
+        // without claims the token is OWT's, byte for byte
+        assert_eq!(plain.encode(), TOKEN);
+    }
+
+    #[test]
+    fn tampering_a_claim_breaks_the_signature() {
+        let token = JoinToken::new(KEY, TOKEN_ID, HOST, false).with_claims(KEY, claims());
+        let tampered: [fn(&mut Claims); 7] = [
+            |c| c.room.push('x'),
+            |c| c.user.push('x'),
+            |c| c.role = "admin".into(),
+            |c| c.code.push('1'),
+            |c| c.isp.push('x'),
+            |c| c.region.push('x'),
+            |c| c.signature = c.signature.replace('Z', "Y"),
+        ];
+        for change in tampered {
+            let mut t = token.clone();
+            change(t.claims.as_mut().unwrap());
+            assert_eq!(t.verify(KEY), Err(TokenError::BadSignature));
+        }
+        // claims moved to another token id do not verify either
+        let mut t = token.clone();
+        t.token_id = "another".into();
+        t.signature = JoinToken::signature(KEY, "another", HOST);
+        assert_eq!(t.verify(KEY), Err(TokenError::BadSignature));
+        // fields moved between claims cannot pass for each other
+        let mut t = token.clone();
+        let c = t.claims.as_mut().unwrap();
+        (c.isp, c.region) = ("isp\",\"region".into(), String::new());
+        assert_eq!(t.verify(KEY), Err(TokenError::BadSignature));
+        assert_eq!(token.verify("other-key"), Err(TokenError::BadSignature));
+        // claims of the wrong shape are refused as fields
+        let bad = STANDARD.encode(
+            r#"{"tokenId":"t","host":"h","secure":false,"signature":"s","claims":{"room":1}}"#,
+        );
+        assert_eq!(JoinToken::decode(&bad), Err(TokenError::BadFields));
     }
 
     #[test]

@@ -258,6 +258,7 @@ async fn admission_limits_and_bad_input() {
         .join(conf::JoinRequest {
             room_id: room2.clone(),
             participant: None,
+            pending: false,
         })
         .await
         .unwrap_err();
@@ -562,6 +563,7 @@ async fn a_lost_portal_takes_its_participants_and_the_others_hear_it() {
         .join(conf::JoinRequest {
             room_id: room.clone(),
             participant: Some(on_lost),
+            pending: false,
         })
         .await
         .unwrap();
@@ -613,6 +615,7 @@ async fn a_detached_seat_is_kept_with_its_messages_and_reattached_elsewhere() {
         .join(conf::JoinRequest {
             room_id: room.clone(),
             participant: Some(away),
+            pending: false,
         })
         .await
         .unwrap();

@@ -101,6 +101,11 @@ pub struct Participant {
     /// Put back from the room's previous node by this rebuild (`restore`),
     /// rather than joined here: it knows the other restored ones already.
     pub restored: Option<u64>,
+    /// Admitted by a pending join its portal has not confirmed yet (its
+    /// token is being consumed): it holds its seat and gets the room's
+    /// notifications, but nobody hears of it, and it is forgotten silently
+    /// at this instant unless confirmed.
+    pub pending_until: Option<Instant>,
 }
 
 /// A participant of the room's previous node, as its portal knows it.
@@ -185,6 +190,8 @@ pub struct JoinRequest {
     pub role: String,
     pub portal: PortalRef,
     pub client: ClientSpec,
+    /// A pending join, forgotten at this instant unless confirmed.
+    pub pending_until: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -351,7 +358,6 @@ impl Conference {
         if self.participants.contains_key(&req.id) {
             return Err(ConferenceError::AlreadyJoined);
         }
-        let notify = room.notify_participants;
         let participant = Participant {
             id: req.id.clone(),
             user: req.user,
@@ -361,25 +367,81 @@ impl Conference {
             client: req.client,
             detached_until: None,
             restored: None,
+            pending_until: req.pending_until,
         };
-        let info =
-            json!({"id": participant.id, "user": participant.user, "role": participant.role});
         self.participants.insert(req.id.clone(), participant);
         self.idle_since = None;
-        let deliveries = if notify {
-            self.broadcast(
-                std::slice::from_ref(&req.id),
-                "participant",
-                json!({"action": "join", "data": info}),
-            )
-        } else {
+        let deliveries = if req.pending_until.is_some() {
             Vec::new()
+        } else {
+            self.announce(&req.id)
         };
         Ok(Joined {
             permission,
-            room: self.room_info()?,
+            room: self.room_info_for(&req.id)?,
             deliveries,
         })
+    }
+
+    /// Tell everyone but `id` that it joined.
+    fn announce(&mut self, id: &str) -> Vec<Delivery> {
+        let notify = self.room.as_ref().is_some_and(|r| r.notify_participants);
+        let Some(p) = self.participants.get(id).filter(|_| notify) else {
+            return Vec::new();
+        };
+        let info = json!({"id": p.id, "user": p.user, "role": p.role});
+        self.broadcast(
+            &[id.to_string()],
+            "participant",
+            json!({"action": "join", "data": info}),
+        )
+    }
+
+    /// Pending joins whose portal confirmed them (their tokens were
+    /// consumed): the others hear of them now. Ids not pending here
+    /// (unknown, gone, confirmed already) are skipped.
+    pub fn confirm<S: AsRef<str>>(&mut self, ids: &[S]) -> Vec<Delivery> {
+        let mut deliveries = Vec::new();
+        for id in ids {
+            deliveries.extend(self.seated(id.as_ref()));
+        }
+        deliveries
+    }
+
+    /// Confirm `id` if its join is pending: a request of its own (or a
+    /// relogin) shows that its portal answered its login, whether or not
+    /// the confirmation arrived first.
+    pub(crate) fn seated(&mut self, id: &str) -> Vec<Delivery> {
+        match self.participants.get_mut(id) {
+            Some(p) if p.pending_until.is_some() => {
+                p.pending_until = None;
+                self.announce(id)
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Pending joins never confirmed in time (their portal died or could
+    /// not abort them): forgotten, and nobody is told.
+    pub fn expire_pending(&mut self, now: Instant) -> Vec<String> {
+        let ids: Vec<String> = self
+            .participants
+            .values()
+            .filter(|p| p.pending_until.is_some_and(|until| now >= until))
+            .map(|p| p.id.clone())
+            .collect();
+        for id in &ids {
+            let _ = self.leave(id, now);
+        }
+        ids
+    }
+
+    /// How many joins are pending.
+    pub fn pending(&self) -> usize {
+        self.participants
+            .values()
+            .filter(|p| p.pending_until.is_some())
+            .count()
     }
 
     /// The room's previous node is gone: put its participants back, as their
@@ -444,6 +506,7 @@ impl Conference {
                     client: r.client,
                     detached_until: r.detached.map(|w| now + w),
                     restored: Some(r.rebuild),
+                    pending_until: None,
                 },
             );
         }
@@ -464,7 +527,12 @@ impl Conference {
                 let data = json!({"action": "join", "data": info(&self.participants[id])});
                 deliveries.extend(self.deliver(&fresh, &[], "participant", &data));
             }
-            for id in &fresh {
+            // a pending join hears of them; they hear of it once confirmed
+            let heard: Vec<String> = fresh
+                .into_iter()
+                .filter(|id| self.participants[id].pending_until.is_none())
+                .collect();
+            for id in &heard {
                 let data = json!({"action": "join", "data": info(&self.participants[id])});
                 deliveries.extend(self.deliver(&arrived, &[], "participant", &data));
             }
@@ -483,7 +551,13 @@ impl Conference {
     }
 
     /// `{id, views, participants, streams}`; no media yet, so no streams.
+    /// Pending joins are not listed.
     pub fn room_info(&self) -> Result<String, ConferenceError> {
+        self.room_info_for("")
+    }
+
+    /// [`Self::room_info`] as `joiner` sees it: itself listed, pending or not.
+    fn room_info_for(&self, joiner: &str) -> Result<String, ConferenceError> {
         /// Written straight from the participants: no JSON value tree (a
         /// map and three strings per participant) built and dropped per
         /// join.
@@ -507,6 +581,7 @@ impl Conference {
             participants: self
                 .participants
                 .values()
+                .filter(|p| p.pending_until.is_none() || p.id == joiner)
                 .map(|p| ParticipantInfo {
                     id: &p.id,
                     user: &p.user,
@@ -520,7 +595,8 @@ impl Conference {
         Ok(serde_json::to_string(&info).unwrap_or_default())
     }
 
-    /// A participant leaves; the others are told.
+    /// A participant leaves; the others are told (a pending join leaves
+    /// silently: nobody heard of it).
     pub fn leave(
         &mut self,
         id: &str,
@@ -536,7 +612,7 @@ impl Conference {
         if self.participants.is_empty() {
             self.idle_since = Some(now);
         }
-        let deliveries = if notify {
+        let deliveries = if notify && gone.pending_until.is_none() {
             let data = json!({"action": "leave", "data": id});
             // those still to be put back knew it (only a restored one: one
             // that joined here meanwhile they never heard join)
@@ -589,21 +665,30 @@ impl Conference {
         if !self.participants.contains_key(from) {
             return Err(ConferenceError::NotJoined);
         }
+        if self
+            .participants
+            .get(to)
+            .is_some_and(|p| p.pending_until.is_some())
+            || (to != "all" && !self.participants.contains_key(to))
+        {
+            // nobody knows a pending join's id yet
+            return Err(ConferenceError::NoTarget(to.to_string()));
+        }
+        let mut deliveries = self.seated(from);
         if to == "all" {
             let data = json!({"from": from, "to": "all", "message": message});
             self.backlog("text", &data);
-            return Ok(self.broadcast(&[], "text", data));
-        }
-        if !self.participants.contains_key(to) {
-            return Err(ConferenceError::NoTarget(to.to_string()));
+            deliveries.extend(self.broadcast(&[], "text", data));
+            return Ok(deliveries);
         }
         // A detached target keeps it for its relogin.
-        Ok(self.deliver(
+        deliveries.extend(self.deliver(
             &[to.to_string()],
             &[],
             "text",
             &json!({"from": from, "to": "me", "message": message}),
-        ))
+        ));
+        Ok(deliveries)
     }
 
     /// True once the room has been empty for `timeout` (self-clean, OWT §12.5).
@@ -667,7 +752,158 @@ pub(crate) mod tests {
                 token_code: format!("code-{id}"),
                 message_buffer_size: 0,
             },
+            pending_until: None,
         }
+    }
+
+    /// `req` as a pending join, forgotten at `until` unless confirmed.
+    pub(crate) fn pending(id: &str, p: u8, until: Instant) -> JoinRequest {
+        JoinRequest {
+            pending_until: Some(until),
+            ..req(id, "viewer", p)
+        }
+    }
+
+    /// The participant ids a room info lists.
+    fn listed(room: &str) -> Vec<String> {
+        let v: Value = serde_json::from_str(room).unwrap();
+        v["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// (recipients, event, action, subject) of each delivery.
+    fn told(ds: &[Delivery]) -> Vec<(Vec<String>, &'static str, Value)> {
+        ds.iter()
+            .map(|d| {
+                let (_, to, event, data) = shape(d);
+                (to, event, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pending_join_holds_its_seat_and_is_heard_of_only_once_confirmed() {
+        let (mut c, now) = conf(3);
+        c.join(req("a", "presenter", 1)).unwrap();
+        let p = c
+            .join(pending("p", 2, now + Duration::from_secs(60)))
+            .unwrap();
+        // nobody is told; the joiner sees the room and itself
+        assert!(p.deliveries.is_empty());
+        assert_eq!(listed(&p.room), ["a", "p"]);
+        // it is invisible to the others' snapshots and as a text target
+        let b = c.join(req("b", "viewer", 1)).unwrap();
+        assert_eq!(listed(&b.room), ["a", "b"]);
+        // ...but hears what happens from its snapshot on (b's join)
+        assert_eq!(
+            told(&b.deliveries)
+                .iter()
+                .map(|(to, ..)| to.clone())
+                .collect::<Vec<_>>(),
+            [vec!["a".to_string()], vec!["p".to_string()]]
+        );
+        assert_eq!(
+            c.text("a", "p", "hi").unwrap_err(),
+            ConferenceError::NoTarget("p".into())
+        );
+        // it holds its seat: the room of 3 is full
+        assert_eq!(
+            c.join(req("c", "viewer", 1)).unwrap_err(),
+            ConferenceError::RoomFull
+        );
+        assert_eq!(c.pending(), 1);
+        // confirmed: the others hear it join, once
+        let confirmed = c.confirm(&["p", "p", "unknown", "a"]);
+        let joined =
+            json!({"action": "join", "data": {"id": "p", "user": "user-p", "role": "viewer"}});
+        assert_eq!(
+            told(&confirmed),
+            [(
+                vec!["a".to_string(), "b".to_string()],
+                "participant",
+                joined.clone()
+            )]
+        );
+        assert!(c.confirm(&["p"]).is_empty());
+        assert_eq!(c.pending(), 0);
+        assert_eq!(listed(&c.room_info().unwrap()), ["a", "p", "b"]);
+    }
+
+    #[test]
+    fn a_pending_join_left_or_never_confirmed_leaves_no_trace() {
+        let (mut c, now) = conf(2);
+        c.join(req("a", "presenter", 1)).unwrap();
+        // aborted: its token was refused
+        c.join(pending("p", 2, now + Duration::from_secs(60)))
+            .unwrap();
+        let (_, told) = c.leave("p", now).unwrap();
+        assert!(told.is_empty());
+        assert!(!c.mailboxes.contains_key("p"));
+        // never confirmed: forgotten at its deadline, silently, and its seat
+        // is free again
+        c.join(pending("q", 2, now + Duration::from_secs(5)))
+            .unwrap();
+        assert!(c.expire_pending(now + Duration::from_secs(4)).is_empty());
+        assert_eq!(c.expire_pending(now + Duration::from_secs(5)), ["q"]);
+        assert!(c.participant("q").is_none());
+        c.join(req("b", "viewer", 1)).unwrap();
+        // a room whose only participant was pending is idle again
+        let (mut solo, now) = conf(-1);
+        solo.join(pending("p", 2, now + Duration::from_secs(5)))
+            .unwrap();
+        assert!(!solo.self_clean_due(now + Duration::from_secs(600), Duration::from_secs(1)));
+        solo.expire_pending(now + Duration::from_secs(5));
+        assert!(solo.self_clean_due(now + Duration::from_secs(600), Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_pending_joins_own_requests_confirm_it() {
+        let (mut c, now) = conf(-1);
+        let until = now + Duration::from_secs(60);
+        c.join(req("a", "presenter", 1)).unwrap();
+        // its text went out before its confirmation arrived
+        c.join(pending("p", 2, until)).unwrap();
+        let ds = told(&c.text("p", "all", "first").unwrap());
+        assert_eq!(ds[0].1, "participant");
+        assert_eq!(ds[0].0, ["a"]);
+        assert_eq!(ds.iter().filter(|(_, e, _)| *e == "text").count(), 2);
+        assert_eq!(c.pending(), 0);
+        // its connection closed right after its answer: detached, and heard of
+        c.join(pending("q", 2, until)).unwrap();
+        let ds = told(&c.detach("q", Duration::from_secs(60), now).unwrap());
+        assert_eq!(ds.len(), 2, "a and p hear q join: {ds:?}");
+        assert!(c.participant("q").unwrap().detached_until.is_some());
+        // its portal died before confirming; the client relogins elsewhere
+        c.join(pending("r", 2, until)).unwrap();
+        let (lost, _) = c.portal_lost(
+            "portal-2",
+            &Default::default(),
+            Duration::from_secs(60),
+            now,
+        );
+        assert_eq!(lost, ["p"], "the pending join stays pending");
+        let seat = c.reattach("r", portal(3), "t1", now).unwrap();
+        assert!(seat.participant.pending_until.is_none());
+        // (p and q are detached: their mailboxes keep it)
+        let ds = told(&seat.deliveries);
+        assert_eq!(ds.len(), 1, "{ds:?}");
+        assert_eq!(
+            (ds[0].0.clone(), ds[0].2["data"]["id"].clone()),
+            (vec!["a".to_string()], json!("r"))
+        );
+        // a pending join leaves no `join` among restored participants' news
+        c.join(pending("s", 1, until)).unwrap();
+        let (_, ds) = c.restore(vec![restoring("x", 1, 0)], now).unwrap();
+        assert!(
+            told(&ds)
+                .iter()
+                .all(|(_, _, data)| data["data"]["id"] != "s"),
+            "{ds:?}"
+        );
     }
 
     /// A delivery as (portal, recipients, event, data).

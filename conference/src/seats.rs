@@ -23,6 +23,9 @@ pub struct Reattached {
     pub previous: PortalRef,
     /// Its kept notifications, in order.
     pub messages: Vec<Kept>,
+    /// The others told it joined: its join was pending (its first portal
+    /// answered the login but had not confirmed it).
+    pub deliveries: Vec<Delivery>,
 }
 
 impl Conference {
@@ -41,8 +44,13 @@ impl Conference {
         if !p.client.reconnection {
             return self.leave(id, now).map(|(_, d)| d);
         }
-        p.detached_until.get_or_insert(now + window);
-        Ok(Vec::new())
+        // a login answered (its portal detaches only clients it registered)
+        // whose confirmation has not come yet: the seat is the client's
+        let deliveries = self.seated(id);
+        if let Some(p) = self.participants.get_mut(id) {
+            p.detached_until.get_or_insert(now + window);
+        }
+        Ok(deliveries)
     }
 
     /// A portal was lost (it died, stalled or quit): its participants are
@@ -61,6 +69,9 @@ impl Conference {
             .values()
             .filter(|p| p.portal.id == portal_id && p.detached_until.is_none())
             .filter(|p| !still_held.contains(&p.id))
+            // a pending join stays pending: a relogin confirms it (its
+            // client had its answer), or its deadline forgets it (it had not)
+            .filter(|p| p.pending_until.is_none())
             .map(|p| p.id.clone())
             .collect();
         let mut deliveries = Vec::new();
@@ -98,7 +109,8 @@ impl Conference {
         }
         let previous = std::mem::replace(&mut p.portal, portal);
         p.detached_until = None;
-        let participant = p.clone();
+        let deliveries = self.seated(id);
+        let participant = self.participants[id].clone();
         let messages = self
             .mailboxes
             .get_mut(id)
@@ -108,6 +120,7 @@ impl Conference {
             participant,
             previous,
             messages,
+            deliveries,
         })
     }
 

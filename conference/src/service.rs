@@ -172,7 +172,13 @@ impl ConferenceService {
     }
 
     /// Detached seats whose window is over leave; the others are told.
+    /// Pending joins never confirmed are forgotten; nobody is told.
     pub fn expire_detached(&self) {
+        let forgotten = self.state().expire_pending(Instant::now());
+        if !forgotten.is_empty() {
+            tracing::warn!(node = %self.node_id, participants = ?forgotten, "pending joins never confirmed; forgotten");
+            self.gauges();
+        }
         let (gone, deliveries) = self.state().expire_detached(Instant::now());
         if !gone.is_empty() {
             tracing::info!(node = %self.node_id, count = gone.len(), "no relogin in time; detached participants left");
@@ -181,6 +187,9 @@ impl ConferenceService {
         }
     }
 }
+
+/// Most pending joins one `Confirm` names.
+pub const MAX_CONFIRMS: usize = 4096;
 
 fn pb_permission(p: Permission) -> pb::Permission {
     pb::Permission {
@@ -243,7 +252,11 @@ impl pb::conference_server::Conference for ConferenceService {
             ("node", &self.node_id),
         ]);
         self.ensure_room(&r.room_id).await?;
+        // a pending join its portal never confirms (it died before it could
+        // confirm or abort) is kept as long as a detached seat
+        let pending_until = r.pending.then(|| Instant::now() + self.detach_window);
         let joined = self.state().join(JoinRequest {
+            pending_until,
             id: p.id.clone(),
             user: p.user,
             role: p.role,
@@ -253,13 +266,30 @@ impl pb::conference_server::Conference for ConferenceService {
             },
             client: crate::seats::client_spec(p.client),
         })?;
-        tracing::info!("participant joined");
+        tracing::info!(pending = r.pending, "participant joined");
         self.gauges();
         self.notifier.send(joined.deliveries);
         Ok(Response::new(pb::JoinReply {
             permission: Some(pb_permission(joined.permission)),
             room: joined.room,
         }))
+    }
+
+    async fn confirm(
+        &self,
+        req: Request<pb::ConfirmRequest>,
+    ) -> Result<Response<pb::ConfirmReply>, Status> {
+        let ids = req.into_inner().participant_ids;
+        if ids.len() > MAX_CONFIRMS {
+            return Err(ConferenceError::InvalidArgument(format!(
+                "at most {MAX_CONFIRMS} participants per call"
+            ))
+            .into());
+        }
+        let deliveries = self.state().confirm(&ids);
+        tracing::debug!(node = %self.node_id, count = ids.len(), "pending joins confirmed");
+        self.notifier.send(deliveries);
+        Ok(Response::new(pb::ConfirmReply {}))
     }
 
     async fn leave(
@@ -295,7 +325,11 @@ impl pb::conference_server::Conference for ConferenceService {
         let state = self.state();
         Ok(Response::new(pb::GetParticipantsReply {
             room_id: state.room_id().unwrap_or_default().to_string(),
-            participants: state.participants().map(detail).collect(),
+            participants: state
+                .participants()
+                .filter(|p| p.pending_until.is_none())
+                .map(detail)
+                .collect(),
         }))
     }
 
@@ -408,11 +442,12 @@ impl pb::conference_server::Conference for ConferenceService {
             id: r.portal,
             endpoint: r.portal_endpoint,
         };
-        let (seat, room_id) = {
+        let (mut seat, room_id) = {
             let mut state = self.state();
             let seat = state.reattach(&r.participant_id, portal, &r.ticket_id, Instant::now())?;
             (seat, state.room_id().unwrap_or_default().to_string())
         };
+        self.notifier.send(std::mem::take(&mut seat.deliveries));
         tracing::info!(node = %self.node_id, participant = %r.participant_id, previous = %seat.previous.id, kept = seat.messages.len(), missed = seat.messages.iter().filter(|k| k.missed).count(), last = seat.messages.last().map_or(0, |k| k.seq), "participant reattached");
         let c = &seat.participant.client;
         Ok(Response::new(pb::ReattachReply {

@@ -28,6 +28,7 @@ fn join(c: &mut Conference, id: &str) {
             token_code: format!("code-{id}"),
             message_buffer_size: 0,
         },
+        pending_until: None,
     })
     .unwrap();
 }

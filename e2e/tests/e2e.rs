@@ -1,6 +1,7 @@
 //! End to end: the real binaries on loopback, real Socket.IO clients from
 //! PyPI (python-socketio 5.x over Engine.IO 4, 4.x over Engine.IO 3).
 
+use conclave_common::token::JoinToken;
 use conclave_e2e::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -519,4 +520,173 @@ async fn deleting_a_live_room_destroys_it_and_drops_its_participants() {
     stack.assert_participants(&room, &[]).await;
     assert!(stack.portal_tasks().await.is_empty());
     a.quit().await;
+}
+
+/// Management signs a token's room into it, so the portal joins while the
+/// token is consumed: a replayed token's pending seat must go again with
+/// nobody in the room hearing of it, and a changed claim is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_token_is_seen_by_nobody_in_the_room() {
+    if !have_clients() {
+        return;
+    }
+    let stack = stack(&[]).await;
+    let room = stack.room(10).await;
+    let mut alice = stack.logged_in(&room, "alice").await;
+    let token = stack.token(&room, "bob", "viewer").await;
+    assert!(
+        JoinToken::decode(&token).unwrap().claims.is_some(),
+        "management signs claims by default"
+    );
+    let mut bob = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(bob.login(&token, "1.2").await[0], "ok");
+    let joined = alice.wait_event("participant", 5.0).await.unwrap();
+    assert_eq!(joined["action"], "join");
+    assert_eq!(joined["data"]["id"], bob.sid);
+    for _ in 0..3 {
+        let mut eve = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+        let ack = eve.login(&token, "1.2").await;
+        assert_eq!(ack, [json!("error"), json!("Unknown")]);
+        eve.quit().await;
+    }
+    // a claim changed and signed again with the wrong key
+    let mut forged = JoinToken::decode(&stack.token(&room, "mallory", "viewer").await).unwrap();
+    forged.claims.as_mut().unwrap().role = "presenter".into();
+    let mut mallory = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        mallory.login(&forged.encode(), "1.2").await,
+        [json!("error"), json!("Invalid token signature")]
+    );
+    assert!(
+        alice.wait_event("participant", 1.0).await.is_none(),
+        "nobody heard of the refused logins"
+    );
+    assert!(bob.wait_event("participant", 0.2).await.is_none());
+    stack
+        .assert_participants(&room, &[&alice.sid, &bob.sid])
+        .await;
+    // the text of a participant whose confirmation may not have arrived
+    // yet reaches everyone, after its join
+    let mut carol = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        carol
+            .login(&stack.token(&room, "carol", "viewer").await, "1.2")
+            .await[0],
+        "ok"
+    );
+    assert_eq!(
+        carol
+            .emit("text", vec![json!({"to": "all", "message": "hi"})])
+            .await,
+        vec![json!("ok")]
+    );
+    assert_eq!(
+        alice.wait_event("participant", 5.0).await.unwrap()["data"]["id"],
+        carol.sid
+    );
+    assert_eq!(
+        alice.wait_event("text", 5.0).await.unwrap()["message"],
+        "hi"
+    );
+    for c in [alice, bob, carol, mallory] {
+        c.quit().await;
+    }
+}
+
+/// With `token.sign_claims` off the tokens are OWT's, byte for byte, and
+/// the portal takes the longer path: consume, then join.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owt_tokens_without_claims_still_log_in() {
+    if !have_clients() {
+        return;
+    }
+    let stack = stack_with_management(&["token.sign_claims=false"]).await;
+    let room = stack.room(10).await;
+    let mut alice = stack.logged_in(&room, "alice").await;
+    let token = stack.token(&room, "bob", "viewer").await;
+    assert!(JoinToken::decode(&token).unwrap().claims.is_none());
+    let mut bob = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(bob.login(&token, "1.2").await[0], "ok");
+    assert_eq!(
+        alice.wait_event("participant", 5.0).await.unwrap()["data"]["id"],
+        bob.sid
+    );
+    let mut eve = PyClient::connect(&stack, Flavor::Eio4Websocket).await;
+    assert_eq!(
+        eve.login(&token, "1.2").await,
+        [json!("error"), json!("Unknown")]
+    );
+    stack
+        .assert_participants(&room, &[&alice.sid, &bob.sid])
+        .await;
+    for c in [alice, bob, eve] {
+        c.quit().await;
+    }
+}
+
+/// Logins in flight together into one room: each pending join is confirmed
+/// (several in one `Confirm` when they come while one is on its way), and
+/// the participant already there hears each join once, and nothing of a
+/// replayed token among them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_in_flight_together_are_each_heard_of_once() {
+    use loadgen::sio::Client;
+    let stack = stack(&[]).await;
+    let room = stack.room(100).await;
+    let addr = stack.url().trim_start_matches("http://").to_string();
+    let info = |token: &str| json!({"token": token, "protocol": "1.2", "userAgent": {"sdk": {"type": "C++", "version": "5.1"}}});
+    let ack = Duration::from_secs(10);
+    let watcher = Client::connect(&addr).await.unwrap();
+    let token = stack.token(&room, "watcher", "presenter").await;
+    watcher
+        .call_ok("login", &[info(&token)], ack)
+        .await
+        .unwrap()
+        .unwrap();
+    let replayed = stack.token(&room, "first", "viewer").await;
+    let mut tokens = vec![replayed.clone()];
+    for i in 0..39 {
+        tokens.push(stack.token(&room, &format!("user-{i}"), "viewer").await);
+    }
+    // the replayed token twice more, among the others
+    tokens.insert(10, replayed.clone());
+    tokens.insert(30, replayed);
+    let mut clients = Vec::new();
+    for _ in &tokens {
+        clients.push(Client::connect(&addr).await.unwrap());
+    }
+    let infos: Vec<[Value; 1]> = tokens.iter().map(|t| [info(t)]).collect();
+    let outcomes = futures_util::future::join_all(
+        clients
+            .iter()
+            .zip(&infos)
+            .map(|(c, info)| c.call("login", info, ack)),
+    )
+    .await;
+    let mut joined = std::collections::BTreeSet::new();
+    let mut refused = 0;
+    for (c, outcome) in clients.iter().zip(outcomes) {
+        let args = outcome.unwrap();
+        match args[0].as_str() {
+            Some("ok") => assert!(joined.insert(c.sid.clone())),
+            _ => {
+                assert_eq!(args, [json!("error"), json!("Unknown")]);
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((joined.len(), refused), (40, 2));
+    let mut heard = std::collections::BTreeSet::new();
+    while let Some(e) = watcher
+        .wait_event("participant", Duration::from_secs(2))
+        .await
+    {
+        assert_eq!(e.data["action"], "join", "{:?}", e.data);
+        let id = e.data["data"]["id"].as_str().unwrap().to_string();
+        assert!(heard.insert(id.clone()), "{id} heard of twice");
+    }
+    assert_eq!(heard, joined);
+    let mut expected: Vec<&str> = joined.iter().map(String::as_str).collect();
+    expected.push(&watcher.sid);
+    stack.assert_participants(&room, &expected).await;
 }

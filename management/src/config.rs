@@ -70,6 +70,12 @@ pub struct TokenConfig {
     pub portal_schedule_budget: u32,
     /// Pause between portal scheduling attempts. Default 1000 (OWT).
     pub portal_schedule_retry_interval: u64,
+    /// Sign what a token grants (room, user, role, origin, code) into it as
+    /// `claims`, so that a portal joins the room while the token is being
+    /// consumed instead of after. OWT's clients and portal ignore the
+    /// field. Off: tokens are OWT's byte for byte, and portals take the
+    /// longer path (consume, then join). Default true.
+    pub sign_claims: bool,
 }
 
 impl Default for TokenConfig {
@@ -79,6 +85,7 @@ impl Default for TokenConfig {
             portal_reserve_time: 60_000,
             portal_schedule_budget: 60,
             portal_schedule_retry_interval: 1000,
+            sign_claims: true,
         }
     }
 }

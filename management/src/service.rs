@@ -176,7 +176,20 @@ impl ManagementService {
             secure,
             created_ms: self.clock.now_ms(),
         };
-        let token = JoinToken::new(&self.key, &record.id, &host, secure).encode();
+        let mut token = JoinToken::new(&self.key, &record.id, &host, secure);
+        if self.tokens.sign_claims {
+            let claims = conclave_common::token::Claims {
+                room: record.room_id.clone(),
+                user: record.user.clone(),
+                role: record.role.clone(),
+                code: record.code.clone(),
+                isp: record.origin.isp.clone(),
+                region: record.origin.region.clone(),
+                signature: String::new(),
+            };
+            token = token.with_claims(&self.key, claims);
+        }
+        let token = token.encode();
         let (id, room_id) = (record.id.clone(), record.room_id.clone());
         self.store
             .insert_token(&record)

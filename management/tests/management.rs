@@ -434,8 +434,14 @@ async fn a_token_points_at_the_scheduled_portal_and_is_consumed_once() {
         .decode(&text)
         .unwrap();
     let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
-    let keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
-    assert_eq!(keys.len(), 4, "{value}");
+    let mut keys: Vec<_> = value.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    // OWT's four, and what it grants, signed (token.sign_claims)
+    assert_eq!(
+        keys,
+        ["claims", "host", "secure", "signature", "tokenId"],
+        "{value}"
+    );
     assert_eq!(value["host"], "portal.test:8080");
     assert_eq!(value["secure"], false);
     let decoded = JoinToken::decode(&text).unwrap();
@@ -460,6 +466,27 @@ async fn a_token_points_at_the_scheduled_portal_and_is_consumed_once() {
         grant.code.parse::<u64>().is_ok_and(|n| n < 100_000_000_000),
         "{}",
         grant.code
+    );
+    // the claims are what the consumption grants
+    let claims = decoded.claims.clone().unwrap();
+    assert_eq!(
+        [
+            claims.room,
+            claims.user,
+            claims.role,
+            claims.code,
+            claims.isp,
+            claims.region
+        ],
+        [
+            &grant.room_id,
+            &grant.user,
+            &grant.role,
+            &grant.code,
+            "isp",
+            "region"
+        ]
+        .map(String::from)
     );
     // the portal is reserved for the token's code
     let mut cm = ClusterManagerClient::new(

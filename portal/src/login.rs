@@ -98,6 +98,9 @@ struct Joined {
     grant: Grant,
     controller: Controller,
     admission: Admission,
+    /// Joined as pending (the token carried its claims): the node tells the
+    /// others once this portal confirms it.
+    pending: bool,
 }
 
 impl Portal {
@@ -187,6 +190,7 @@ impl Portal {
             ticket,
         );
         let ok = joined.protocol.ok_word();
+        let pending = joined.pending;
         let code = joined.grant.code.clone();
         let room = joined.grant.room.clone();
         let controller = joined.controller.clone();
@@ -226,6 +230,11 @@ impl Portal {
         tracing::info!(%participant, %room, "login ok");
         answer(Answer::OkWith(ok, result));
         self.delivery.release(&participant, sid);
+        // The others hear of it once its node has the confirmation; a
+        // request of its own that gets there first confirms it as well.
+        if pending && let Err(e) = self.remotes.confirm(&controller, &participant).await {
+            tracing::warn!(%participant, node = %controller.node, error = %e, "confirming the join failed; the node confirms it at the participant's first request");
+        }
         // The token task is announced after the answer, which does not
         // depend on it (OWT's addTask does not wait either); a leave that
         // comes first lays it down after the announcement, not before.
@@ -258,16 +267,85 @@ impl Portal {
         token.verify(&self.key)?;
         Stages::done(&mut stages.token_check, "token_check", started);
 
-        let started = std::time::Instant::now();
-        let grant = self.remotes.consume_token(&token.token_id).await?;
-        Stages::done(&mut stages.token_consumption, "token_consumption", started);
-        conclave_common::trace::record(&[("room", &grant.room)]);
+        let consume = async {
+            let started = std::time::Instant::now();
+            let consumed = self.remotes.consume_token(&token.token_id).await;
+            (consumed, started)
+        };
+        let Some(claims) = token.claims else {
+            // OWT's token: the room is known once the token is consumed
+            let (consumed, started) = consume.await;
+            let grant = consumed?;
+            Stages::done(&mut stages.token_consumption, "token_consumption", started);
+            conclave_common::trace::record(&[("room", &grant.room)]);
+            return self
+                .seat(participant, protocol, user_agent, grant, false, stages)
+                .await;
+        };
+        // The token names its room (signed): the join goes while the token
+        // is being consumed, as a pending join the node tells nobody of
+        // until this portal confirms it.
+        let claimed = Grant {
+            code: claims.code,
+            user: claims.user,
+            role: claims.role,
+            room: claims.room,
+            origin: crate::remote::Origin {
+                isp: claims.isp,
+                region: claims.region,
+            },
+        };
+        conclave_common::trace::record(&[("room", &claimed.room)]);
+        let ((consumed, consume_started), seated) = tokio::join!(
+            consume,
+            self.seat(participant, protocol, user_agent, claimed, true, stages)
+        );
+        let abort = |joined: &Joined| (joined.controller.clone(), participant.to_string());
+        match (consumed, seated) {
+            (Ok(grant), Ok(joined)) if grant == joined.grant => {
+                Stages::done(
+                    &mut stages.token_consumption,
+                    "token_consumption",
+                    consume_started,
+                );
+                Ok(joined)
+            }
+            (Ok(grant), Ok(joined)) => {
+                tracing::error!(%participant, claimed = ?joined.grant, recorded = ?grant, "a token's signed claims differ from its record; check that management and portals share their key");
+                let (controller, participant) = abort(&joined);
+                self.leave_conference(&controller, &participant).await;
+                Err(PortalError::Token(
+                    conclave_common::token::TokenError::BadFields,
+                ))
+            }
+            (Err(e), Ok(joined)) => {
+                // a replayed, expired or unknown token: the pending seat
+                // goes again and nobody heard of it
+                let (controller, participant) = abort(&joined);
+                self.leave_conference(&controller, &participant).await;
+                Err(e.into())
+            }
+            (Err(e), Err(_)) => Err(e.into()),
+            (Ok(_), Err(e)) => Err(e),
+        }
+    }
 
+    /// getController and the conference join for a granted token.
+    async fn seat(
+        &self,
+        participant: &str,
+        protocol: Protocol,
+        user_agent: dialect::UserAgent,
+        grant: Grant,
+        pending: bool,
+        stages: &mut Stages,
+    ) -> Result<Joined, PortalError> {
         let joiner = Joiner {
             participant: participant.to_string(),
             user: grant.user.clone(),
             role: grant.role.clone(),
             origin: grant.origin.clone(),
+            pending,
             client: ClientSpec {
                 protocol: protocol.as_str().to_string(),
                 sdk_type: user_agent.sdk_type.clone(),
@@ -336,6 +414,7 @@ impl Portal {
             grant,
             controller,
             admission,
+            pending,
         })
     }
 }

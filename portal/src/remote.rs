@@ -104,6 +104,8 @@ pub struct Joiner {
     pub user: String,
     pub role: String,
     pub origin: Origin,
+    /// A pending join: the node tells nobody until [`Remotes::confirm`].
+    pub pending: bool,
     pub client: ClientSpec,
 }
 
@@ -187,6 +189,9 @@ pub trait Remotes: Send + Sync {
         room: &str,
         joiner: &Joiner,
     ) -> Result<Admission, RemoteError>;
+    /// Conference `Confirm`: the participant's pending join stands (its
+    /// token was consumed).
+    async fn confirm(&self, controller: &Controller, participant: &str) -> Result<(), RemoteError>;
     /// Conference `Leave`.
     async fn leave(&self, controller: &Controller, participant: &str) -> Result<(), RemoteError>;
     /// Conference `Text`.

@@ -359,6 +359,7 @@ pub async fn join(
         .join(conf::JoinRequest {
             room_id: room.into(),
             participant: Some(spec(c, id, role)),
+            pending: false,
         })
         .await
         .map(|r| r.into_inner())

@@ -529,6 +529,113 @@ mod restore {
     }
 }
 
+/// Tokens that carry their claims: the join goes while the token is
+/// consumed, pending until the portal confirms it.
+mod claims {
+    use super::*;
+    use fake::{KEY, token_with_claims};
+
+    fn info(token: String) -> Value {
+        json!({"token": token, "protocol": "1.2", "userAgent": {"sdk": {"type": "C++", "version": "5.1"}}})
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_join_goes_while_the_token_is_consumed_and_is_confirmed_after_the_answer() {
+        let h = Harness::new();
+        let sid = h.connect();
+        let consume = h.remotes.gate(Stage::Consume);
+        let login = h.spawn_login(sid, info(token_with_claims(KEY, "token-1", "room-1")));
+        consume.entered().await;
+        // the token is still being consumed, and the room is joined already
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            h.remotes.calls(),
+            [
+                "consume token-1",
+                "schedule room-1",
+                "get_node agent-1 room-1",
+                "join node-1 room-1 alice pending",
+            ]
+        );
+        consume.open();
+        let answer = login.await.unwrap();
+        let Answer::OkWith("ok", reply) = &answer else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(reply.value()["room"]["id"], "room-1");
+        assert_eq!(
+            h.remotes.calls()[4..],
+            [
+                format!("confirm node-1 {sid}"),
+                "add_task code-1".to_string()
+            ]
+        );
+        assert_eq!(h.portal.participants(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_token_takes_its_pending_seat_back() {
+        let h = Harness::new();
+        for (i, refusal) in ["Unknown", "Expired"].into_iter().enumerate() {
+            let sid = h.connect();
+            h.remotes.fail_once(Stage::Consume, Refused(refusal.into()));
+            let token = token_with_claims(KEY, &format!("token-{i}"), "room-1");
+            let answer = h.login(sid, info(token)).await;
+            assert_eq!(error_of(&answer), refusal);
+            let calls = h.remotes.calls();
+            assert!(calls.contains(&format!("leave node-1 {sid}")), "{calls:?}");
+            assert!(!calls.iter().any(|c| c.starts_with("confirm")), "{calls:?}");
+            assert!(h.remotes.seat(&sid.to_string()).is_none());
+            assert!(h.sockets.closed(sid));
+        }
+        assert_eq!(h.portal.participants(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_join_answers_with_the_token_s_refusal_first() {
+        let h = Harness::new();
+        h.remotes.fail(Stage::Join, Refused("Room is full".into()));
+        let sid = h.connect();
+        let answer = h
+            .login(sid, info(token_with_claims(KEY, "token-1", "room-1")))
+            .await;
+        assert_eq!(error_of(&answer), "Room is full");
+        h.remotes
+            .fail_once(Stage::Consume, Refused("Unknown".into()));
+        let sid = h.connect();
+        let answer = h
+            .login(sid, info(token_with_claims(KEY, "token-2", "room-1")))
+            .await;
+        assert_eq!(error_of(&answer), "Unknown");
+        assert_eq!(h.portal.participants(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn claims_that_differ_from_the_record_are_refused_and_undone() {
+        let h = Harness::new();
+        let sid = h.connect();
+        // signed with the portal's key, but the record says room-1
+        let answer = h
+            .login(sid, info(token_with_claims(KEY, "token-1", "room-9")))
+            .await;
+        assert_eq!(error_of(&answer), "Invalid token: missing or wrong fields");
+        assert!(h.remotes.calls().contains(&format!("leave node-1 {sid}")));
+        // claims signed with another key are refused before any call
+        let sid = h.connect();
+        let before = h.remotes.calls().len();
+        let answer = h
+            .login(
+                sid,
+                info(token_with_claims("another-key", "token-2", "room-1")),
+            )
+            .await;
+        assert_eq!(error_of(&answer), "Invalid token signature");
+        assert_eq!(h.remotes.calls().len(), before);
+    }
+}
+
 mod known_room {
     use super::*;
 

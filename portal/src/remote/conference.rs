@@ -1,16 +1,19 @@
 //! Conference nodes over gRPC: join, leave, text, and the seat calls
 //! (detach, reattach) that let any portal take a participant over.
 
+use super::batch::Batches;
 use super::grpc::Channels;
 use crate::login::Json;
 use crate::remote::{
     Admission, ClientSpec, Controller, Deadlines, Joiner, Kept, RemoteError, Restorable, Seat,
 };
 use conclave_common::grpc::{Channel, request};
+use conclave_common::sync::Locked;
 use conclave_proto::conference::v1 as conf;
 use conclave_proto::conference::v1::conference_client::ConferenceClient;
 use serde_json::{Value, json};
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Conference nodes: join, leave, text. Joins tell the node which portal
@@ -20,7 +23,16 @@ pub struct ConferenceRemote {
     pub(super) deadlines: Deadlines,
     pub(super) portal_worker: OnceLock<String>,
     pub(super) portal_endpoint: OnceLock<String>,
+    /// Per node, confirmations that come while one is on its way go
+    /// together in the next `Confirm`.
+    pub(super) confirmations: Mutex<HashMap<Controller, Arc<Confirmations>>>,
 }
+
+type Confirmations = Batches<String, Result<(), RemoteError>>;
+
+/// Nodes whose confirmation queues are kept when none is in use (a node
+/// serves one room; queues of nodes no login uses any more go).
+const KEPT_QUEUES: usize = 256;
 
 fn media(m: Option<conf::MediaPermission>) -> Value {
     let m = m.unwrap_or_default();
@@ -83,6 +95,7 @@ impl ConferenceRemote {
                     portal_endpoint: self.portal_endpoint.get().cloned().unwrap_or_default(),
                     client: Some(client_pb(&joiner.client)),
                 }),
+                pending: joiner.pending,
             },
             self.deadlines.join,
         );
@@ -149,6 +162,57 @@ impl ConferenceRemote {
             .await
             .map_err(|s| RemoteError::from_status(&controller.node, "getParticipants", s))?;
         Ok(reply.into_inner().room_id)
+    }
+
+    /// Confirm one participant's pending join; under load, with the others
+    /// that came meanwhile for the same node.
+    pub async fn confirm_one(
+        &self,
+        controller: &Controller,
+        participant: &str,
+    ) -> Result<(), RemoteError> {
+        let queue = {
+            let mut queues = self.confirmations.locked();
+            if queues.len() >= KEPT_QUEUES && !queues.contains_key(controller) {
+                queues.retain(|_, q| Arc::strong_count(q) > 1);
+            }
+            queues
+                .entry(controller.clone())
+                .or_insert_with(|| {
+                    Arc::new(Batches::new(|| {
+                        Err(RemoteError::Unreachable {
+                            target: "conference".into(),
+                        })
+                    }))
+                })
+                .clone()
+        };
+        queue
+            .call(participant.to_string(), |ids| async move {
+                let n = ids.len();
+                let outcome = self.confirm(controller, ids).await;
+                vec![outcome; n]
+            })
+            .await
+    }
+
+    pub async fn confirm(
+        &self,
+        controller: &Controller,
+        participants: Vec<String>,
+    ) -> Result<(), RemoteError> {
+        let request = request(
+            conf::ConfirmRequest {
+                participant_ids: participants,
+            },
+            self.deadlines.rpc,
+        );
+        match self.client(controller)?.confirm(request).await {
+            Ok(_) => Ok(()),
+            // a node of an older release: it told the others at the join
+            Err(s) if s.code() == tonic::Code::Unimplemented => Ok(()),
+            Err(s) => Err(RemoteError::from_status(&controller.node, "confirm", s)),
+        }
     }
 
     pub async fn leave(

@@ -343,6 +343,7 @@ impl GrpcRemotes {
                 deadlines,
                 portal_worker: OnceLock::new(),
                 portal_endpoint: OnceLock::new(),
+                confirmations: Default::default(),
             },
             portals: PortalRemote {
                 channels: Channels::new(deadlines.rpc),
@@ -391,6 +392,10 @@ impl Remotes for GrpcRemotes {
 
     async fn join(&self, c: &Controller, room: &str, j: &Joiner) -> Result<Admission, RemoteError> {
         self.conferences.join(c, room, j).await
+    }
+
+    async fn confirm(&self, c: &Controller, participant: &str) -> Result<(), RemoteError> {
+        self.conferences.confirm_one(c, participant).await
     }
 
     async fn leave(&self, c: &Controller, participant: &str) -> Result<(), RemoteError> {

@@ -22,6 +22,21 @@ pub fn token_signed_with(key: &str, token_id: &str) -> String {
     JoinToken::new(key, token_id, "127.0.0.1:8080", false).encode()
 }
 
+/// A token carrying signed claims; `room` as given, the rest as
+/// [`FakeRemotes::consume_token`] grants them.
+pub fn token_with_claims(key: &str, token_id: &str, room: &str) -> String {
+    let claims = conclave_common::token::Claims {
+        room: room.into(),
+        user: "alice".into(),
+        role: "presenter".into(),
+        code: token_id.replace("token", "code"),
+        ..Default::default()
+    };
+    JoinToken::new(key, token_id, "127.0.0.1:8080", false)
+        .with_claims(key, claims)
+        .encode()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Stage {
     Consume,
@@ -191,7 +206,8 @@ impl Remotes for FakeRemotes {
         room: &str,
         joiner: &Joiner,
     ) -> Result<Admission, RemoteError> {
-        let call = format!("join {} {room} {}", controller.node, joiner.user);
+        let pending = if joiner.pending { " pending" } else { "" };
+        let call = format!("join {} {room} {}{pending}", controller.node, joiner.user);
         self.call(Stage::Join, call).await?;
         self.seats.lock().unwrap().insert(
             joiner.participant.clone(),
@@ -208,6 +224,11 @@ impl Remotes for FakeRemotes {
                 &json!({"id": room, "views": ["common"], "participants": [], "streams": []}),
             ),
         })
+    }
+
+    async fn confirm(&self, controller: &Controller, participant: &str) -> Result<(), RemoteError> {
+        self.record(format!("confirm {} {participant}", controller.node));
+        Ok(())
     }
 
     async fn leave(&self, controller: &Controller, participant: &str) -> Result<(), RemoteError> {
