@@ -668,10 +668,10 @@ impl Conference {
         if self
             .participants
             .get(to)
-            .is_some_and(|p| p.pending_until.is_some())
+            .is_some_and(|p| p.pending_until.is_some() && to != from)
             || (to != "all" && !self.participants.contains_key(to))
         {
-            // nobody knows a pending join's id yet
+            // nobody knows a pending join's id yet (but itself)
             return Err(ConferenceError::NoTarget(to.to_string()));
         }
         let mut deliveries = self.seated(from);
@@ -872,6 +872,13 @@ pub(crate) mod tests {
         assert_eq!(ds[0].0, ["a"]);
         assert_eq!(ds.iter().filter(|(_, e, _)| *e == "text").count(), 2);
         assert_eq!(c.pending(), 0);
+        // a text to itself before its confirmation arrived
+        c.join(pending("m", 2, until)).unwrap();
+        let ds = told(&c.text("m", "m", "note").unwrap());
+        assert_eq!(
+            ds.iter().map(|(_, e, _)| *e).collect::<Vec<_>>(),
+            ["participant", "participant", "text"]
+        );
         // its connection closed right after its answer: detached, and heard of
         c.join(pending("q", 2, until)).unwrap();
         let ds = told(&c.detach("q", Duration::from_secs(60), now).unwrap());
@@ -885,7 +892,7 @@ pub(crate) mod tests {
             Duration::from_secs(60),
             now,
         );
-        assert_eq!(lost, ["p"], "the pending join stays pending");
+        assert_eq!(lost, ["p", "m"], "the pending join stays pending");
         let seat = c.reattach("r", portal(3), "t1", now).unwrap();
         assert!(seat.participant.pending_until.is_none());
         // (p and q are detached: their mailboxes keep it)
