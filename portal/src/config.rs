@@ -112,6 +112,13 @@ pub struct PortalConfig {
     /// reservation holds the portal's place meanwhile). 0: one call per
     /// login. Default 20.
     pub task_announcement_window: u64,
+    /// The pending joins answered within this many ms of each other are
+    /// confirmed to their node in one `Confirm` (after the answers, which
+    /// do not wait for it; the others in the room hear of the newcomer when
+    /// it is confirmed, or at once when it sends a request of its own).
+    /// 0: a confirmation is sent as soon as none is on its way to that
+    /// node. Default 10.
+    pub confirm_window: u64,
     /// Deadline of NodeManager/GetNode, in ms: it may wait for a node to be
     /// ready. Default 6000.
     pub get_node_timeout: u64,
@@ -172,6 +179,7 @@ impl Default for PortalConfig {
             relogin_string_reply_sdks: vec!["JavaScript".into()],
             rpc_timeout: 2000,
             task_announcement_window: 20,
+            confirm_window: 10,
             get_node_timeout: 6000,
             join_timeout: 6000,
             text_timeout: 4000,

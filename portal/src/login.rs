@@ -232,15 +232,20 @@ impl Portal {
         self.delivery.release(&participant, sid);
         // The others hear of it once its node has the confirmation; a
         // request of its own that gets there first confirms it as well.
-        if pending && let Err(e) = self.remotes.confirm(&controller, &participant).await {
-            tracing::warn!(%participant, node = %controller.node, error = %e, "confirming the join failed; the node confirms it at the participant's first request");
-        }
+        let confirm = async {
+            if pending && let Err(e) = self.remotes.confirm(&controller, &participant).await {
+                tracing::warn!(%participant, node = %controller.node, error = %e, "confirming the join failed; the node confirms it at the participant's first request");
+            }
+        };
         // The token task is announced after the answer, which does not
         // depend on it (OWT's addTask does not wait either); a leave that
         // comes first lays it down after the announcement, not before.
-        if let Err(e) = self.remotes.add_task(&code).await {
-            tracing::warn!(task = %code, error = %e, "announcing the token task failed");
-        }
+        let announce = async {
+            if let Err(e) = self.remotes.add_task(&code).await {
+                tracing::warn!(task = %code, error = %e, "announcing the token task failed");
+            }
+        };
+        tokio::join!(confirm, announce);
     }
 
     /// The login stages up to the conference join.

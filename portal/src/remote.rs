@@ -249,6 +249,9 @@ pub struct Deadlines {
     /// Not a deadline: how long a login's token task waits to be announced
     /// with others (`portal.task_announcement_window`).
     pub task_window: Duration,
+    /// Not a deadline either: how long a login's confirmation waits to go
+    /// with others (`portal.confirm_window`).
+    pub confirm_window: Duration,
 }
 
 impl Deadlines {
@@ -259,6 +262,7 @@ impl Deadlines {
             join: Duration::from_millis(c.join_timeout),
             text: Duration::from_millis(c.text_timeout),
             task_window: Duration::from_millis(c.task_announcement_window),
+            confirm_window: Duration::from_millis(c.confirm_window),
         }
     }
 }

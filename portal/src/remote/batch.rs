@@ -30,6 +30,9 @@ pub(crate) struct Batches<I, O> {
     /// The answer of a caller whose batch was lost (its sender went away
     /// before the answer; a login whose socket closed, say).
     lost: fn() -> O,
+    /// How long the caller whose turn it is waits for others before it
+    /// sends (zero: it sends at once).
+    gather: std::time::Duration,
 }
 
 impl<I, O> Batches<I, O> {
@@ -40,6 +43,17 @@ impl<I, O> Batches<I, O> {
                 sending: false,
             }),
             lost,
+            gather: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Batches whose sender waits `gather` for others to join its batch
+    /// before it sends: for calls whose caller does not wait on the answer
+    /// to go on (a login's confirmation, after its answer).
+    pub(crate) fn gathering(lost: fn() -> O, gather: std::time::Duration) -> Self {
+        Batches {
+            gather,
+            ..Batches::new(lost)
         }
     }
 
@@ -79,6 +93,9 @@ impl<I, O> Batches<I, O> {
         };
         // this caller's turn: whatever happens to it, the next one's comes
         let _turn = HandOver(self);
+        if !self.gather.is_zero() {
+            tokio::time::sleep(self.gather).await;
+        }
         let others: Vec<_> = self.queue.locked().waiting.drain(..).collect();
         let mut items = Vec::with_capacity(1 + others.len());
         items.push(item);
@@ -195,6 +212,38 @@ mod tests {
             );
         }
         assert_eq!(*log.locked(), vec![vec![0], vec![1], vec![2]]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gathering_sender_waits_for_the_others_of_its_window() {
+        let b = Arc::new(Batches::gathering(
+            lost,
+            std::time::Duration::from_millis(10),
+        ));
+        let log = Log::default();
+        let gate = Arc::new(Notify::new());
+        let first = spawn_call(&b, &log, &gate, 1, None);
+        tokio::time::sleep(std::time::Duration::from_millis(4)).await;
+        assert!(log.locked().is_empty(), "nothing sent within the window");
+        let second = spawn_call(&b, &log, &gate, 2, None);
+        let third = spawn_call(&b, &log, &gate, 3, None);
+        assert_eq!(
+            (
+                first.await.unwrap(),
+                second.await.unwrap(),
+                third.await.unwrap()
+            ),
+            (10, 20, 30)
+        );
+        assert_eq!(*log.locked(), vec![vec![1, 2, 3]]);
+        // a caller dropped during its window hands the turn on
+        let dropped = spawn_call(&b, &log, &gate, 4, None);
+        tokio::task::yield_now().await;
+        let fifth = spawn_call(&b, &log, &gate, 5, None);
+        tokio::task::yield_now().await;
+        dropped.abort();
+        assert_eq!(fifth.await.unwrap(), 50);
+        assert_eq!(log.locked().last().unwrap(), &vec![5]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

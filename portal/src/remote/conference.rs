@@ -179,11 +179,14 @@ impl ConferenceRemote {
             queues
                 .entry(controller.clone())
                 .or_insert_with(|| {
-                    Arc::new(Batches::new(|| {
-                        Err(RemoteError::Unreachable {
-                            target: "conference".into(),
-                        })
-                    }))
+                    Arc::new(Batches::gathering(
+                        || {
+                            Err(RemoteError::Unreachable {
+                                target: "conference".into(),
+                            })
+                        },
+                        self.deadlines.confirm_window,
+                    ))
                 })
                 .clone()
         };
