@@ -424,16 +424,24 @@ impl Conference {
     /// Pending joins never confirmed in time (their portal died or could
     /// not abort them): forgotten, and nobody is told.
     pub fn expire_pending(&mut self, now: Instant) -> Vec<String> {
-        let ids: Vec<String> = self
-            .participants
-            .values()
-            .filter(|p| p.pending_until.is_some_and(|until| now >= until))
-            .map(|p| p.id.clone())
-            .collect();
+        let ids = self.due(|p| p.pending_until, now);
         for id in &ids {
             let _ = self.leave(id, now);
         }
         ids
+    }
+
+    /// The participants whose `deadline` has come by `now`.
+    pub(crate) fn due(
+        &self,
+        deadline: fn(&Participant) -> Option<Instant>,
+        now: Instant,
+    ) -> Vec<String> {
+        self.participants
+            .values()
+            .filter(|p| deadline(p).is_some_and(|until| now >= until))
+            .map(|p| p.id.clone())
+            .collect()
     }
 
     /// How many joins are pending.

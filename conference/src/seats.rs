@@ -126,12 +126,7 @@ impl Conference {
 
     /// Seats whose window is over: they leave, and the others are told.
     pub fn expire_detached(&mut self, now: Instant) -> (Vec<String>, Vec<Delivery>) {
-        let ids: Vec<String> = self
-            .participants
-            .values()
-            .filter(|p| p.detached_until.is_some_and(|until| now >= until))
-            .map(|p| p.id.clone())
-            .collect();
+        let ids = self.due(|p| p.detached_until, now);
         let mut deliveries = Vec::new();
         for id in &ids {
             if let Ok((_, d)) = self.leave(id, now) {

@@ -305,7 +305,6 @@ impl Portal {
             consume,
             self.seat(participant, protocol, user_agent, claimed, true, stages)
         );
-        let abort = |joined: &Joined| (joined.controller.clone(), participant.to_string());
         match (consumed, seated) {
             (Ok(grant), Ok(joined)) if grant == joined.grant => {
                 Stages::done(
@@ -317,8 +316,7 @@ impl Portal {
             }
             (Ok(grant), Ok(joined)) => {
                 tracing::error!(%participant, claimed = ?joined.grant, recorded = ?grant, "a token's signed claims differ from its record; check that management and portals share their key");
-                let (controller, participant) = abort(&joined);
-                self.leave_conference(&controller, &participant).await;
+                self.leave_conference(&joined.controller, participant).await;
                 Err(PortalError::Token(
                     conclave_common::token::TokenError::BadFields,
                 ))
@@ -326,8 +324,7 @@ impl Portal {
             (Err(e), Ok(joined)) => {
                 // a replayed, expired or unknown token: the pending seat
                 // goes again and nobody heard of it
-                let (controller, participant) = abort(&joined);
-                self.leave_conference(&controller, &participant).await;
+                self.leave_conference(&joined.controller, participant).await;
                 Err(e.into())
             }
             (Err(e), Err(_)) => Err(e.into()),
