@@ -272,16 +272,17 @@ impl Portal {
         token.verify(&self.key)?;
         Stages::done(&mut stages.token_check, "token_check", started);
 
+        // the consumption's own time, even while the join goes alongside
         let consume = async {
             let started = std::time::Instant::now();
             let consumed = self.remotes.consume_token(&token.token_id).await;
-            (consumed, started)
+            (consumed, started.elapsed())
         };
         let Some(claims) = token.claims else {
             // OWT's token: the room is known once the token is consumed
-            let (consumed, started) = consume.await;
+            let (consumed, took) = consume.await;
             let grant = consumed?;
-            Stages::done(&mut stages.token_consumption, "token_consumption", started);
+            Stages::took(&mut stages.token_consumption, "token_consumption", took);
             conclave_common::trace::record(&[("room", &grant.room)]);
             return self
                 .seat(participant, protocol, user_agent, grant, false, stages)
@@ -301,16 +302,16 @@ impl Portal {
             },
         };
         conclave_common::trace::record(&[("room", &claimed.room)]);
-        let ((consumed, consume_started), seated) = tokio::join!(
+        let ((consumed, consume_took), seated) = tokio::join!(
             consume,
             self.seat(participant, protocol, user_agent, claimed, true, stages)
         );
         match (consumed, seated) {
             (Ok(grant), Ok(joined)) if grant == joined.grant => {
-                Stages::done(
+                Stages::took(
                     &mut stages.token_consumption,
                     "token_consumption",
-                    consume_started,
+                    consume_took,
                 );
                 Ok(joined)
             }

@@ -16,7 +16,11 @@ pub struct Stages {
 impl Stages {
     /// A stage that began at `since` is done.
     pub fn done(slot: &mut Option<Duration>, stage: &'static str, since: Instant) {
-        let d = since.elapsed();
+        Self::took(slot, stage, since.elapsed())
+    }
+
+    /// A stage that took `d` is done.
+    pub fn took(slot: &mut Option<Duration>, stage: &'static str, d: Duration) {
         conclave_common::metrics::histogram!("portal_login_stage_seconds", "stage" => stage)
             .record(d.as_secs_f64());
         *slot = Some(d);
