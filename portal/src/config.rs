@@ -113,11 +113,12 @@ pub struct PortalConfig {
     /// login. Default 20.
     pub task_announcement_window: u64,
     /// The pending joins answered within this many ms of each other are
-    /// confirmed to their node in one `Confirm` (after the answers, which
-    /// do not wait for it; the others in the room hear of the newcomer when
-    /// it is confirmed, or at once when it sends a request of its own).
-    /// 0: a confirmation is sent as soon as none is on its way to that
-    /// node. Default 10.
+    /// confirmed to their node in one `Confirm` (the answers do not wait
+    /// for it). Until then the room's others do not hear of the newcomer
+    /// (unless it sends a request of its own) and `GetParticipants`, so the
+    /// REST API's participant list, does not show it. 0: a confirmation
+    /// goes out with the answer, or with the next batch when one is on its
+    /// way to that node (under load they group anyway). Default 0.
     pub confirm_window: u64,
     /// Deadline of NodeManager/GetNode, in ms: it may wait for a node to be
     /// ready. Default 6000.
@@ -179,7 +180,7 @@ impl Default for PortalConfig {
             relogin_string_reply_sdks: vec!["JavaScript".into()],
             rpc_timeout: 2000,
             task_announcement_window: 20,
-            confirm_window: 10,
+            confirm_window: 0,
             get_node_timeout: 6000,
             join_timeout: 6000,
             text_timeout: 4000,

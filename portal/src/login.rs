@@ -228,24 +228,28 @@ impl Portal {
         };
         conclave_common::metrics::gauge!("portal_participants").set(count as f64);
         tracing::info!(%participant, %room, "login ok");
+        // The others hear of it once its node has the confirmation (a
+        // request of its own that gets there first confirms it as well).
+        // It goes out as the answer does, not after it, so that what the
+        // client's application does with the answer (list the room over
+        // REST, say) finds it confirmed.
+        if pending {
+            let (portal, controller, participant) =
+                (self.clone(), controller.clone(), participant.clone());
+            tokio::spawn(async move {
+                if let Err(e) = portal.remotes.confirm(&controller, &participant).await {
+                    tracing::warn!(%participant, node = %controller.node, error = %e, "confirming the join failed; the node confirms it at the participant's first request");
+                }
+            });
+        }
         answer(Answer::OkWith(ok, result));
         self.delivery.release(&participant, sid);
-        // The others hear of it once its node has the confirmation; a
-        // request of its own that gets there first confirms it as well.
-        let confirm = async {
-            if pending && let Err(e) = self.remotes.confirm(&controller, &participant).await {
-                tracing::warn!(%participant, node = %controller.node, error = %e, "confirming the join failed; the node confirms it at the participant's first request");
-            }
-        };
         // The token task is announced after the answer, which does not
         // depend on it (OWT's addTask does not wait either); a leave that
         // comes first lays it down after the announcement, not before.
-        let announce = async {
-            if let Err(e) = self.remotes.add_task(&code).await {
-                tracing::warn!(task = %code, error = %e, "announcing the token task failed");
-            }
-        };
-        tokio::join!(confirm, announce);
+        if let Err(e) = self.remotes.add_task(&code).await {
+            tracing::warn!(task = %code, error = %e, "announcing the token task failed");
+        }
     }
 
     /// The login stages up to the conference join.
