@@ -234,8 +234,7 @@ impl Portal {
         // client's application does with the answer (list the room over
         // REST, say) finds it confirmed.
         if pending {
-            let (portal, controller, participant) =
-                (self.clone(), controller.clone(), participant.clone());
+            let (portal, controller, participant) = (self.clone(), controller, participant.clone());
             tokio::spawn(async move {
                 if let Err(e) = portal.remotes.confirm(&controller, &participant).await {
                     tracing::warn!(%participant, node = %controller.node, error = %e, "confirming the join failed; the node confirms it at the participant's first request");

@@ -49,7 +49,7 @@ impl<I, O> Batches<I, O> {
 
     /// Batches whose sender waits `gather` for others to join its batch
     /// before it sends: for calls whose caller does not wait on the answer
-    /// to go on (a login's confirmation, after its answer).
+    /// to go on (a login's confirmation, which its login does not wait for).
     pub(crate) fn gathering(lost: fn() -> O, gather: std::time::Duration) -> Self {
         Batches {
             gather,
